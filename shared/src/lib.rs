@@ -1,0 +1,15 @@
+//! NLS core: the domain of the Nectar License Service. It does no I/O and knows no platform;
+//! adapters in `functions/` reach it through the traits in [`ports`].
+
+pub mod key_format;
+pub mod key_ring;
+pub mod license_token;
+pub mod lifecycle;
+pub mod memory_store;
+pub mod model;
+pub mod ports;
+pub mod receipt;
+pub mod validation;
+
+#[cfg(feature = "conformance")]
+pub mod conformance;

@@ -1,0 +1,376 @@
+//! The ports: how the core reaches the world. Adapters (in-memory, SQLite, DynamoDB, Workers
+//! KV, Spin KV) implement them; handlers depend only on these traits.
+//!
+//! Futures are `Send` (the `async_trait` default). axum, lambda_http and tokio's multi-threaded
+//! runtime all require it; on wasm, where there is one thread, the Worker adapter wraps its
+//! `!Send` JS futures in `worker::send::SendFuture`. See ARCHITECTURE.md.
+//!
+//! Each invariant is one operation, so no adapter can split it into a racy read-then-write:
+//! [`DeploymentStore::activate_deployment`], [`UsageStore::record_usage_batch`],
+//! [`UnitOfWork::commit`] with a [`OnceGuard`], and [`NotificationStore::claim_notification`].
+
+use std::collections::BTreeMap;
+
+use async_trait::async_trait;
+use chrono::Duration;
+use serde::{Deserialize, Serialize};
+
+use crate::lifecycle::LicenseStatus;
+use crate::model::*;
+use crate::validation::StatusSnapshot;
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("{0} not found")]
+    NotFound(String),
+    /// An optimistic-concurrency check failed: someone else wrote first. Retry from a fresh read.
+    #[error("concurrent update of {0}")]
+    Conflict(String),
+    /// A stored item could not be read back; names the item.
+    #[error("stored item {item} is malformed: {reason}")]
+    Corrupt { item: String, reason: String },
+    /// The backing store failed or timed out; safe to retry.
+    #[error("store unavailable: {0}")]
+    Unavailable(String),
+}
+
+impl StoreError {
+    pub fn is_retryable(&self) -> bool {
+        matches!(self, Self::Unavailable(_) | Self::Conflict(_))
+    }
+}
+
+pub type StoreResult<T> = Result<T, StoreError>;
+
+/// Opaque, store-specific continuation token.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct PageRequest {
+    pub limit: u32,
+    pub cursor: Option<String>,
+}
+
+impl PageRequest {
+    pub const MAX_LIMIT: u32 = 100;
+    pub fn first(limit: u32) -> Self {
+        Self { limit: limit.clamp(1, Self::MAX_LIMIT), cursor: None }
+    }
+    pub fn effective_limit(&self) -> usize {
+        self.limit.clamp(1, Self::MAX_LIMIT) as usize
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Page<T> {
+    pub items: Vec<T>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct LicenseFilter {
+    pub customer_id: Option<String>,
+    pub status: Option<LicenseStatus>,
+    pub expires_before: Option<Timestamp>,
+}
+
+impl LicenseFilter {
+    pub fn matches(&self, l: &License) -> bool {
+        self.customer_id.as_ref().is_none_or(|c| *c == l.customer_id)
+            && self.status.is_none_or(|s| s == l.status)
+            && self.expires_before.is_none_or(|t| l.expires_at.is_some_and(|e| e < t))
+    }
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct AuditFilter {
+    pub actor: Option<String>,
+    pub target: Option<String>,
+    pub since: Option<Timestamp>,
+    pub until: Option<Timestamp>,
+}
+
+impl AuditFilter {
+    pub fn matches(&self, e: &AuditEntry) -> bool {
+        self.actor.as_ref().is_none_or(|a| *a == e.actor)
+            && self.target.as_ref().is_none_or(|t| *t == e.target)
+            && self.since.is_none_or(|s| e.at >= s)
+            && self.until.is_none_or(|u| e.at < u)
+    }
+}
+
+/// One write in a [`UnitOfWork::commit`]. All writes of a commit happen, or none.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Write {
+    /// Fails with `AlreadyExists` if the id (or its Stripe customer id) is taken.
+    CreateCustomer(Customer),
+    /// Fails with `NotFound` if absent.
+    UpdateCustomer(Customer),
+    DeleteCustomer {
+        id: String,
+    },
+    /// Fails with `AlreadyExists` if the id is taken.
+    CreateLicense(License),
+    /// Writes `license` (whose `version` is already bumped) only if the stored version is
+    /// `expected_version`; otherwise `Conflict`.
+    UpdateLicense {
+        license: License,
+        expected_version: u64,
+    },
+    PutApiKey(ApiKeyRecord),
+    Audit(AuditEntry),
+}
+
+/// Makes a commit happen at most once.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum OnceGuard {
+    /// A Stripe event id: recorded in the same atomic unit as the event's effect.
+    WebhookEvent(WebhookEventRecord),
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CommitOutcome {
+    Applied,
+    /// The guard was already recorded; nothing was written.
+    Duplicate,
+}
+
+#[async_trait]
+pub trait UnitOfWork: Send + Sync {
+    async fn commit(&self, guard: Option<OnceGuard>, writes: Vec<Write>) -> StoreResult<CommitOutcome>;
+}
+
+#[async_trait]
+pub trait CustomerStore: Send + Sync {
+    async fn get_customer(&self, id: &str) -> StoreResult<Option<Customer>>;
+    async fn find_customer_by_stripe_id(&self, stripe_customer_id: &str) -> StoreResult<Option<Customer>>;
+    /// Ordered by id.
+    async fn list_customers(&self, page: &PageRequest) -> StoreResult<Page<Customer>>;
+}
+
+#[async_trait]
+pub trait LicenseStore: Send + Sync {
+    async fn get_license(&self, id: &str) -> StoreResult<Option<License>>;
+    async fn find_license_by_subscription(
+        &self,
+        stripe_subscription_id: &str,
+    ) -> StoreResult<Option<License>>;
+    /// Ordered by id.
+    async fn list_licenses(&self, filter: &LicenseFilter, page: &PageRequest) -> StoreResult<Page<License>>;
+    /// Licenses with `from <= expires_at < to`, for the scheduler. Never a full scan.
+    async fn licenses_expiring_between(&self, from: Timestamp, to: Timestamp) -> StoreResult<Vec<License>>;
+    /// Everything validation needs, in one read: the license, its live deployments and this
+    /// month's usage counters.
+    async fn license_snapshot(&self, id: &str, now: Timestamp) -> StoreResult<Option<StatusSnapshot>>;
+}
+
+/// How activation is bounded.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ActivationPolicy {
+    /// `None` means unlimited.
+    pub max_deployments: Option<u32>,
+    /// A new deployment's lease; heartbeats extend it.
+    pub lease: Duration,
+    /// Churn protection: at most `churn_max` new activations per license in `churn_window`.
+    pub churn_window: Duration,
+    pub churn_max: u32,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Activation {
+    /// A new seat was taken.
+    Activated(Deployment),
+    /// The deployment already held a live seat; its lease was renewed.
+    AlreadyActive(Deployment),
+    /// Every seat is taken by a live deployment.
+    LimitReached { live: u32 },
+    /// Too many new activations recently (release-and-reactivate churn).
+    ChurnLimited,
+}
+
+#[async_trait]
+pub trait DeploymentStore: Send + Sync {
+    /// Atomically: if `deployment_id` holds a live seat, renew it; otherwise take a seat only
+    /// while fewer than `max_deployments` leases are live and the churn budget allows.
+    /// No number of concurrent calls ever exceeds the limit.
+    async fn activate_deployment(
+        &self,
+        request: &Deployment,
+        policy: &ActivationPolicy,
+        now: Timestamp,
+    ) -> StoreResult<Activation>;
+    /// Extends a live lease to `lease_expires_at`. `None` if the deployment holds no live seat.
+    async fn heartbeat(
+        &self,
+        license_id: &str,
+        deployment_id: &str,
+        app_version: Option<&str>,
+        now: Timestamp,
+        lease_expires_at: Timestamp,
+    ) -> StoreResult<Option<Deployment>>;
+    /// Frees the seat. `false` if there was none.
+    async fn release_deployment(&self, license_id: &str, deployment_id: &str) -> StoreResult<bool>;
+    /// Live and lapsed deployments still on record.
+    async fn list_deployments(&self, license_id: &str) -> StoreResult<Vec<Deployment>>;
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BatchOutcome {
+    Recorded,
+    /// This `batch_id` was already counted for this license; nothing changed.
+    Duplicate,
+}
+
+#[async_trait]
+pub trait UsageStore: Send + Sync {
+    /// Atomically records the batch id and adds every record to its day and month counters,
+    /// once per (license, batch_id) however often it is sent.
+    async fn record_usage_batch(&self, batch: &UsageBatch) -> StoreResult<BatchOutcome>;
+    /// Counters for one period key (`2026-11` or `2026-11-30`): metric → total.
+    async fn usage_counters(&self, license_id: &str, period: &str) -> StoreResult<BTreeMap<String, u64>>;
+}
+
+#[async_trait]
+pub trait ApiKeyStore: Send + Sync {
+    async fn get_api_key(&self, id: &str) -> StoreResult<Option<ApiKeyRecord>>;
+    async fn list_api_keys(&self) -> StoreResult<Vec<ApiKeyRecord>>;
+}
+
+#[async_trait]
+pub trait AuditStore: Send + Sync {
+    /// Newest first.
+    async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEntry>>;
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    /// The caller owns the send now.
+    Claimed,
+    /// Already sent; do nothing.
+    AlreadySent,
+    /// Another run claimed it less than the stale-claim timeout ago; leave it to that run.
+    HeldByOther,
+}
+
+#[async_trait]
+pub trait NotificationStore: Send + Sync {
+    /// Records the intent to send `record.key` (state `Pending`), unless it is already sent or
+    /// freshly claimed by another run. A `Pending` claim older than `stale_after` can be taken
+    /// over: its owner died between claiming and marking.
+    async fn claim_notification(
+        &self,
+        record: &NotificationRecord,
+        now: Timestamp,
+        stale_after: Duration,
+    ) -> StoreResult<ClaimOutcome>;
+    /// Marks a claimed notice as sent.
+    async fn mark_notification_sent(
+        &self,
+        key: &NotificationKey,
+        sent_at: Timestamp,
+        message_id: &str,
+    ) -> StoreResult<()>;
+    async fn list_notifications(&self, license_id: &str) -> StoreResult<Vec<NotificationRecord>>;
+}
+
+#[async_trait]
+pub trait ValidationLogStore: Send + Sync {
+    async fn append_validation_logs(&self, entries: &[ValidationLogEntry]) -> StoreResult<()>;
+    /// Newest first.
+    async fn list_validation_logs(
+        &self,
+        license_id: &str,
+        limit: usize,
+    ) -> StoreResult<Vec<ValidationLogEntry>>;
+}
+
+/// Everything a full origin needs. Edge adapters implement only the parts they serve.
+pub trait Store:
+    UnitOfWork
+    + CustomerStore
+    + LicenseStore
+    + DeploymentStore
+    + UsageStore
+    + ApiKeyStore
+    + AuditStore
+    + NotificationStore
+    + ValidationLogStore
+{
+}
+
+impl<T> Store for T where
+    T: UnitOfWork
+        + CustomerStore
+        + LicenseStore
+        + DeploymentStore
+        + UsageStore
+        + ApiKeyStore
+        + AuditStore
+        + NotificationStore
+        + ValidationLogStore
+{
+}
+
+/// An outgoing email, already rendered.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OutgoingEmail {
+    pub to: String,
+    pub subject: String,
+    pub text_body: String,
+    pub html_body: String,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum MailError {
+    #[error("mail rejected: {0}")]
+    Rejected(String),
+    #[error("mail service unavailable: {0}")]
+    Unavailable(String),
+}
+
+#[async_trait]
+pub trait Mailer: Send + Sync {
+    /// Returns the provider's message id.
+    async fn send(&self, email: &OutgoingEmail) -> Result<String, MailError>;
+}
+
+/// Time, injected so that every boundary can be tested to the second.
+pub trait Clock: Send + Sync {
+    fn now(&self) -> Timestamp;
+}
+
+/// The wall clock. (No I/O: reading the time is a pure platform call on every target NLS
+/// builds for, including wasm via `Date.now` shims in the adapters that need it.)
+#[cfg(not(target_family = "wasm"))]
+#[derive(Debug, Clone, Copy, Default)]
+pub struct SystemClock;
+
+#[cfg(not(target_family = "wasm"))]
+impl Clock for SystemClock {
+    fn now(&self) -> Timestamp {
+        chrono::Utc::now()
+    }
+}
+
+/// A clock tests set by hand.
+#[derive(Debug)]
+pub struct ManualClock(std::sync::Mutex<Timestamp>);
+
+impl ManualClock {
+    pub fn new(at: Timestamp) -> Self {
+        Self(std::sync::Mutex::new(at))
+    }
+    pub fn set(&self, at: Timestamp) {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner()) = at;
+    }
+    pub fn advance(&self, by: Duration) {
+        let mut t = self.0.lock().unwrap_or_else(|p| p.into_inner());
+        *t += by;
+    }
+}
+
+impl Clock for ManualClock {
+    fn now(&self) -> Timestamp {
+        *self.0.lock().unwrap_or_else(|p| p.into_inner())
+    }
+}
