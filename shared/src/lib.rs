@@ -1,6 +1,7 @@
 //! NLS core: the domain of the Nectar License Service. It does no I/O and knows no platform;
 //! adapters in `functions/` reach it through the traits in [`ports`].
 
+pub mod issuing;
 pub mod key_format;
 pub mod key_ring;
 pub mod license_token;
