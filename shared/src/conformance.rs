@@ -1,1 +1,578 @@
-//! The store conformance suite (filled in next).
+//! The store conformance suite: one set of behaviours every store implementation must show,
+//! written once and run by each store's own tests (in-memory, SQLite, DynamoDB).
+//!
+//! Usage, from a store crate's integration test, on a multi-threaded runtime (the concurrency
+//! cases spawn real tasks):
+//!
+//! ```ignore
+//! #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+//! async fn conforms() {
+//!     nls_core::conformance::run_all(|| async { Arc::new(MyStore::fresh().await) as Arc<dyn Store> }).await;
+//! }
+//! ```
+//!
+//! Each case gets a fresh store from the factory. A failing case panics with its name.
+
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::sync::Arc;
+
+use chrono::{DateTime, Duration};
+
+use crate::issuing::{LicenseTerms, new_id, new_license};
+use crate::lifecycle::LicenseStatus;
+use crate::model::*;
+use crate::ports::*;
+
+type CaseFuture = Pin<Box<dyn Future<Output = ()> + Send>>;
+type Case = fn(Arc<dyn Store>) -> CaseFuture;
+
+/// Every case, by name.
+pub const CASES: &[(&str, Case)] = &[
+    ("customers_crud_and_paging", |s| Box::pin(customers_crud_and_paging(s))),
+    ("stripe_customer_id_is_unique", |s| Box::pin(stripe_customer_id_is_unique(s))),
+    ("license_updates_are_versioned", |s| Box::pin(license_updates_are_versioned(s))),
+    ("license_filters_and_paging", |s| Box::pin(license_filters_and_paging(s))),
+    ("licenses_expiring_between", |s| Box::pin(licenses_expiring_between(s))),
+    ("commit_is_all_or_nothing", |s| Box::pin(commit_is_all_or_nothing(s))),
+    ("webhook_event_applies_once", |s| Box::pin(webhook_event_applies_once(s))),
+    ("concurrent_webhook_replays_apply_once", |s| Box::pin(concurrent_webhook_replays_apply_once(s))),
+    ("concurrent_activations_respect_limit", |s| Box::pin(concurrent_activations_respect_limit(s))),
+    ("lease_renewal_and_expiry", |s| Box::pin(lease_renewal_and_expiry(s))),
+    ("activation_churn_is_limited", |s| Box::pin(activation_churn_is_limited(s))),
+    ("release_frees_a_seat", |s| Box::pin(release_frees_a_seat(s))),
+    ("usage_batch_counts_once", |s| Box::pin(usage_batch_counts_once(s))),
+    ("concurrent_usage_replays_count_once", |s| Box::pin(concurrent_usage_replays_count_once(s))),
+    ("snapshot_holds_license_seats_and_usage", |s| Box::pin(snapshot_holds_license_seats_and_usage(s))),
+    ("api_keys_round_trip", |s| Box::pin(api_keys_round_trip(s))),
+    ("audit_filters_newest_first", |s| Box::pin(audit_filters_newest_first(s))),
+    ("notification_claims", |s| Box::pin(notification_claims(s))),
+    ("concurrent_notification_claims_one_winner", |s| Box::pin(concurrent_notification_claims_one_winner(s))),
+    ("validation_logs_newest_first", |s| Box::pin(validation_logs_newest_first(s))),
+];
+
+/// Runs every case against fresh stores from `make_store`.
+pub async fn run_all<F, Fut>(make_store: F)
+where
+    F: Fn() -> Fut,
+    Fut: Future<Output = Arc<dyn Store>>,
+{
+    for (name, case) in CASES {
+        let store = make_store().await;
+        let outcome = tokio::spawn(case(store)).await;
+        if let Err(e) = outcome {
+            panic!("store conformance case `{name}` failed: {e}");
+        }
+    }
+}
+
+fn t0() -> Timestamp {
+    DateTime::parse_from_rfc3339("2026-11-15T12:00:00Z").expect("valid literal").to_utc()
+}
+
+fn customer(name: &str, stripe: Option<&str>) -> Customer {
+    Customer {
+        id: new_id("cus"),
+        name: name.to_owned(),
+        email: format!("{name}@example.com"),
+        stripe_customer_id: stripe.map(str::to_owned),
+        reminders_opt_out: false,
+        created_at: t0(),
+        updated_at: t0(),
+    }
+}
+
+fn license_for(customer_id: &str, max: Option<u32>, expires_at: Option<Timestamp>) -> License {
+    let terms = LicenseTerms { max_deployments: max, expires_at, ..LicenseTerms::default() };
+    new_license(customer_id, terms, t0())
+}
+
+async fn given_license(store: &Arc<dyn Store>, max: Option<u32>) -> License {
+    let c = customer("acme", None);
+    let l = license_for(&c.id, max, Some(t0() + Duration::days(365)));
+    store.commit(None, vec![Write::CreateCustomer(c), Write::CreateLicense(l.clone())]).await.expect("create");
+    l
+}
+
+fn deployment(license_id: &str, id: &str) -> Deployment {
+    Deployment {
+        license_id: license_id.to_owned(),
+        deployment_id: id.to_owned(),
+        fingerprint: Some(format!("fp-{id}")),
+        app_version: None,
+        activated_at: t0(),
+        last_heartbeat_at: t0(),
+        lease_expires_at: t0(),
+    }
+}
+
+fn policy(max: Option<u32>) -> ActivationPolicy {
+    ActivationPolicy { max_deployments: max, lease: Duration::hours(1), churn_window: Duration::hours(1), churn_max: 1000 }
+}
+
+fn audit(actor: &str, target: &str, at: Timestamp) -> AuditEntry {
+    AuditEntry {
+        id: new_id("aud"),
+        at,
+        actor: actor.to_owned(),
+        action: "test".to_owned(),
+        target: target.to_owned(),
+        before: None,
+        after: Some(serde_json::json!({"n": 1})),
+    }
+}
+
+async fn customers_crud_and_paging(store: Arc<dyn Store>) {
+    let mut ids = Vec::new();
+    for i in 0..5 {
+        let c = customer(&format!("c{i}"), None);
+        ids.push(c.id.clone());
+        store.commit(None, vec![Write::CreateCustomer(c)]).await.expect("create customer");
+    }
+    ids.sort();
+    let first = store.list_customers(&PageRequest::first(2)).await.expect("page 1");
+    assert_eq!(first.items.iter().map(|c| c.id.clone()).collect::<Vec<_>>(), ids[..2]);
+    let mut seen: Vec<String> = first.items.iter().map(|c| c.id.clone()).collect();
+    let mut cursor = first.next_cursor;
+    while let Some(c) = cursor {
+        let page = store.list_customers(&PageRequest { limit: 2, cursor: Some(c) }).await.expect("next page");
+        seen.extend(page.items.iter().map(|c| c.id.clone()));
+        cursor = page.next_cursor;
+    }
+    assert_eq!(seen, ids, "paging visits every customer once, in id order");
+
+    let mut c = store.get_customer(&ids[0]).await.expect("get").expect("exists");
+    c.name = "renamed".into();
+    store.commit(None, vec![Write::UpdateCustomer(c.clone())]).await.expect("update");
+    assert_eq!(store.get_customer(&ids[0]).await.expect("get").expect("exists").name, "renamed");
+    store.commit(None, vec![Write::DeleteCustomer { id: ids[0].clone() }]).await.expect("delete");
+    assert!(store.get_customer(&ids[0]).await.expect("get").is_none());
+    let missing = store.commit(None, vec![Write::UpdateCustomer(c)]).await;
+    assert!(matches!(missing, Err(StoreError::NotFound(_))), "update of a deleted customer: {missing:?}");
+}
+
+async fn stripe_customer_id_is_unique(store: Arc<dyn Store>) {
+    let a = customer("a", Some("cus_stripe_1"));
+    store.commit(None, vec![Write::CreateCustomer(a.clone())]).await.expect("create");
+    let found = store.find_customer_by_stripe_id("cus_stripe_1").await.expect("find").expect("exists");
+    assert_eq!(found.id, a.id);
+    let dup = store.commit(None, vec![Write::CreateCustomer(customer("b", Some("cus_stripe_1")))]).await;
+    assert!(matches!(dup, Err(StoreError::AlreadyExists(_))), "{dup:?}");
+    let same_id = store.commit(None, vec![Write::CreateCustomer(a)]).await;
+    assert!(matches!(same_id, Err(StoreError::AlreadyExists(_))), "{same_id:?}");
+}
+
+async fn license_updates_are_versioned(store: Arc<dyn Store>) {
+    let l = given_license(&store, Some(3)).await;
+    let mut next = l.clone();
+    next.status = LicenseStatus::Suspended;
+    next.version = 2;
+    store.commit(None, vec![Write::UpdateLicense { license: next.clone(), expected_version: 1 }]).await.expect("v1→v2");
+    let stale = store.commit(None, vec![Write::UpdateLicense { license: next, expected_version: 1 }]).await;
+    assert!(matches!(stale, Err(StoreError::Conflict(_))), "stale version must conflict: {stale:?}");
+    let got = store.get_license(&l.id).await.expect("get").expect("exists");
+    assert_eq!((got.status, got.version), (LicenseStatus::Suspended, 2));
+
+    let mut with_sub = got.clone();
+    with_sub.stripe_subscription_id = Some("sub_123".into());
+    with_sub.version = 3;
+    store.commit(None, vec![Write::UpdateLicense { license: with_sub, expected_version: 2 }]).await.expect("v3");
+    let by_sub = store.find_license_by_subscription("sub_123").await.expect("find").expect("exists");
+    assert_eq!(by_sub.id, l.id);
+    assert!(store.find_license_by_subscription("sub_other").await.expect("find").is_none());
+}
+
+async fn license_filters_and_paging(store: Arc<dyn Store>) {
+    let a = customer("a", None);
+    let b = customer("b", None);
+    let mut writes = vec![Write::CreateCustomer(a.clone()), Write::CreateCustomer(b.clone())];
+    let mut a_ids = Vec::new();
+    for i in 0..4 {
+        let mut l = license_for(&a.id, None, Some(t0() + Duration::days(10 * (i + 1))));
+        if i == 3 {
+            l.status = LicenseStatus::Suspended;
+        }
+        a_ids.push(l.id.clone());
+        writes.push(Write::CreateLicense(l));
+    }
+    writes.push(Write::CreateLicense(license_for(&b.id, None, None)));
+    store.commit(None, writes).await.expect("create");
+    a_ids.sort();
+
+    let by_customer = LicenseFilter { customer_id: Some(a.id.clone()), ..Default::default() };
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(3);
+    loop {
+        let got = store.list_licenses(&by_customer, &page).await.expect("list");
+        assert!(got.items.len() <= 3);
+        seen.extend(got.items.into_iter().map(|l| l.id));
+        match got.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => break,
+        }
+    }
+    assert_eq!(seen, a_ids);
+    let suspended = LicenseFilter { status: Some(LicenseStatus::Suspended), ..Default::default() };
+    assert_eq!(store.list_licenses(&suspended, &PageRequest::first(10)).await.expect("list").items.len(), 1);
+    let soon = LicenseFilter { expires_before: Some(t0() + Duration::days(25)), ..Default::default() };
+    assert_eq!(store.list_licenses(&soon, &PageRequest::first(10)).await.expect("list").items.len(), 2);
+}
+
+async fn licenses_expiring_between(store: Arc<dyn Store>) {
+    let c = customer("c", None);
+    let mut writes = vec![Write::CreateCustomer(c.clone())];
+    let mut expected = Vec::new();
+    for days in [0, 1, 6, 7, 8, 40] {
+        let l = license_for(&c.id, None, Some(t0() + Duration::days(days)));
+        if (1..8).contains(&days) {
+            expected.push(l.id.clone());
+        }
+        writes.push(Write::CreateLicense(l));
+    }
+    writes.push(Write::CreateLicense(license_for(&c.id, None, None)));
+    store.commit(None, writes).await.expect("create");
+    let mut got: Vec<String> = store
+        .licenses_expiring_between(t0() + Duration::days(1), t0() + Duration::days(8))
+        .await
+        .expect("query")
+        .into_iter()
+        .map(|l| l.id)
+        .collect();
+    got.sort();
+    expected.sort();
+    assert_eq!(got, expected, "from is inclusive, to exclusive; perpetual licenses never due");
+}
+
+async fn commit_is_all_or_nothing(store: Arc<dyn Store>) {
+    let l = given_license(&store, None).await;
+    let newcomer = customer("new", None);
+    let result = store
+        .commit(
+            None,
+            vec![
+                Write::CreateCustomer(newcomer.clone()),
+                Write::Audit(audit("admin", "customer:x", t0())),
+                Write::CreateLicense(l.clone()), // already exists: the whole commit fails
+            ],
+        )
+        .await;
+    assert!(matches!(result, Err(StoreError::AlreadyExists(_))), "{result:?}");
+    assert!(store.get_customer(&newcomer.id).await.expect("get").is_none(), "no partial commit");
+    let audit_rows = store.list_audit(&AuditFilter::default(), &PageRequest::first(10)).await.expect("audit");
+    assert!(audit_rows.items.is_empty(), "no audit row from a failed commit");
+}
+
+fn webhook_event(id: &str) -> OnceGuard {
+    OnceGuard::WebhookEvent(WebhookEventRecord {
+        event_id: id.to_owned(),
+        event_type: "invoice.paid".to_owned(),
+        received_at: t0(),
+    })
+}
+
+async fn webhook_event_applies_once(store: Arc<dyn Store>) {
+    let l = given_license(&store, None).await;
+    let entry = audit("stripe", &format!("license:{}", l.id), t0());
+    let first = store.commit(Some(webhook_event("evt_1")), vec![Write::Audit(entry.clone())]).await.expect("first");
+    assert_eq!(first, CommitOutcome::Applied);
+    let second = store.commit(Some(webhook_event("evt_1")), vec![Write::Audit(entry)]).await.expect("replay");
+    assert_eq!(second, CommitOutcome::Duplicate);
+    let rows = store.list_audit(&AuditFilter::default(), &PageRequest::first(10)).await.expect("audit");
+    assert_eq!(rows.items.len(), 1, "a replayed event writes nothing");
+
+    // A guarded commit that fails does not record the event, so Stripe's retry can apply it.
+    let failing = store.commit(Some(webhook_event("evt_2")), vec![Write::CreateLicense(l.clone())]).await;
+    assert!(failing.is_err());
+    let retry = store.commit(Some(webhook_event("evt_2")), vec![]).await.expect("retry");
+    assert_eq!(retry, CommitOutcome::Applied);
+}
+
+async fn concurrent_webhook_replays_apply_once(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            tokio::spawn(async move {
+                let entry = audit("stripe", &format!("replay:{i}"), t0());
+                store.commit(Some(webhook_event("evt_same")), vec![Write::Audit(entry)]).await
+            })
+        })
+        .collect();
+    let mut applied = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(CommitOutcome::Applied) => applied += 1,
+            Ok(CommitOutcome::Duplicate) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("unexpected error: {e}"),
+        }
+    }
+    assert_eq!(applied, 1);
+    let rows = store.list_audit(&AuditFilter::default(), &PageRequest::first(100)).await.expect("audit");
+    assert_eq!(rows.items.len(), 1);
+}
+
+async fn concurrent_activations_respect_limit(store: Arc<dyn Store>) {
+    let l = given_license(&store, Some(5)).await;
+    let tasks: Vec<_> = (0..200)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let d = deployment(&l.id, &format!("dep-{i}"));
+            tokio::spawn(async move { store.activate_deployment(&d, &policy(Some(5)), t0()).await })
+        })
+        .collect();
+    let mut activated = 0;
+    for t in tasks {
+        match t.await.expect("task").expect("activation answers") {
+            Activation::Activated(_) => activated += 1,
+            Activation::LimitReached { .. } => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(activated, 5, "exactly the limit activates");
+    let snap = store.license_snapshot(&l.id, t0()).await.expect("snapshot").expect("exists");
+    assert_eq!(snap.live_deployments.len(), 5);
+}
+
+async fn lease_renewal_and_expiry(store: Arc<dyn Store>) {
+    let l = given_license(&store, Some(1)).await;
+    let p = policy(Some(1));
+    let a = deployment(&l.id, "a");
+    assert!(matches!(store.activate_deployment(&a, &p, t0()).await.expect("a"), Activation::Activated(_)));
+    let again = store.activate_deployment(&a, &p, t0() + Duration::minutes(10)).await.expect("a again");
+    let Activation::AlreadyActive(renewed) = again else { panic!("expected AlreadyActive, got {again:?}") };
+    assert_eq!(renewed.lease_expires_at, t0() + Duration::minutes(70));
+
+    let b = deployment(&l.id, "b");
+    let full = store.activate_deployment(&b, &p, t0() + Duration::minutes(20)).await.expect("b");
+    assert_eq!(full, Activation::LimitReached { live: 1 });
+
+    let hb_at = t0() + Duration::minutes(60);
+    let beat = store.heartbeat(&l.id, "a", Some("2.1.0"), hb_at, hb_at + Duration::hours(1)).await.expect("hb");
+    let beat = beat.expect("a holds a live seat");
+    assert_eq!(beat.app_version.as_deref(), Some("2.1.0"));
+    assert_eq!(beat.last_heartbeat_at, hb_at);
+    assert!(store.heartbeat(&l.id, "nobody", None, hb_at, hb_at).await.expect("hb").is_none());
+
+    // a's lease now ends at t0+120m; at exactly that instant the seat is free.
+    let lapse = t0() + Duration::minutes(120);
+    assert!(store.heartbeat(&l.id, "a", None, lapse, lapse + Duration::hours(1)).await.expect("hb").is_none());
+    let b_now = store.activate_deployment(&b, &p, lapse).await.expect("b after lapse");
+    assert!(matches!(b_now, Activation::Activated(_)), "a lapsed lease frees its seat: {b_now:?}");
+    let listed = store.list_deployments(&l.id).await.expect("list");
+    assert!(listed.iter().any(|d| d.deployment_id == "b"));
+}
+
+async fn activation_churn_is_limited(store: Arc<dyn Store>) {
+    let l = given_license(&store, Some(1)).await;
+    let p = ActivationPolicy { churn_max: 3, ..policy(Some(1)) };
+    for i in 0..3 {
+        let d = deployment(&l.id, &format!("churn-{i}"));
+        let at = t0() + Duration::minutes(i);
+        assert!(matches!(store.activate_deployment(&d, &p, at).await.expect("act"), Activation::Activated(_)));
+        assert!(store.release_deployment(&l.id, &d.deployment_id).await.expect("release"));
+    }
+    let d = deployment(&l.id, "churn-3");
+    let refused = store.activate_deployment(&d, &p, t0() + Duration::minutes(3)).await.expect("act");
+    assert_eq!(refused, Activation::ChurnLimited);
+    let later = store.activate_deployment(&d, &p, t0() + Duration::minutes(61)).await.expect("act");
+    assert!(matches!(later, Activation::Activated(_)), "the churn window slides: {later:?}");
+}
+
+async fn release_frees_a_seat(store: Arc<dyn Store>) {
+    let l = given_license(&store, Some(1)).await;
+    let p = policy(Some(1));
+    assert!(matches!(
+        store.activate_deployment(&deployment(&l.id, "x"), &p, t0()).await.expect("x"),
+        Activation::Activated(_)
+    ));
+    assert!(store.release_deployment(&l.id, "x").await.expect("release"));
+    assert!(!store.release_deployment(&l.id, "x").await.expect("release twice"));
+    let y = store.activate_deployment(&deployment(&l.id, "y"), &p, t0()).await.expect("y");
+    assert!(matches!(y, Activation::Activated(_)));
+}
+
+fn batch(license_id: &str, batch_id: &str) -> UsageBatch {
+    UsageBatch {
+        license_id: license_id.to_owned(),
+        deployment_id: "dep".to_owned(),
+        batch_id: batch_id.to_owned(),
+        records: vec![
+            UsageRecord { metric: "api_calls".into(), value: 7, at: t0() },
+            UsageRecord { metric: "api_calls".into(), value: 3, at: t0() + Duration::days(1) },
+            UsageRecord { metric: "seats".into(), value: 2, at: t0() },
+        ],
+        received_at: t0(),
+    }
+}
+
+async fn usage_batch_counts_once(store: Arc<dyn Store>) {
+    let l = given_license(&store, None).await;
+    assert_eq!(store.record_usage_batch(&batch(&l.id, "b1")).await.expect("b1"), BatchOutcome::Recorded);
+    assert_eq!(store.record_usage_batch(&batch(&l.id, "b1")).await.expect("b1 again"), BatchOutcome::Duplicate);
+    assert_eq!(store.record_usage_batch(&batch(&l.id, "b2")).await.expect("b2"), BatchOutcome::Recorded);
+    let month = store.usage_counters(&l.id, "2026-11").await.expect("month");
+    assert_eq!(month, BTreeMap::from([("api_calls".to_owned(), 20), ("seats".to_owned(), 4)]));
+    let day = store.usage_counters(&l.id, "2026-11-16").await.expect("day");
+    assert_eq!(day, BTreeMap::from([("api_calls".to_owned(), 6)]));
+    // The same batch id under another license is another batch.
+    let other = given_license(&store, None).await;
+    assert_eq!(store.record_usage_batch(&batch(&other.id, "b1")).await.expect("other"), BatchOutcome::Recorded);
+}
+
+async fn concurrent_usage_replays_count_once(store: Arc<dyn Store>) {
+    let l = given_license(&store, None).await;
+    let tasks: Vec<_> = (0..50)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let b = batch(&l.id, "same-batch");
+            tokio::spawn(async move { store.record_usage_batch(&b).await })
+        })
+        .collect();
+    let mut recorded = 0;
+    for t in tasks {
+        if t.await.expect("task").expect("record") == BatchOutcome::Recorded {
+            recorded += 1;
+        }
+    }
+    assert_eq!(recorded, 1);
+    let month = store.usage_counters(&l.id, "2026-11").await.expect("month");
+    assert_eq!(month.get("api_calls"), Some(&10));
+}
+
+async fn snapshot_holds_license_seats_and_usage(store: Arc<dyn Store>) {
+    let l = given_license(&store, Some(3)).await;
+    let p = policy(Some(3));
+    store.activate_deployment(&deployment(&l.id, "live"), &p, t0()).await.expect("live");
+    store.activate_deployment(&deployment(&l.id, "old"), &p, t0() - Duration::hours(2)).await.expect("old");
+    store.record_usage_batch(&batch(&l.id, "b")).await.expect("usage");
+    let snap = store.license_snapshot(&l.id, t0()).await.expect("snapshot").expect("exists");
+    assert_eq!(snap.license, l);
+    assert_eq!(snap.live_deployments, vec!["live".to_owned()], "lapsed leases are not live");
+    assert_eq!(snap.month_usage.get("api_calls"), Some(&10));
+    assert!(store.license_snapshot("lic_missing", t0()).await.expect("snapshot").is_none());
+}
+
+async fn api_keys_round_trip(store: Arc<dyn Store>) {
+    let key = ApiKeyRecord {
+        id: new_id("ak"),
+        name: "ci".into(),
+        secret_sha256: "ab".repeat(32),
+        scopes: vec![Scope::Read, Scope::Write],
+        created_at: t0(),
+        revoked_at: None,
+    };
+    store.commit(None, vec![Write::PutApiKey(key.clone())]).await.expect("put");
+    assert_eq!(store.get_api_key(&key.id).await.expect("get"), Some(key.clone()));
+    let revoked = ApiKeyRecord { revoked_at: Some(t0()), ..key.clone() };
+    store.commit(None, vec![Write::PutApiKey(revoked.clone())]).await.expect("revoke");
+    assert_eq!(store.list_api_keys().await.expect("list"), vec![revoked]);
+    assert!(store.get_api_key("ak_missing").await.expect("get").is_none());
+}
+
+async fn audit_filters_newest_first(store: Arc<dyn Store>) {
+    let mut writes = Vec::new();
+    for i in 0..6 {
+        let actor = if i % 2 == 0 { "alice" } else { "bob" };
+        writes.push(Write::Audit(audit(actor, &format!("license:{}", i % 3), t0() + Duration::minutes(i))));
+    }
+    store.commit(None, writes).await.expect("audit");
+    let all = store.list_audit(&AuditFilter::default(), &PageRequest::first(100)).await.expect("all");
+    let times: Vec<_> = all.items.iter().map(|e| e.at).collect();
+    let mut sorted = times.clone();
+    sorted.sort_by(|a, b| b.cmp(a));
+    assert_eq!(times, sorted, "newest first");
+    assert_eq!(all.items.len(), 6);
+
+    let alice = AuditFilter { actor: Some("alice".into()), ..Default::default() };
+    assert_eq!(store.list_audit(&alice, &PageRequest::first(100)).await.expect("alice").items.len(), 3);
+    let target = AuditFilter { target: Some("license:1".into()), ..Default::default() };
+    assert_eq!(store.list_audit(&target, &PageRequest::first(100)).await.expect("target").items.len(), 2);
+    let window = AuditFilter {
+        since: Some(t0() + Duration::minutes(2)),
+        until: Some(t0() + Duration::minutes(4)),
+        ..Default::default()
+    };
+    assert_eq!(store.list_audit(&window, &PageRequest::first(100)).await.expect("window").items.len(), 2);
+
+    let first = store.list_audit(&AuditFilter::default(), &PageRequest::first(4)).await.expect("page 1");
+    assert_eq!(first.items.len(), 4);
+    let rest = store
+        .list_audit(&AuditFilter::default(), &PageRequest { limit: 4, cursor: first.next_cursor.clone() })
+        .await
+        .expect("page 2");
+    assert_eq!(rest.items.len(), 2);
+    assert!(rest.items.iter().all(|e| !first.items.contains(e)));
+}
+
+fn notice(license_id: &str, window: &str, by: &str, at: Timestamp) -> NotificationRecord {
+    NotificationRecord {
+        key: NotificationKey {
+            license_id: license_id.to_owned(),
+            notice: "renewal_reminder_7d".to_owned(),
+            window: window.to_owned(),
+        },
+        recipient: "ops@example.com".to_owned(),
+        subject: "Your license renews soon".to_owned(),
+        state: NotificationState::Pending { claimed_by: by.to_owned(), claimed_at: at },
+    }
+}
+
+async fn notification_claims(store: Arc<dyn Store>) {
+    let stale = Duration::minutes(15);
+    let n = notice("lic_1", "2026-12-01", "run-a", t0());
+    assert_eq!(store.claim_notification(&n, t0(), stale).await.expect("claim"), ClaimOutcome::Claimed);
+    let other = notice("lic_1", "2026-12-01", "run-b", t0() + Duration::minutes(1));
+    assert_eq!(
+        store.claim_notification(&other, t0() + Duration::minutes(1), stale).await.expect("claim"),
+        ClaimOutcome::HeldByOther
+    );
+    // run-a died between claim and send: after the stale timeout, run-b may take over.
+    let later = t0() + Duration::minutes(16);
+    let takeover = notice("lic_1", "2026-12-01", "run-b", later);
+    assert_eq!(store.claim_notification(&takeover, later, stale).await.expect("claim"), ClaimOutcome::Claimed);
+    store.mark_notification_sent(&takeover.key, later, "msg-1").await.expect("mark");
+    let much_later = later + Duration::days(1);
+    assert_eq!(
+        store.claim_notification(&notice("lic_1", "2026-12-01", "run-c", much_later), much_later, stale).await.expect("c"),
+        ClaimOutcome::AlreadySent
+    );
+    let listed = store.list_notifications("lic_1").await.expect("list");
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].state, NotificationState::Sent { sent_at: later, message_id: "msg-1".into() });
+    assert!(store.list_notifications("lic_2").await.expect("list").is_empty());
+}
+
+async fn concurrent_notification_claims_one_winner(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..20)
+        .map(|i| {
+            let store = Arc::clone(&store);
+            let n = notice("lic_1", "w", &format!("run-{i}"), t0());
+            tokio::spawn(async move { store.claim_notification(&n, t0(), Duration::minutes(15)).await })
+        })
+        .collect();
+    let mut claimed = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(ClaimOutcome::Claimed) => claimed += 1,
+            Ok(_) | Err(StoreError::Conflict(_)) => {}
+            Err(e) => panic!("unexpected error {e}"),
+        }
+    }
+    assert_eq!(claimed, 1);
+}
+
+async fn validation_logs_newest_first(store: Arc<dyn Store>) {
+    let entries: Vec<_> = (0..5)
+        .map(|i| ValidationLogEntry {
+            license_id: if i == 4 { "lic_b".into() } else { "lic_a".into() },
+            at: t0() + Duration::seconds(i),
+            code: "VALID".into(),
+            deployment_id: Some(format!("d{i}")),
+            fingerprint: None,
+            client_ip: Some("127.0.0.1".into()),
+        })
+        .collect();
+    store.append_validation_logs(&entries).await.expect("append");
+    let got = store.list_validation_logs("lic_a", 2).await.expect("list");
+    assert_eq!(got.iter().map(|e| e.deployment_id.clone().unwrap_or_default()).collect::<Vec<_>>(), ["d3", "d2"]);
+}
