@@ -91,7 +91,10 @@ fn license_for(customer_id: &str, max: Option<u32>, expires_at: Option<Timestamp
 async fn given_license(store: &Arc<dyn Store>, max: Option<u32>) -> License {
     let c = customer("acme", None);
     let l = license_for(&c.id, max, Some(t0() + Duration::days(365)));
-    store.commit(None, vec![Write::CreateCustomer(c), Write::CreateLicense(l.clone())]).await.expect("create");
+    store
+        .commit(None, vec![Write::CreateCustomer(c), Write::CreateLicense(l.clone())])
+        .await
+        .expect("create");
     l
 }
 
@@ -108,7 +111,12 @@ fn deployment(license_id: &str, id: &str) -> Deployment {
 }
 
 fn policy(max: Option<u32>) -> ActivationPolicy {
-    ActivationPolicy { max_deployments: max, lease: Duration::hours(1), churn_window: Duration::hours(1), churn_max: 1000 }
+    ActivationPolicy {
+        max_deployments: max,
+        lease: Duration::hours(1),
+        churn_window: Duration::hours(1),
+        churn_max: 1000,
+    }
 }
 
 fn audit(actor: &str, target: &str, at: Timestamp) -> AuditEntry {
@@ -168,7 +176,10 @@ async fn license_updates_are_versioned(store: Arc<dyn Store>) {
     let mut next = l.clone();
     next.status = LicenseStatus::Suspended;
     next.version = 2;
-    store.commit(None, vec![Write::UpdateLicense { license: next.clone(), expected_version: 1 }]).await.expect("v1→v2");
+    store
+        .commit(None, vec![Write::UpdateLicense { license: next.clone(), expected_version: 1 }])
+        .await
+        .expect("v1→v2");
     let stale = store.commit(None, vec![Write::UpdateLicense { license: next, expected_version: 1 }]).await;
     assert!(matches!(stale, Err(StoreError::Conflict(_))), "stale version must conflict: {stale:?}");
     let got = store.get_license(&l.id).await.expect("get").expect("exists");
@@ -177,7 +188,10 @@ async fn license_updates_are_versioned(store: Arc<dyn Store>) {
     let mut with_sub = got.clone();
     with_sub.stripe_subscription_id = Some("sub_123".into());
     with_sub.version = 3;
-    store.commit(None, vec![Write::UpdateLicense { license: with_sub, expected_version: 2 }]).await.expect("v3");
+    store
+        .commit(None, vec![Write::UpdateLicense { license: with_sub, expected_version: 2 }])
+        .await
+        .expect("v3");
     let by_sub = store.find_license_by_subscription("sub_123").await.expect("find").expect("exists");
     assert_eq!(by_sub.id, l.id);
     assert!(store.find_license_by_subscription("sub_other").await.expect("find").is_none());
@@ -274,7 +288,8 @@ fn webhook_event(id: &str) -> OnceGuard {
 async fn webhook_event_applies_once(store: Arc<dyn Store>) {
     let l = given_license(&store, None).await;
     let entry = audit("stripe", &format!("license:{}", l.id), t0());
-    let first = store.commit(Some(webhook_event("evt_1")), vec![Write::Audit(entry.clone())]).await.expect("first");
+    let first =
+        store.commit(Some(webhook_event("evt_1")), vec![Write::Audit(entry.clone())]).await.expect("first");
     assert_eq!(first, CommitOutcome::Applied);
     let second = store.commit(Some(webhook_event("evt_1")), vec![Write::Audit(entry)]).await.expect("replay");
     assert_eq!(second, CommitOutcome::Duplicate);
@@ -347,7 +362,8 @@ async fn lease_renewal_and_expiry(store: Arc<dyn Store>) {
     assert_eq!(full, Activation::LimitReached { live: 1 });
 
     let hb_at = t0() + Duration::minutes(60);
-    let beat = store.heartbeat(&l.id, "a", Some("2.1.0"), hb_at, hb_at + Duration::hours(1)).await.expect("hb");
+    let beat =
+        store.heartbeat(&l.id, "a", Some("2.1.0"), hb_at, hb_at + Duration::hours(1)).await.expect("hb");
     let beat = beat.expect("a holds a live seat");
     assert_eq!(beat.app_version.as_deref(), Some("2.1.0"));
     assert_eq!(beat.last_heartbeat_at, hb_at);
@@ -355,7 +371,9 @@ async fn lease_renewal_and_expiry(store: Arc<dyn Store>) {
 
     // a's lease now ends at t0+120m; at exactly that instant the seat is free.
     let lapse = t0() + Duration::minutes(120);
-    assert!(store.heartbeat(&l.id, "a", None, lapse, lapse + Duration::hours(1)).await.expect("hb").is_none());
+    assert!(
+        store.heartbeat(&l.id, "a", None, lapse, lapse + Duration::hours(1)).await.expect("hb").is_none()
+    );
     let b_now = store.activate_deployment(&b, &p, lapse).await.expect("b after lapse");
     assert!(matches!(b_now, Activation::Activated(_)), "a lapsed lease frees its seat: {b_now:?}");
     let listed = store.list_deployments(&l.id).await.expect("list");
@@ -368,7 +386,10 @@ async fn activation_churn_is_limited(store: Arc<dyn Store>) {
     for i in 0..3 {
         let d = deployment(&l.id, &format!("churn-{i}"));
         let at = t0() + Duration::minutes(i);
-        assert!(matches!(store.activate_deployment(&d, &p, at).await.expect("act"), Activation::Activated(_)));
+        assert!(matches!(
+            store.activate_deployment(&d, &p, at).await.expect("act"),
+            Activation::Activated(_)
+        ));
         assert!(store.release_deployment(&l.id, &d.deployment_id).await.expect("release"));
     }
     let d = deployment(&l.id, "churn-3");
@@ -408,7 +429,10 @@ fn batch(license_id: &str, batch_id: &str) -> UsageBatch {
 async fn usage_batch_counts_once(store: Arc<dyn Store>) {
     let l = given_license(&store, None).await;
     assert_eq!(store.record_usage_batch(&batch(&l.id, "b1")).await.expect("b1"), BatchOutcome::Recorded);
-    assert_eq!(store.record_usage_batch(&batch(&l.id, "b1")).await.expect("b1 again"), BatchOutcome::Duplicate);
+    assert_eq!(
+        store.record_usage_batch(&batch(&l.id, "b1")).await.expect("b1 again"),
+        BatchOutcome::Duplicate
+    );
     assert_eq!(store.record_usage_batch(&batch(&l.id, "b2")).await.expect("b2"), BatchOutcome::Recorded);
     let month = store.usage_counters(&l.id, "2026-11").await.expect("month");
     assert_eq!(month, BTreeMap::from([("api_calls".to_owned(), 20), ("seats".to_owned(), 4)]));
@@ -416,7 +440,10 @@ async fn usage_batch_counts_once(store: Arc<dyn Store>) {
     assert_eq!(day, BTreeMap::from([("api_calls".to_owned(), 6)]));
     // The same batch id under another license is another batch.
     let other = given_license(&store, None).await;
-    assert_eq!(store.record_usage_batch(&batch(&other.id, "b1")).await.expect("other"), BatchOutcome::Recorded);
+    assert_eq!(
+        store.record_usage_batch(&batch(&other.id, "b1")).await.expect("other"),
+        BatchOutcome::Recorded
+    );
 }
 
 async fn concurrent_usage_replays_count_once(store: Arc<dyn Store>) {
@@ -529,11 +556,17 @@ async fn notification_claims(store: Arc<dyn Store>) {
     // run-a died between claim and send: after the stale timeout, run-b may take over.
     let later = t0() + Duration::minutes(16);
     let takeover = notice("lic_1", "2026-12-01", "run-b", later);
-    assert_eq!(store.claim_notification(&takeover, later, stale).await.expect("claim"), ClaimOutcome::Claimed);
+    assert_eq!(
+        store.claim_notification(&takeover, later, stale).await.expect("claim"),
+        ClaimOutcome::Claimed
+    );
     store.mark_notification_sent(&takeover.key, later, "msg-1").await.expect("mark");
     let much_later = later + Duration::days(1);
     assert_eq!(
-        store.claim_notification(&notice("lic_1", "2026-12-01", "run-c", much_later), much_later, stale).await.expect("c"),
+        store
+            .claim_notification(&notice("lic_1", "2026-12-01", "run-c", much_later), much_later, stale)
+            .await
+            .expect("c"),
         ClaimOutcome::AlreadySent
     );
     let listed = store.list_notifications("lic_1").await.expect("list");
@@ -574,5 +607,8 @@ async fn validation_logs_newest_first(store: Arc<dyn Store>) {
         .collect();
     store.append_validation_logs(&entries).await.expect("append");
     let got = store.list_validation_logs("lic_a", 2).await.expect("list");
-    assert_eq!(got.iter().map(|e| e.deployment_id.clone().unwrap_or_default()).collect::<Vec<_>>(), ["d3", "d2"]);
+    assert_eq!(
+        got.iter().map(|e| e.deployment_id.clone().unwrap_or_default()).collect::<Vec<_>>(),
+        ["d3", "d2"]
+    );
 }

@@ -1,6 +1,8 @@
 //! NLS core: the domain of the Nectar License Service. It does no I/O and knows no platform;
 //! adapters in `functions/` reach it through the traits in [`ports`].
 
+pub mod billing;
+pub mod email;
 pub mod issuing;
 pub mod key_format;
 pub mod key_ring;
@@ -10,7 +12,10 @@ pub mod memory_store;
 pub mod model;
 pub mod ports;
 pub mod receipt;
+pub mod renewals;
 pub mod validation;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "http")]
+pub mod http;

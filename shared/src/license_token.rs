@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use jwt_compact::alg::Ed25519;
-use jwt_compact::{AlgorithmExt, Claims, Header, UntrustedToken, ValidationError};
+use jwt_compact::{AlgorithmExt, Claims, Header, UntrustedToken};
 use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
@@ -128,10 +128,10 @@ pub fn verify_jws<T: DeserializeOwned>(
     }
     let kid = header.key_id.as_deref().ok_or(KeyRejection::BadSignature)?;
     let key = ring.verifier(kid).ok_or(KeyRejection::BadSignature)?;
-    let token = Ed25519.validator::<T>(&key.key).validate(&untrusted).map_err(|e| match e {
-        ValidationError::MalformedClaims(_) => KeyRejection::Malformed,
-        _ => KeyRejection::BadSignature,
-    })?;
+    // jwt-compact may parse the claims before checking the signature, so a tampered payload can
+    // surface as malformed claims: either way the token is not one we signed.
+    let token =
+        Ed25519.validator::<T>(&key.key).validate(&untrusted).map_err(|_| KeyRejection::BadSignature)?;
     let (_, claims) = token.into_parts();
     let times = TokenTimes {
         issued_at: claims.issued_at,

@@ -180,13 +180,13 @@ impl Scope {
     }
 }
 
-/// An API key as stored: only the SHA-256 of the secret is kept.
+/// An API key as stored: only the SHA-256 of the secret is kept. This is the stored form;
+/// API responses and audit entries use `http::wire::ApiKeyView`, which leaves the hash out.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct ApiKeyRecord {
     pub id: String,
     pub name: String,
-    /// Hex SHA-256 of the full secret; never serialized to API clients.
-    #[serde(skip_serializing, default)]
+    /// Hex SHA-256 of the full secret.
     pub secret_sha256: String,
     pub scopes: Vec<Scope>,
     pub created_at: Timestamp,

@@ -101,8 +101,9 @@ fn a_key_signed_elsewhere_with_the_same_jwk_verifies() {
     let kid = SigningKey::parse_jwk_json(RFC8037_PRIVATE_JWK).expect("key").kid;
     let header = serde_json::json!({"alg": "EdDSA", "typ": LICENSE_TYP, "kid": kid});
     let foreign = wrap(&header, &payload(), |m| pair.sk.sign(m, None).to_vec());
-    let ring = KeyRing::parse_jwks_json(&format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{}"}}]}}"#, jwk.x))
-        .expect("jwks");
+    let ring =
+        KeyRing::parse_jwks_json(&format!(r#"{{"keys":[{{"kty":"OKP","crv":"Ed25519","x":"{}"}}]}}"#, jwk.x))
+            .expect("jwks");
     assert_eq!(verify_license_key(&ring, &foreign).expect("foreign key verifies").claims, claims());
 }
 
@@ -116,7 +117,8 @@ fn forged_and_tampered_keys_are_refused() {
     let kid = ring.signer().expect("signer").kid.clone();
     let good = key(&ring);
 
-    let none = wrap(&serde_json::json!({"alg": "none", "typ": LICENSE_TYP, "kid": kid}), &payload(), |_| vec![]);
+    let none =
+        wrap(&serde_json::json!({"alg": "none", "typ": LICENSE_TYP, "kid": kid}), &payload(), |_| vec![]);
     check_rejected(&ring, &none, KeyRejection::BadSignature);
 
     // HS256 with the public key bytes as the HMAC secret: the classic algorithm-confusion forgery.
@@ -134,9 +136,10 @@ fn forged_and_tampered_keys_are_refused() {
     check_rejected(&ring, &unknown_kid, KeyRejection::BadSignature);
 
     // A receipt-typed token signed by the right key is still not a license key.
-    let wrong_typ = wrap(&serde_json::json!({"alg": "EdDSA", "typ": "nls-receipt+jwt", "kid": kid}), &payload(), |m| {
-        ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([1; 32])).sk.sign(m, None).to_vec()
-    });
+    let wrong_typ =
+        wrap(&serde_json::json!({"alg": "EdDSA", "typ": "nls-receipt+jwt", "kid": kid}), &payload(), |m| {
+            ed25519_compact::KeyPair::from_seed(ed25519_compact::Seed::new([1; 32])).sk.sign(m, None).to_vec()
+        });
     check_rejected(&ring, &wrong_typ, KeyRejection::BadSignature);
 
     check_rejected(&ring, &good[..good.len() - 20], KeyRejection::Malformed);
@@ -168,9 +171,15 @@ fn rotation_by_kid() {
     let retired = KeyRing::with_signer(new, vec![]).expect("retired ring");
     assert_eq!(verify_license_key(&retired, &old_key).map(|_| ()), Err(KeyRejection::BadSignature));
     let jwks = rotated.jwks();
-    assert_eq!(jwks.keys.iter().map(|k| k.kid.clone().unwrap_or_default()).collect::<Vec<_>>(), ["2026-11", "2026-01"]);
+    assert_eq!(
+        jwks.keys.iter().map(|k| k.kid.clone().unwrap_or_default()).collect::<Vec<_>>(),
+        ["2026-11", "2026-01"]
+    );
     assert!(jwks.keys.iter().all(|k| k.d.is_none()), "JWKS never carries private parts");
-    let dup = KeyRing::with_signer(SigningKey::from_seed([3; 32], Some("2026-01".into())), vec![old.verifying_key()]);
+    let dup = KeyRing::with_signer(
+        SigningKey::from_seed([3; 32], Some("2026-01".into())),
+        vec![old.verifying_key()],
+    );
     assert!(dup.is_err(), "a kid names one key");
 }
 
@@ -201,7 +210,9 @@ fn public_jwk_round_trips() {
     let json = serde_json::to_string(&jwk).expect("json");
     let back = VerifyingKey::from_jwk(&serde_json::from_str(&json).expect("parse")).expect("valid");
     assert_eq!(back.kid, key.kid);
-    assert!(json.contains(r#""kty":"OKP""#) && json.contains(r#""crv":"Ed25519""#) && !json.contains(r#""d""#));
+    assert!(
+        json.contains(r#""kty":"OKP""#) && json.contains(r#""crv":"Ed25519""#) && !json.contains(r#""d""#)
+    );
 }
 
 #[test]

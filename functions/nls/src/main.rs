@@ -3,7 +3,11 @@
 //! The subcommands and their output are a contract that outside tools use (docs/cli.md).
 //! Every failure is one line on stderr and a non-zero exit; nothing here panics on input.
 
+mod dynamodb_command;
 mod key_commands;
+mod outbox_mailer;
+mod renewals_command;
+mod serve;
 
 use std::process::ExitCode;
 
@@ -26,19 +30,27 @@ enum Command {
     /// Issue, inspect and verify license keys offline.
     #[command(subcommand)]
     License(LicenseCommand),
+    /// Run the whole service on this machine (HTTP API over an embedded store).
+    Serve(serve::ServeArgs),
+    /// The scheduled renewal and expiry notices.
+    #[command(subcommand)]
+    Renewals(renewals_command::RenewalsCommand),
+    /// DynamoDB set-up for running `nls serve --store dynamodb` locally.
+    #[command(subcommand)]
+    Dynamodb(dynamodb_command::DynamodbCommand),
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     let outcome = match cli.command {
-        Command::Keys(cmd) => key_commands::run_keys(cmd),
-        Command::License(cmd) => key_commands::run_license(cmd),
+        Command::Keys(cmd) => key_commands::run_keys(cmd).map_err(|e| e.to_string()),
+        Command::License(cmd) => key_commands::run_license(cmd).map_err(|e| e.to_string()),
+        Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS).map_err(|e| e.to_string()),
+        Command::Renewals(cmd) => renewals_command::run(cmd).map_err(|e| e.to_string()),
+        Command::Dynamodb(cmd) => dynamodb_command::run(cmd),
     };
-    match outcome {
-        Ok(code) => code,
-        Err(e) => {
-            eprintln!("nls: error: {e}");
-            ExitCode::FAILURE
-        }
-    }
+    outcome.unwrap_or_else(|message| {
+        eprintln!("nls: error: {message}");
+        ExitCode::FAILURE
+    })
 }

@@ -75,9 +75,11 @@ fn generated_key_is_private_0600_and_jwks_is_public() {
         let mode = std::fs::metadata(&key).expect("stat").permissions().mode() & 0o777;
         assert_eq!(mode, 0o600);
     }
-    let private: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&key).expect("read")).expect("json");
+    let private: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&key).expect("read")).expect("json");
     assert!(private["d"].is_string() && private["kid"].is_string());
-    let public: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(&jwks).expect("read")).expect("json");
+    let public: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&jwks).expect("read")).expect("json");
     let first = &public["keys"][0];
     assert_eq!((first["kty"].as_str(), first["crv"].as_str()), (Some("OKP"), Some("Ed25519")));
     assert_eq!(first["kid"], private["kid"]);
@@ -98,7 +100,18 @@ fn issue_inspect_verify() {
     let (key, jwks) = keys(&dir);
     let license = issue(
         &key,
-        &["--tier", "pro", "--features", "sso,audit", "--limit", "api_calls=1000", "--max-deployments", "3", "--expires-in", "30d"],
+        &[
+            "--tier",
+            "pro",
+            "--features",
+            "sso,audit",
+            "--limit",
+            "api_calls=1000",
+            "--max-deployments",
+            "3",
+            "--expires-in",
+            "30d",
+        ],
     );
     assert!(license.starts_with("NLS-"));
 
@@ -199,7 +212,8 @@ fn standard_jose_library_interop_both_ways() {
 
     // Our key, their verifier.
     let license = issue(&key, &["--tier", "pro", "--expires-in", "2d"]);
-    let claims: serde_json::Value = serde_json::from_str(&jose(&["verify", &jwks, &license])).expect("claims");
+    let claims: serde_json::Value =
+        serde_json::from_str(&jose(&["verify", &jwks, &license])).expect("claims");
     assert_eq!((claims["customer_id"].as_str(), claims["tier"].as_str()), (Some("cus_acme"), Some("pro")));
 
     // Their signer, our verifier.

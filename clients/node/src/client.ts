@@ -1,0 +1,378 @@
+// The Node license client: the same decisions as the Rust client (receipt checks, the
+// offline/grace state machine, clock-rollback detection, answer classification) come from
+// nls-client-core compiled to wasm; this file only does the I/O (fetch, files, timers).
+
+import * as fs from "node:fs";
+import * as path from "node:path";
+
+import { readOptional, randomId, writeAtomic } from "./durable";
+import { UsageSpool, type SealedBatch } from "./spool";
+import type { AnswerOutcome, ClientOptions, FlushReport, LicenseState, LimitCheck, UsageRecord } from "./types";
+import { toLimitCheck, toOutcome, toState, warningOf } from "./wire";
+// eslint-disable-next-line @typescript-eslint/no-require-imports
+import wasm = require("../wasm-pkg/nls_client_wasm");
+
+const CACHE_FILE = "license-cache.json";
+const DEPLOYMENT_FILE = "deployment-id";
+const COUNTERS_FILE = "usage-month.json";
+const TICK_MS = 30_000;
+
+interface Reply {
+  status: number;
+  body: string;
+}
+
+const periodOf = (d: Date) => `${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, "0")}`;
+
+export class LicenseClient {
+  private readonly core: wasm.LicenseCore;
+  private readonly spool: UsageSpool;
+  private readonly now: () => Date;
+  private readonly log: { warn(msg: string): void; error(msg: string): void };
+  private month: { period: string; counters: Record<string, number> };
+  private timers = new Set<NodeJS.Timeout>();
+  private stopped = false;
+  private validationFailures = 0;
+  private flushFailures = 0;
+  private flushing: Promise<FlushReport> | null = null;
+  readonly deploymentId: string;
+
+  private constructor(private readonly options: ClientOptions) {
+    this.now = options.clock ?? (() => new Date());
+    this.log = options.logger ?? { warn: (m) => console.warn(m), error: (m) => console.error(m) };
+    const jwks = typeof options.jwks === "string" ? options.jwks : JSON.stringify(options.jwks);
+    fs.mkdirSync(options.dataDir, { recursive: true });
+    const key =
+      options.licenseKey && options.licenseKey.trim() !== ""
+        ? options.licenseKey
+        : options.offlineFile
+          ? wasm.keyFromOfflineFile(jwks, options.offlineFile)
+          : "";
+    this.core = new wasm.LicenseCore(jwks, key, options.rollbackToleranceSeconds ?? null);
+    const cache = readOptional(path.join(options.dataDir, CACHE_FILE));
+    if (cache !== null) {
+      const ignored = this.core.loadCache(cache, this.secs());
+      if (ignored) this.log.warn(`nls: the cached license receipt is ignored: ${ignored}`);
+    }
+    if (options.offlineFile) {
+      this.core.loadOfflineFile(options.offlineFile, options.fingerprint ?? null, this.secs());
+    }
+    this.deploymentId = options.deploymentId ?? this.loadDeploymentId();
+    this.spool = new UsageSpool(path.join(options.dataDir, "usage"));
+    this.month = this.loadMonth();
+    this.persist();
+  }
+
+  /** Opens the client without any network call or timer. */
+  static open(options: ClientOptions): LicenseClient {
+    return new LicenseClient(options);
+  }
+
+  /**
+   * Opens the client, validates once (an unreachable server is fine: offline mode), and starts
+   * the background timers (check-ins with jitter, heartbeats, usage reporting).
+   */
+  static async start(options: ClientOptions): Promise<LicenseClient> {
+    const client = new LicenseClient(options);
+    if (client.online) {
+      const outcome = await client.validateNow();
+      client.scheduleValidation(outcome);
+      client.scheduleHeartbeat(0);
+      client.scheduleFlush(options.usageFlushIntervalMs ?? 60_000);
+    }
+    client.every(TICK_MS, () => client.persist());
+    client.logState();
+    return client;
+  }
+
+  private get online(): boolean {
+    return !!this.options.serverUrl;
+  }
+
+  private secs(): number {
+    return Math.floor(this.now().getTime() / 1000);
+  }
+
+  get licenseId(): string | undefined {
+    return this.core.licenseId();
+  }
+
+  /** The license state now. Cheap: no I/O. */
+  state(): LicenseState {
+    return toState(this.core.state(this.secs()));
+  }
+
+  /** The banner text for the current state, if any. */
+  warning(): string | null {
+    return warningOf(this.state());
+  }
+
+  hasFeature(feature: string): boolean {
+    return this.core.hasFeature(feature, this.secs());
+  }
+
+  /**
+   * Whether `amount` more of `metric` fits this month's limit, counting what this install has
+   * recorded this month (the server enforces the fleet-wide total at validation).
+   */
+  checkLimit(metric: string, amount = 1): LimitCheck {
+    return toLimitCheck(this.core.checkLimit(metric, amount, this.usedThisMonth(metric), this.secs()));
+  }
+
+  usedThisMonth(metric: string): number {
+    return this.month.period === periodOf(this.now()) ? (this.month.counters[metric] ?? 0) : 0;
+  }
+
+  /** Records usage durably (fsync'd to the spool) before returning. */
+  recordUsage(metric: string, value = 1): void {
+    const at = this.now();
+    this.spool.append({ metric, value, at: at.toISOString() });
+    const period = periodOf(at);
+    if (this.month.period !== period) this.month = { period, counters: {} };
+    this.month.counters[metric] = (this.month.counters[metric] ?? 0) + value;
+  }
+
+  /** Usage records not yet acknowledged by the server. */
+  pendingUsage(): UsageRecord[] {
+    return this.spool.pending();
+  }
+
+  private async request(method: string, route: string, body?: unknown, headers: Record<string, string> = {}): Promise<Reply> {
+    const url = this.options.serverUrl!.replace(/\/+$/, "") + route;
+    const response = await fetch(url, {
+      method,
+      headers: { "content-type": "application/json", "user-agent": "nls-client-node", ...headers },
+      body: body === undefined ? undefined : JSON.stringify(body),
+      signal: AbortSignal.timeout(this.options.requestTimeoutMs ?? 10_000),
+    });
+    return { status: response.status, body: await response.text() };
+  }
+
+  /** Validates now; the state and the on-disk cache are updated. */
+  async validateNow(): Promise<AnswerOutcome> {
+    if (!this.online) return { outcome: "offline", why: "no server configured (air-gapped)" };
+    const body: Record<string, unknown> = { key: this.core.licenseKey(), deployment_id: this.deploymentId };
+    if (this.options.fingerprint) body.fingerprint = this.options.fingerprint;
+    let outcome: AnswerOutcome;
+    try {
+      const reply = await this.request("POST", "/v1/licenses/validate", body);
+      outcome = toOutcome(this.core.applyValidationResponse(reply.status, reply.body, this.secs()));
+    } catch (e) {
+      const why = `POST /v1/licenses/validate: ${(e as Error).message}`;
+      this.core.recordUnreachable(why, this.secs());
+      outcome = { outcome: "offline", why };
+    }
+    this.persist();
+    return outcome;
+  }
+
+  /** Sends one heartbeat; validates at once when the server no longer holds the seat. */
+  async heartbeatNow(): Promise<Date | null> {
+    if (!this.online) return null;
+    const body: Record<string, unknown> = { key: this.core.licenseKey(), deployment_id: this.deploymentId };
+    if (this.options.appVersion) body.app_version = this.options.appVersion;
+    const reply = await this.request("POST", "/v1/heartbeat", body);
+    if (wasm.heartbeatNeedsValidation(reply.status, reply.body)) {
+      await this.validateNow();
+      return null;
+    }
+    if (reply.status < 200 || reply.status >= 300) throw new Error(`heartbeat answered HTTP ${reply.status}`);
+    const next = JSON.parse(reply.body).next_heartbeat_at;
+    return next ? new Date(next) : null;
+  }
+
+  /**
+   * Seals the open spool segment and sends every sealed batch, oldest first. A batch is deleted
+   * only after the server's 202; a retry sends the same `batch_id`, counted once.
+   */
+  flushUsage(): Promise<FlushReport> {
+    if (!this.flushing) {
+      this.flushing = this.flushOnce().finally(() => {
+        this.flushing = null;
+      });
+    }
+    return this.flushing;
+  }
+
+  private async flushOnce(): Promise<FlushReport> {
+    const report: FlushReport = { batchesSent: 0, recordsSent: 0, batchesRejected: 0, stopped: null };
+    if (!this.online) return { ...report, stopped: "no server configured" };
+    this.spool.seal();
+    for (const batch of this.spool.sealed()) {
+      if (batch.records.length === 0) {
+        this.spool.ack(batch);
+        continue;
+      }
+      const sent = await this.sendBatch(batch);
+      if (sent === "accepted") {
+        this.spool.ack(batch);
+        report.batchesSent++;
+        report.recordsSent += batch.records.length;
+      } else if (sent === "rejected") {
+        this.spool.reject(batch);
+        report.batchesRejected++;
+      } else {
+        report.stopped = sent.retry;
+        break;
+      }
+    }
+    return report;
+  }
+
+  private async sendBatch(batch: SealedBatch): Promise<"accepted" | "rejected" | { retry: string }> {
+    const body = { key: this.core.licenseKey(), deployment_id: this.deploymentId, batch_id: batch.batchId, records: batch.records };
+    let reply: Reply;
+    try {
+      reply = await this.request("POST", "/v1/usage", body);
+    } catch (e) {
+      return { retry: (e as Error).message };
+    }
+    if (reply.status >= 200 && reply.status < 300) return "accepted";
+    if (reply.status >= 500 || reply.status === 429 || reply.status === 408) return { retry: `HTTP ${reply.status}` };
+    this.log.error(`nls: usage batch ${batch.batchId} refused (HTTP ${reply.status}: ${reply.body}); kept aside`);
+    return "rejected";
+  }
+
+  /** Frees this deployment's seat now (instead of waiting for its lease to run out). */
+  async releaseDeployment(): Promise<void> {
+    if (!this.online) return;
+    const reply = await this.request("DELETE", `/v1/deployments/${encodeURIComponent(this.deploymentId)}`, undefined, {
+      "x-license-key": this.core.licenseKey(),
+    });
+    if (reply.status >= 300 && reply.status !== 404) throw new Error(`HTTP ${reply.status}: ${reply.body}`);
+  }
+
+  /**
+   * Stops the timers (heartbeats stop), tries one last usage flush, and saves the cache.
+   * Records that could not be sent stay in the spool for the next start.
+   */
+  async shutdown(): Promise<void> {
+    this.stopped = true;
+    for (const t of this.timers) clearTimeout(t);
+    this.timers.clear();
+    if (this.online) {
+      const report = await this.flushUsage();
+      if (report.stopped) this.log.warn(`nls: usage left in the spool for the next start (${report.stopped})`);
+    }
+    this.persist();
+    this.spool.close();
+    this.core.free();
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Timers
+
+  private after(ms: number, task: () => Promise<void> | void): void {
+    if (this.stopped) return;
+    const timer = setTimeout(async () => {
+      this.timers.delete(timer);
+      if (this.stopped) return;
+      try {
+        await task();
+      } catch (e) {
+        this.log.warn(`nls: ${(e as Error).message}`);
+      }
+    }, ms);
+    timer.unref();
+    this.timers.add(timer);
+  }
+
+  private every(ms: number, task: () => void): void {
+    this.after(ms, () => {
+      task();
+      this.every(ms, task);
+    });
+  }
+
+  private scheduleValidation(outcome: AnswerOutcome): void {
+    let delaySecs: number;
+    if (outcome.outcome === "offline") {
+      delaySecs = wasm.backoffDelaySeconds(this.validationFailures++, Math.random());
+    } else {
+      this.validationFailures = 0;
+      const next = outcome.nextCheckIn ? outcome.nextCheckIn.getTime() / 1000 : this.secs() + 3600;
+      delaySecs = wasm.nextCheckDelaySeconds(next, this.secs(), Math.random());
+    }
+    this.after(delaySecs * 1000, async () => {
+      const o = await this.validateNow();
+      this.logState();
+      this.scheduleValidation(o);
+    });
+  }
+
+  private scheduleHeartbeat(ms: number): void {
+    this.after(ms, async () => {
+      let next: number;
+      try {
+        const at = await this.heartbeatNow();
+        next = this.options.heartbeatIntervalMs ?? (at ? Math.min(Math.max(at.getTime() - this.now().getTime(), 5000), 3_600_000) : 300_000);
+      } catch (e) {
+        this.log.warn(`nls: heartbeat failed: ${(e as Error).message}`);
+        next = this.options.heartbeatIntervalMs ?? wasm.backoffDelaySeconds(2, Math.random()) * 1000;
+      }
+      this.scheduleHeartbeat(next);
+    });
+  }
+
+  private scheduleFlush(ms: number): void {
+    this.after(ms, async () => {
+      const report = await this.flushUsage();
+      const interval = this.options.usageFlushIntervalMs ?? 60_000;
+      if (report.stopped) {
+        this.scheduleFlush(wasm.backoffDelaySeconds(this.flushFailures++, Math.random()) * 1000);
+      } else {
+        this.flushFailures = 0;
+        this.scheduleFlush(interval);
+      }
+    });
+  }
+
+  private logState(): void {
+    const state = this.state();
+    const warning = warningOf(state);
+    if (state.state === "offline") this.log.warn(`nls: ${warning}`);
+    if (state.state === "grace") this.log.error(`nls: LICENSE GRACE PERIOD: ${warning}`);
+    if (state.state === "invalid") this.log.error(`nls: ${warning}; licensed features stop`);
+  }
+
+  // ------------------------------------------------------------------------------------------
+  // Files
+
+  private loadDeploymentId(): string {
+    const file = path.join(this.options.dataDir, DEPLOYMENT_FILE);
+    const saved = readOptional(file)?.trim();
+    if (saved) return saved;
+    const id = `dep-${randomId()}`;
+    writeAtomic(file, id);
+    return id;
+  }
+
+  private loadMonth(): { period: string; counters: Record<string, number> } {
+    const period = periodOf(this.now());
+    let month = { period, counters: {} as Record<string, number> };
+    try {
+      const saved = JSON.parse(readOptional(path.join(this.options.dataDir, COUNTERS_FILE)) ?? "null");
+      if (saved && saved.period === period) month = saved;
+    } catch {
+      // unreadable counters are advisory; start from the spool
+    }
+    const pending: Record<string, number> = {};
+    for (const r of this.spool.pending()) {
+      if (periodOf(new Date(r.at)) === period) pending[r.metric] = (pending[r.metric] ?? 0) + r.value;
+    }
+    for (const [metric, value] of Object.entries(pending)) {
+      month.counters[metric] = Math.max(month.counters[metric] ?? 0, value);
+    }
+    return month;
+  }
+
+  private persist(): void {
+    try {
+      this.core.observeClock(this.secs());
+      writeAtomic(path.join(this.options.dataDir, CACHE_FILE), this.core.toCache());
+      writeAtomic(path.join(this.options.dataDir, COUNTERS_FILE), JSON.stringify(this.month));
+    } catch (e) {
+      this.log.warn(`nls: could not save the license cache: ${(e as Error).message}`);
+    }
+  }
+}

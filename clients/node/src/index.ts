@@ -1,0 +1,10 @@
+// @nectar/nls-client: license validation with offline mode and grace, heartbeats, lossless
+// usage reporting and Express middlewares, for Node apps. The verification and the state
+// machine are the Rust core (clients/core) compiled to wasm.
+
+export { LicenseClient } from "./client";
+export { requireValidLicense, requireFeature, checkUsageLimit, WARNING_HEADER } from "./express";
+export type { Middleware, ResponseLike, Next } from "./express";
+export { UsageSpool } from "./spool";
+export { warningOf } from "./wire";
+export type * from "./types";

@@ -1,0 +1,134 @@
+//! The Node package's core: `nls-client-core` (receipt checks, offline/grace state machine,
+//! clock-rollback detection, answer classification) exported with wasm-bindgen. Times cross
+//! the boundary as unix seconds; structured values as JSON text (parsed by the TS layer,
+//! which owns the types in `clients/node/src/types.ts`).
+
+use chrono::{DateTime, Utc};
+use nls_client_core::schedule::{backoff_delay, next_check_delay};
+use nls_client_core::validation_answer::heartbeat_needs_validation;
+use nls_client_core::{CacheLoad, LicenseMachine, Policy};
+use nls_core::key_ring::KeyRing;
+use wasm_bindgen::prelude::*;
+
+fn at(unix_seconds: f64) -> DateTime<Utc> {
+    DateTime::from_timestamp(unix_seconds.floor() as i64, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+fn ring(jwks_json: &str) -> Result<KeyRing, JsError> {
+    KeyRing::parse_jwks_json(jwks_json)
+        .map_err(|e| JsError::new(&format!("the pinned JWKS is not usable: {e}")))
+}
+
+fn json<T: serde::Serialize>(value: &T) -> String {
+    serde_json::to_string(value).unwrap_or_default()
+}
+
+#[wasm_bindgen]
+pub struct LicenseCore {
+    machine: LicenseMachine,
+}
+
+#[wasm_bindgen]
+impl LicenseCore {
+    #[wasm_bindgen(constructor)]
+    pub fn new(
+        jwks_json: &str,
+        license_key: &str,
+        rollback_tolerance_seconds: Option<f64>,
+    ) -> Result<LicenseCore, JsError> {
+        let mut policy = Policy::default();
+        if let Some(t) = rollback_tolerance_seconds {
+            policy.rollback_tolerance_seconds = t as i64;
+        }
+        Ok(Self { machine: LicenseMachine::new(ring(jwks_json)?, license_key, policy) })
+    }
+
+    #[wasm_bindgen(js_name = licenseKey)]
+    pub fn license_key(&self) -> String {
+        self.machine.license_key().to_owned()
+    }
+
+    #[wasm_bindgen(js_name = licenseId)]
+    pub fn license_id(&self) -> Option<String> {
+        self.machine.license_id().map(str::to_owned)
+    }
+
+    /// Loads the on-disk cache; returns `undefined` when loaded, or why it was ignored.
+    #[wasm_bindgen(js_name = loadCache)]
+    pub fn load_cache(&mut self, text: &str, now: f64) -> Option<String> {
+        match self.machine.load_cache(text, at(now)) {
+            CacheLoad::Loaded => None,
+            CacheLoad::Ignored(why) => Some(why),
+        }
+    }
+
+    #[wasm_bindgen(js_name = toCache)]
+    pub fn to_cache(&self) -> String {
+        self.machine.to_cache()
+    }
+
+    #[wasm_bindgen(js_name = observeClock)]
+    pub fn observe_clock(&mut self, now: f64) {
+        self.machine.observe_clock(at(now));
+    }
+
+    /// Applies a validation answer (HTTP status and body); returns the outcome as JSON.
+    #[wasm_bindgen(js_name = applyValidationResponse)]
+    pub fn apply_validation_response(&mut self, status: u16, body: &str, now: f64) -> String {
+        json(&self.machine.apply_validation_response(status, body, at(now)))
+    }
+
+    #[wasm_bindgen(js_name = recordUnreachable)]
+    pub fn record_unreachable(&mut self, why: &str, now: f64) {
+        self.machine.record_unreachable(why, at(now));
+    }
+
+    #[wasm_bindgen(js_name = loadOfflineFile)]
+    pub fn load_offline_file(
+        &mut self,
+        file_json: &str,
+        fingerprint: Option<String>,
+        now: f64,
+    ) -> Result<(), JsError> {
+        self.machine
+            .load_offline_file(file_json, fingerprint.as_deref(), at(now))
+            .map_err(|e| JsError::new(&format!("the offline license file is rejected: {e}")))
+    }
+
+    /// The license state as JSON (`{"state": "valid" | "offline" | "grace" | "invalid", ...}`).
+    pub fn state(&mut self, now: f64) -> String {
+        json(&self.machine.state(at(now)))
+    }
+
+    #[wasm_bindgen(js_name = hasFeature)]
+    pub fn has_feature(&mut self, feature: &str, now: f64) -> bool {
+        self.machine.state(at(now)).has_feature(feature)
+    }
+
+    /// `{allowed, limit, used, remaining}` as JSON.
+    #[wasm_bindgen(js_name = checkLimit)]
+    pub fn check_limit(&mut self, metric: &str, amount: f64, used: f64, now: f64) -> String {
+        json(&self.machine.state(at(now)).check_limit(metric, amount as u64, used as u64))
+    }
+}
+
+#[wasm_bindgen(js_name = keyFromOfflineFile)]
+pub fn key_from_offline_file(jwks_json: &str, file_json: &str) -> Result<String, JsError> {
+    LicenseMachine::key_from_offline_file(&ring(jwks_json)?, file_json)
+        .map_err(|e| JsError::new(&format!("the offline license file is rejected: {e}")))
+}
+
+#[wasm_bindgen(js_name = heartbeatNeedsValidation)]
+pub fn heartbeat_needs_validation_js(status: u16, body: &str) -> bool {
+    heartbeat_needs_validation(status, body)
+}
+
+#[wasm_bindgen(js_name = nextCheckDelaySeconds)]
+pub fn next_check_delay_seconds(next_check_in: f64, now: f64, random: f64) -> f64 {
+    next_check_delay(next_check_in as i64, now as i64, random) as f64
+}
+
+#[wasm_bindgen(js_name = backoffDelaySeconds)]
+pub fn backoff_delay_seconds(attempt: u32, random: f64) -> f64 {
+    backoff_delay(attempt, random) as f64
+}

@@ -1,0 +1,17 @@
+//! AWS adapters for the NLS core ports: the DynamoDB store ([`DynamoStore`]) and the SES
+//! mailer ([`SesMailer`]). Only this crate (and the Lambda crates) know the AWS SDK.
+
+pub mod client_setup;
+pub mod dynamo_store;
+pub mod item_mapping;
+pub mod request_counter;
+pub mod ses_mailer;
+mod store_errors;
+pub mod table_keys;
+pub mod table_schema;
+
+pub use client_setup::{ClientTuning, dynamodb_client, load_sdk_config, sesv2_client};
+pub use dynamo_store::{DynamoStore, from_env};
+pub use request_counter::RequestCounter;
+pub use ses_mailer::SesMailer;
+pub use table_schema::create_table;

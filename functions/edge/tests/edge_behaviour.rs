@@ -1,0 +1,747 @@
+//! The edge's behaviour, natively, with in-memory fakes of the KV and the origin. The fake
+//! origin is the core's own `MemoryStore` behind the core's decision and receipt functions, so
+//! activation limits and batch idempotency are the real ones.
+//!
+//! Each test reads GIVEN / WHEN / THEN.
+
+use std::cell::{Cell, RefCell};
+use std::collections::{BTreeMap, HashMap};
+use std::rc::Rc;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use chrono::{Duration, TimeZone, Utc};
+use nls_core::issuing::{LicenseTerms, apply_event, issue_key, new_license};
+use nls_core::key_ring::{KeyRing, SigningKey};
+use nls_core::lifecycle::LifecycleEvent;
+use nls_core::memory_store::MemoryStore;
+use nls_core::model::{Deployment, License, Timestamp, UsageBatch, UsageRecord};
+use nls_core::ports::{
+    Activation, ActivationPolicy, BatchOutcome, DeploymentStore, LicenseStore, UnitOfWork, UsageStore, Write,
+};
+use nls_core::receipt::{sign_receipt, verify_receipt};
+use nls_core::validation::{StatusSnapshot, ValidationRequest, Verifier, decide};
+use nls_edge::edge_wire::{HeartbeatBody, UsageBody, ValidateBody};
+use nls_edge::{
+    BackgroundTask, Edge, EdgeConfig, EdgeKv, EdgeRequest, EdgeState, KvError, Origin, OriginError,
+    OriginReply,
+};
+use serde_json::{Value, json};
+
+// ------------------------------------------------------------------------------------------
+// Fakes
+
+#[derive(Default)]
+struct KvWorld {
+    map: RefCell<BTreeMap<String, String>>,
+    gets: Cell<usize>,
+    down: Cell<bool>,
+}
+
+#[derive(Clone, Default)]
+struct FakeKv(Rc<KvWorld>);
+
+#[async_trait(?Send)]
+impl EdgeKv for FakeKv {
+    async fn get(&self, key: &str) -> Result<Option<String>, KvError> {
+        self.0.gets.set(self.0.gets.get() + 1);
+        if self.0.down.get() {
+            return Err(KvError("down".into()));
+        }
+        Ok(self.0.map.borrow().get(key).cloned())
+    }
+    async fn put(&self, key: &str, value: &str, _ttl: Option<Duration>) -> Result<(), KvError> {
+        if self.0.down.get() {
+            return Err(KvError("down".into()));
+        }
+        self.0.map.borrow_mut().insert(key.to_owned(), value.to_owned());
+        Ok(())
+    }
+    async fn delete(&self, key: &str) -> Result<(), KvError> {
+        self.0.map.borrow_mut().remove(key);
+        Ok(())
+    }
+    async fn list(&self, prefix: &str, limit: usize) -> Result<Vec<String>, KvError> {
+        if self.0.down.get() {
+            return Err(KvError("down".into()));
+        }
+        Ok(self.0.map.borrow().keys().filter(|k| k.starts_with(prefix)).take(limit).cloned().collect())
+    }
+}
+
+struct OriginWorld {
+    store: MemoryStore,
+    ring: Arc<KeyRing>,
+    now: Cell<Timestamp>,
+    up: Cell<bool>,
+    calls: RefCell<HashMap<&'static str, usize>>,
+}
+
+#[derive(Clone)]
+struct FakeOrigin(Rc<OriginWorld>);
+
+impl FakeOrigin {
+    fn count(&self, what: &'static str) -> Result<(), OriginError> {
+        *self.0.calls.borrow_mut().entry(what).or_default() += 1;
+        if self.0.up.get() { Ok(()) } else { Err(OriginError::Unreachable("connection refused".into())) }
+    }
+    fn calls(&self) -> usize {
+        self.0.calls.borrow().values().sum()
+    }
+    fn verify(&self, key: &str) -> Option<Arc<nls_core::license_token::VerifiedLicense>> {
+        Verifier::new(Arc::clone(&self.0.ring)).verify(key).ok()
+    }
+}
+
+fn reply(status: u16, body: Value) -> Result<OriginReply, OriginError> {
+    Ok(OriginReply { status, body: body.to_string() })
+}
+
+fn policy(max: Option<u32>) -> ActivationPolicy {
+    ActivationPolicy {
+        max_deployments: max,
+        lease: Duration::hours(1),
+        churn_window: Duration::hours(1),
+        churn_max: 20,
+    }
+}
+
+#[async_trait(?Send)]
+impl Origin for FakeOrigin {
+    async fn fetch_snapshot(&self, license_id: &str) -> Result<Option<StatusSnapshot>, OriginError> {
+        self.count("snapshot")?;
+        Ok(self.0.store.license_snapshot(license_id, self.0.now.get()).await.unwrap())
+    }
+
+    async fn forward_activation(&self, body: &ValidateBody) -> Result<OriginReply, OriginError> {
+        self.count("validate")?;
+        let now = self.0.now.get();
+        let key = self.verify(&body.key).expect("the edge forwards verified keys only");
+        let snapshot = self.0.store.license_snapshot(&key.claims.sub, now).await.unwrap();
+        let request = ValidationRequest { deployment_id: body.deployment_id.clone(), ..Default::default() };
+        let decision = decide(&key, &request, snapshot.as_ref(), now);
+        let mut code = decision.code.as_str();
+        if decision.needs_activation {
+            let d = Deployment {
+                license_id: key.claims.sub.clone(),
+                deployment_id: body.deployment_id.clone().unwrap(),
+                fingerprint: None,
+                app_version: None,
+                activated_at: now,
+                last_heartbeat_at: now,
+                lease_expires_at: now + Duration::hours(1),
+            };
+            let max = decision.license.max_deployments;
+            if let Activation::LimitReached { .. } =
+                self.0.store.activate_deployment(&d, &policy(max), now).await.unwrap()
+            {
+                code = "TOO_MANY_DEPLOYMENTS";
+            }
+        }
+        let valid = code == "VALID" || code == "IN_GRACE";
+        let receipt = valid.then(|| {
+            sign_receipt(&self.0.ring, &body.key, &decision, body.deployment_id.as_deref(), now).unwrap()
+        });
+        reply(
+            200,
+            json!({"code": code, "valid": valid, "receipt": receipt, "degraded": false, "from": "origin"}),
+        )
+    }
+
+    async fn forward_heartbeat(&self, body: &HeartbeatBody) -> Result<OriginReply, OriginError> {
+        self.count("heartbeat")?;
+        let now = self.0.now.get();
+        let key = self.verify(&body.key).unwrap();
+        let hb = self
+            .0
+            .store
+            .heartbeat(&key.claims.sub, &body.deployment_id, None, now, now + Duration::hours(1))
+            .await;
+        match hb.unwrap() {
+            Some(_) => reply(200, json!({"code": "VALID", "valid": true})),
+            None => reply(404, json!({"error": {"code": "deployment_not_active", "message": "no"}})),
+        }
+    }
+
+    async fn forward_usage(&self, body: &UsageBody) -> Result<OriginReply, OriginError> {
+        self.count("usage")?;
+        let key = self.verify(&body.key).unwrap();
+        let batch = UsageBatch {
+            license_id: key.claims.sub.clone(),
+            deployment_id: body.deployment_id.clone(),
+            batch_id: body.batch_id.clone(),
+            records: body
+                .records
+                .iter()
+                .map(|r| UsageRecord { metric: r.metric.clone(), value: r.value, at: r.at })
+                .collect(),
+            received_at: self.0.now.get(),
+        };
+        let outcome = self.0.store.record_usage_batch(&batch).await.unwrap();
+        reply(202, json!({"batch_id": body.batch_id, "duplicate": outcome == BatchOutcome::Duplicate}))
+    }
+
+    async fn release(&self, deployment_id: &str, key: &str) -> Result<OriginReply, OriginError> {
+        self.count("release")?;
+        let key = self.verify(key).unwrap();
+        let released = self.0.store.release_deployment(&key.claims.sub, deployment_id).await.unwrap();
+        reply(if released { 200 } else { 404 }, json!({"deployment_id": deployment_id, "released": released}))
+    }
+}
+
+// ------------------------------------------------------------------------------------------
+// The world of one test
+
+struct World {
+    edge: Edge<FakeKv, FakeOrigin>,
+    kv: FakeKv,
+    origin: FakeOrigin,
+    license: License,
+    key: String,
+    now: Timestamp,
+}
+
+const TOKEN: &str = "test-service-token";
+
+impl World {
+    async fn new(max_deployments: Option<u32>) -> Self {
+        let signer = SigningKey::from_seed([9; 32], None);
+        let ring = Arc::new(KeyRing::with_signer(signer, vec![]).unwrap());
+        let now = Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).unwrap();
+        let terms = LicenseTerms {
+            max_deployments,
+            limits: BTreeMap::from([("seats".into(), 100)]),
+            ..Default::default()
+        };
+        let license = new_license("cus_1", terms, now - Duration::days(1));
+        let key = issue_key(&ring, &license, now - Duration::days(1)).unwrap();
+        let store = MemoryStore::new();
+        store.commit(None, vec![Write::CreateLicense(license.clone())]).await.unwrap();
+        let jwks = serde_json::to_string(&ring.jwks()).unwrap();
+        let vars: HashMap<&str, String> = HashMap::from([
+            ("NLS_ORIGIN_URL", "http://origin.test".to_owned()),
+            ("NLS_SERVICE_TOKEN", TOKEN.to_owned()),
+            ("NLS_JWKS", jwks),
+            ("NLS_EDGE_MEMORY_FRESH_SECS", "5".to_owned()),
+            ("NLS_EDGE_SNAPSHOT_TTL_SECS", "60".to_owned()),
+        ]);
+        let config = EdgeConfig::from_vars(|name| vars.get(name).cloned()).unwrap();
+        let state = Arc::new(EdgeState::new(config).unwrap());
+        let kv = FakeKv::default();
+        let origin = FakeOrigin(Rc::new(OriginWorld {
+            store,
+            ring,
+            now: Cell::new(now),
+            up: Cell::new(true),
+            calls: RefCell::default(),
+        }));
+        let edge = Edge::new(state, kv.clone(), origin.clone());
+        Self { edge, kv, origin, license, key, now }
+    }
+
+    fn advance(&mut self, by: Duration) {
+        self.now += by;
+        self.origin.0.now.set(self.now);
+    }
+
+    /// Sends a request and runs its background tasks, as a host would after responding.
+    async fn send(&self, method: &str, path: &str, body: Value) -> (u16, Value) {
+        let (status, value, background) = self.send_only(method, path, body, vec![]).await;
+        for task in background {
+            self.edge.run_background(task, self.now).await;
+        }
+        (status, value)
+    }
+
+    async fn send_only(
+        &self,
+        method: &str,
+        path: &str,
+        body: Value,
+        headers: Vec<(String, String)>,
+    ) -> (u16, Value, Vec<BackgroundTask>) {
+        let request = EdgeRequest {
+            method: method.into(),
+            path: path.into(),
+            headers,
+            body: if body.is_null() { vec![] } else { body.to_string().into_bytes() },
+        };
+        let outcome = self.edge.handle(request, self.now).await;
+        let value = serde_json::from_str(&outcome.response.body).unwrap_or(Value::Null);
+        (outcome.response.status, value, outcome.background)
+    }
+
+    async fn validate(&self, deployment: Option<&str>) -> Value {
+        let mut body = json!({"key": self.key});
+        if let Some(d) = deployment {
+            body["deployment_id"] = json!(d);
+        }
+        let (status, answer) = self.send("POST", "/v1/licenses/validate", body).await;
+        assert_eq!(status, 200, "{answer}");
+        answer
+    }
+
+    async fn set_status(&mut self, event: LifecycleEvent) {
+        let current = self.origin.0.store.get_license(&self.license.id).await.unwrap().unwrap();
+        let next = apply_event(&current, event, self.now).unwrap();
+        let write = Write::UpdateLicense { license: next.clone(), expected_version: current.version };
+        self.origin.0.store.commit(None, vec![write]).await.unwrap();
+        self.license = next;
+    }
+
+    fn usage_body(&self, batch_id: &str, value: u64) -> Value {
+        json!({"key": self.key, "deployment_id": "dep-1", "batch_id": batch_id,
+               "records": [{"metric": "api_calls", "value": value, "at": self.now.to_rfc3339()}]})
+    }
+
+    async fn month_usage(&self, metric: &str) -> u64 {
+        let counters = self
+            .origin
+            .0
+            .store
+            .usage_counters(&self.license.id, &self.now.format("%Y-%m").to_string())
+            .await
+            .unwrap();
+        counters.get(metric).copied().unwrap_or(0)
+    }
+}
+
+fn run<F: std::future::Future>(f: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap().block_on(f)
+}
+
+// ------------------------------------------------------------------------------------------
+// Tests
+
+#[test]
+fn a_warm_validation_makes_no_network_request_and_carries_the_origins_receipt() {
+    run(async {
+        // GIVEN an edge that validated this key once (cold: snapshot and receipt from the origin)
+        let w = World::new(None).await;
+        let cold = w.validate(None).await;
+        assert_eq!(cold["code"], "VALID");
+        assert!(cold["receipt"].is_string(), "the cold answer relays the origin's receipt: {cold}");
+        let (origin_calls, kv_gets) = (w.origin.calls(), w.kv.0.gets.get());
+
+        // WHEN it validates the same key again within the memory freshness window
+        let warm = w.validate(None).await;
+
+        // THEN no KV read and no origin call happened, and the answer is complete
+        assert_eq!(w.origin.calls(), origin_calls);
+        assert_eq!(w.kv.0.gets.get(), kv_gets);
+        assert_eq!(warm["code"], "VALID");
+        assert_eq!(warm["degraded"], false);
+        assert_eq!(warm["receipt"], cold["receipt"]);
+        let ring =
+            KeyRing::parse_jwks_json(&serde_json::to_string(&w.origin.0.ring.jwks()).unwrap()).unwrap();
+        verify_receipt(&ring, warm["receipt"].as_str().unwrap(), &w.key)
+            .expect("a receipt the customer app can verify");
+        assert_eq!(warm["license"]["id"], w.license.id.as_str());
+    });
+}
+
+#[test]
+fn rejected_keys_are_answered_at_the_edge_without_the_origin() {
+    run(async {
+        let w = World::new(None).await;
+        let last = if w.key.ends_with('0') { '1' } else { '0' };
+        let typo = format!("{}{last}", &w.key[..w.key.len() - 1]);
+        for (key, code) in [("not a key".to_owned(), "MALFORMED"), (typo, "CHECKSUM_MISMATCH")] {
+            let (status, answer) = w.send("POST", "/v1/licenses/validate", json!({"key": key})).await;
+            assert_eq!(status, 200);
+            assert_eq!(answer["code"], code, "{answer}");
+            assert_eq!(answer["valid"], false);
+        }
+        let other = SigningKey::from_seed([3; 32], None);
+        let foreign_ring = KeyRing::with_signer(other, vec![]).unwrap();
+        let forged = issue_key(&foreign_ring, &w.license, w.now).unwrap();
+        let (_, answer) = w.send("POST", "/v1/licenses/validate", json!({"key": forged})).await;
+        assert_eq!(answer["code"], "BAD_SIGNATURE");
+        assert_eq!(w.origin.calls(), 0);
+    });
+}
+
+#[test]
+fn a_stale_memory_entry_is_served_at_once_and_revalidated_in_the_background() {
+    run(async {
+        // GIVEN a warm edge
+        let mut w = World::new(None).await;
+        w.validate(None).await;
+        let calls = w.origin.calls();
+        // WHEN the memory entry is older than memory_fresh but younger than the TTL
+        w.advance(Duration::seconds(6));
+        let (status, answer, background) =
+            w.send_only("POST", "/v1/licenses/validate", json!({"key": w.key}), vec![]).await;
+        // THEN the answer comes from memory with no network call, and a revalidation is queued
+        assert_eq!((status, &answer["code"]), (200, &json!("VALID")));
+        assert_eq!(w.origin.calls(), calls);
+        assert!(background.iter().any(|t| matches!(t, BackgroundTask::Revalidate { .. })), "{background:?}");
+        // AND only one revalidation is claimed while it runs
+        let (_, _, again) = w.send_only("POST", "/v1/licenses/validate", json!({"key": w.key}), vec![]).await;
+        assert!(!again.iter().any(|t| matches!(t, BackgroundTask::Revalidate { .. })));
+    });
+}
+
+#[test]
+fn a_suspension_reaches_the_edge_within_the_snapshot_ttl_without_a_push() {
+    run(async {
+        // GIVEN a warm edge and a license suspended at the origin
+        let mut w = World::new(None).await;
+        w.validate(None).await;
+        w.set_status(LifecycleEvent::Suspend).await;
+        // WHEN requests keep coming, one per second
+        let mut followed_after = None;
+        for second in 1..=61 {
+            w.advance(Duration::seconds(1));
+            if w.validate(None).await["code"] == "SUSPENDED" {
+                followed_after = Some(second);
+                break;
+            }
+        }
+        // THEN the edge answers SUSPENDED within the TTL (60 s)
+        let after = followed_after.expect("the edge never followed the suspension");
+        assert!(after <= 60, "followed after {after} s");
+    });
+}
+
+#[test]
+fn a_pushed_snapshot_is_followed_at_once_and_pushes_need_the_service_token() {
+    run(async {
+        let mut w = World::new(None).await;
+        w.validate(None).await;
+        w.set_status(LifecycleEvent::Suspend).await;
+        let snapshot = w.origin.0.store.license_snapshot(&w.license.id, w.now).await.unwrap().unwrap();
+        let path = format!("/v1/internal/snapshots/{}", w.license.id);
+
+        let (status, ..) = w.send_only("PUT", &path, serde_json::to_value(&snapshot).unwrap(), vec![]).await;
+        assert_eq!(status, 401);
+        let bearer = vec![("authorization".to_owned(), format!("Bearer {TOKEN}"))];
+        let (status, ..) = w.send_only("PUT", &path, serde_json::to_value(&snapshot).unwrap(), bearer).await;
+        assert_eq!(status, 204);
+
+        assert_eq!(w.validate(None).await["code"], "SUSPENDED");
+        assert!(w.kv.0.map.borrow().contains_key(&format!("snap/{}", w.license.id)), "the push lands in KV");
+    });
+}
+
+#[test]
+fn with_the_origin_down_a_known_license_validates_degraded_never_5xx() {
+    run(async {
+        // GIVEN an edge that knows the license, and an origin that went away
+        let mut w = World::new(None).await;
+        w.validate(None).await;
+        w.origin.0.up.set(false);
+        // WHEN the snapshot is older than the TTL
+        w.advance(Duration::seconds(120));
+        let answer = w.validate(None).await;
+        // THEN the answer is valid and says it is degraded
+        assert_eq!(answer["code"], "VALID");
+        assert_eq!(answer["valid"], true);
+        assert_eq!(answer["degraded"], true);
+        // AND a second request does not wait on the origin again (breaker)
+        let calls = w.origin.calls();
+        assert_eq!(w.validate(None).await["degraded"], true);
+        assert_eq!(w.origin.calls(), calls);
+    });
+}
+
+#[test]
+fn with_the_origin_down_and_nothing_cached_the_signature_alone_decides() {
+    run(async {
+        let w = World::new(None).await;
+        w.origin.0.up.set(false);
+        let answer = w.validate(None).await;
+        assert_eq!((answer["code"].as_str(), answer["degraded"].as_bool()), (Some("VALID"), Some(true)));
+    });
+}
+
+#[test]
+fn a_new_deployment_is_admitted_provisionally_within_the_known_limit_and_reconciled() {
+    run(async {
+        // GIVEN a license for 2 deployments, one taken, and the origin down
+        let mut w = World::new(Some(2)).await;
+        assert_eq!(w.validate(Some("dep-a")).await["code"], "VALID");
+        w.origin.0.up.set(false);
+        w.advance(Duration::seconds(120));
+        // WHEN a second and then a third deployment start
+        let second = w.validate(Some("dep-b")).await;
+        let third = w.validate(Some("dep-c")).await;
+        // THEN the second is admitted provisionally, the third is over the known limit
+        assert_eq!(second["code"], "VALID", "{second}");
+        assert_eq!(second["degraded"], true);
+        assert_eq!(second["deployment"]["provisional"], true);
+        assert_eq!(third["code"], "TOO_MANY_DEPLOYMENTS", "{third}");
+        // AND when the origin returns, the activation is delivered and the seat is real
+        w.origin.0.up.set(true);
+        w.advance(Duration::seconds(10));
+        let report = w.edge.drain_outbox(w.now).await;
+        assert_eq!(report.delivered, 1, "{report:?}");
+        let live: Vec<String> = w
+            .origin
+            .0
+            .store
+            .list_deployments(&w.license.id)
+            .await
+            .unwrap()
+            .into_iter()
+            .map(|d| d.deployment_id)
+            .collect();
+        assert!(live.contains(&"dep-b".to_owned()), "{live:?}");
+        let after = w.validate(Some("dep-b")).await;
+        assert_eq!((after["code"].as_str(), after["degraded"].as_bool()), (Some("VALID"), Some(false)));
+    });
+}
+
+#[test]
+fn usage_queued_while_the_origin_is_down_is_delivered_exactly_once() {
+    run(async {
+        // GIVEN an origin that is down
+        let mut w = World::new(None).await;
+        w.origin.0.up.set(false);
+        // WHEN a client reports a batch, and retries it, and reports another
+        for body in [w.usage_body("b-1", 5), w.usage_body("b-1", 5), w.usage_body("b-2", 7)] {
+            let (status, answer) = w.send("POST", "/v1/usage", body).await;
+            // THEN each is acknowledged at the edge
+            assert_eq!(status, 202, "{answer}");
+            assert_eq!(answer["queued"], true);
+        }
+        assert_eq!(w.kv.0.map.borrow().keys().filter(|k| k.starts_with("outbox/")).count(), 2);
+        // AND once the origin is back, draining (even twice) counts each batch once
+        w.origin.0.up.set(true);
+        w.advance(Duration::seconds(10));
+        let first = w.edge.drain_outbox(w.now).await;
+        let second = w.edge.drain_outbox(w.now).await;
+        assert_eq!((first.delivered, second.delivered), (2, 0));
+        assert_eq!(w.month_usage("api_calls").await, 12);
+        // AND a late client retry of a delivered batch is a duplicate at the origin
+        let (status, answer) = w.send("POST", "/v1/usage", w.usage_body("b-1", 5)).await;
+        assert_eq!((status, answer["duplicate"].as_bool()), (202, Some(true)));
+        assert_eq!(w.month_usage("api_calls").await, 12);
+    });
+}
+
+#[test]
+fn a_redelivery_after_a_lost_acknowledgement_is_not_double_counted() {
+    run(async {
+        // GIVEN a queued batch that the origin counted, but whose KV delete was lost
+        let mut w = World::new(None).await;
+        w.origin.0.up.set(false);
+        w.send("POST", "/v1/usage", w.usage_body("b-9", 3)).await;
+        let queued: Vec<(String, String)> =
+            w.kv.0
+                .map
+                .borrow()
+                .iter()
+                .filter(|(k, _)| k.starts_with("outbox/"))
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect();
+        w.origin.0.up.set(true);
+        w.advance(Duration::seconds(10));
+        w.edge.drain_outbox(w.now).await;
+        w.kv.0.map.borrow_mut().extend(queued); // the delete "never happened"
+        // WHEN another isolate drains it again
+        w.advance(Duration::seconds(10));
+        let report = w.edge.drain_outbox(w.now).await;
+        // THEN it is delivered, and counted once
+        assert_eq!(report.delivered, 1);
+        assert_eq!(w.month_usage("api_calls").await, 3);
+    });
+}
+
+#[test]
+fn heartbeats_are_acknowledged_at_the_edge_while_the_origin_is_down_and_delivered_later() {
+    run(async {
+        let mut w = World::new(None).await;
+        w.validate(Some("dep-1")).await;
+        w.origin.0.up.set(false);
+        w.advance(Duration::minutes(30));
+        let (status, answer) =
+            w.send("POST", "/v1/heartbeat", json!({"key": w.key, "deployment_id": "dep-1"})).await;
+        assert_eq!(status, 200, "{answer}");
+        assert_eq!((answer["degraded"].as_bool(), answer["queued"].as_bool()), (Some(true), Some(true)));
+        assert_eq!(answer["deployment"]["live"], true);
+
+        w.origin.0.up.set(true);
+        w.advance(Duration::seconds(10));
+        assert_eq!(w.edge.drain_outbox(w.now).await.delivered, 1);
+        let deployments = w.origin.0.store.list_deployments(&w.license.id).await.unwrap();
+        assert_eq!(deployments[0].last_heartbeat_at, w.now, "the lease was renewed on delivery");
+    });
+}
+
+#[test]
+fn background_drains_are_scheduled_by_the_isolate_that_queued() {
+    run(async {
+        let mut w = World::new(None).await;
+        w.origin.0.up.set(false);
+        w.send("POST", "/v1/usage", w.usage_body("b-1", 1)).await;
+        w.origin.0.up.set(true);
+        w.advance(Duration::seconds(6));
+        let (_, _, background) = w.send_only("GET", "/health", Value::Null, vec![]).await;
+        assert!(background.contains(&BackgroundTask::DrainOutbox), "{background:?}");
+        for task in background {
+            w.edge.run_background(task, w.now).await;
+        }
+        assert_eq!(w.month_usage("api_calls").await, 1);
+    });
+}
+
+#[test]
+fn the_edge_keeps_answering_when_its_kv_is_down() {
+    run(async {
+        let mut w = World::new(None).await;
+        w.kv.0.down.set(true);
+        assert_eq!(w.validate(None).await["code"], "VALID");
+        w.origin.0.up.set(false);
+        w.advance(Duration::seconds(10));
+        let (status, answer) = w.send("POST", "/v1/usage", w.usage_body("b-1", 4)).await;
+        assert_eq!((status, answer["queued"].as_bool()), (202, Some(true)));
+        // Held in isolate memory until KV or the origin is back.
+        w.origin.0.up.set(true);
+        w.advance(Duration::seconds(10));
+        assert_eq!(w.edge.drain_outbox(w.now).await.delivered, 1);
+        assert_eq!(w.month_usage("api_calls").await, 4);
+    });
+}
+
+#[test]
+fn bad_requests_get_4xx_with_the_error_shape() {
+    run(async {
+        let w = World::new(None).await;
+        let check = |status: u16, body: &Value, want_status: u16, want_code: &str| {
+            assert_eq!(status, want_status, "{body}");
+            assert_eq!(body["error"]["code"], want_code, "{body}");
+        };
+        let request = EdgeRequest {
+            method: "POST".into(),
+            path: "/v1/licenses/validate".into(),
+            headers: vec![],
+            body: b"{".to_vec(),
+        };
+        let out = w.edge.handle(request, w.now).await;
+        check(out.response.status, &serde_json::from_str(&out.response.body).unwrap(), 400, "malformed_json");
+        let (s, b) = w.send("POST", "/v1/licenses/validate", json!({"nokey": 1})).await;
+        check(s, &b, 400, "invalid_request");
+        let (s, b) = w.send("GET", "/v1/nowhere", Value::Null).await;
+        check(s, &b, 404, "route_not_found");
+        let (s, b) = w.send("GET", "/v1/usage", Value::Null).await;
+        check(s, &b, 405, "method_not_allowed");
+        let (s, b) = w.send("POST", "/v1/usage", json!({"key": "NLS-x", "deployment_id": "d", "batch_id": "b", "records": [{"metric": "m", "value": 1, "at": "2026-11-20T00:00:00Z"}]})).await;
+        check(s, &b, 401, "invalid_license_key");
+        let big = EdgeRequest {
+            method: "POST".into(),
+            path: "/v1/usage".into(),
+            headers: vec![],
+            body: vec![b' '; 70_000],
+        };
+        assert_eq!(w.edge.handle(big, w.now).await.response.status, 413);
+        let (s, jwks) = w.send("GET", "/.well-known/jwks.json", Value::Null).await;
+        assert_eq!(s, 200);
+        assert!(jwks["keys"][0]["d"].is_null(), "the edge publishes public keys only");
+        assert_eq!(w.origin.calls(), 0);
+    });
+}
+
+#[test]
+fn release_is_forwarded_and_frees_the_seat_at_the_edge_at_once() {
+    run(async {
+        let w = World::new(Some(1)).await;
+        assert_eq!(w.validate(Some("dep-a")).await["code"], "VALID");
+        let headers = vec![("x-license-key".to_owned(), w.key.clone())];
+        let (status, ..) = w.send_only("DELETE", "/v1/deployments/dep-a", Value::Null, headers).await;
+        assert_eq!(status, 200);
+        assert_eq!(w.validate(Some("dep-b")).await["code"], "VALID");
+    });
+}
+
+#[test]
+fn configuration_errors_name_the_variable() {
+    let err = EdgeConfig::from_vars(|name| match name {
+        "NLS_ORIGIN_URL" => Some("ftp://x".into()),
+        _ => None,
+    })
+    .unwrap_err();
+    assert_eq!(err.variable, "NLS_ORIGIN_URL");
+    let err = EdgeConfig::from_vars(|name| match name {
+        "NLS_ORIGIN_URL" => Some("https://x".into()),
+        _ => None,
+    })
+    .unwrap_err();
+    assert_eq!(err.variable, "NLS_JWKS");
+}
+
+#[test]
+fn the_drain_route_needs_the_service_token_and_delivers_the_queue() {
+    run(async {
+        let mut w = World::new(None).await;
+        w.origin.0.up.set(false);
+        w.send("POST", "/v1/usage", w.usage_body("b-1", 2)).await;
+        w.origin.0.up.set(true);
+        w.advance(Duration::seconds(10));
+        let (status, ..) = w.send_only("POST", "/v1/internal/outbox/drain", Value::Null, vec![]).await;
+        assert_eq!(status, 401);
+        let bearer = vec![("authorization".to_owned(), format!("Bearer {TOKEN}"))];
+        let (status, report, _) = w.send_only("POST", "/v1/internal/outbox/drain", Value::Null, bearer).await;
+        assert_eq!((status, report["delivered"].as_u64()), (200, Some(1)), "{report}");
+        assert_eq!(w.month_usage("api_calls").await, 2);
+    });
+}
+
+#[test]
+fn another_isolate_serves_from_kv_with_the_cached_receipt_and_no_origin_call() {
+    run(async {
+        // GIVEN one isolate that validated the key (snapshot and receipt now in KV)
+        let w = World::new(None).await;
+        let first = w.validate(Some("dep-1")).await;
+        let calls = w.origin.calls();
+        // WHEN a fresh isolate (Spin: a fresh instance) over the same KV validates it
+        let config = w.edge.state().config.clone();
+        let second_isolate =
+            Edge::new(Arc::new(EdgeState::new(config).unwrap()), w.kv.clone(), w.origin.clone());
+        let body = json!({"key": w.key, "deployment_id": "dep-1"}).to_string().into_bytes();
+        let request = EdgeRequest {
+            method: "POST".into(),
+            path: "/v1/licenses/validate".into(),
+            headers: vec![],
+            body,
+        };
+        let out = second_isolate.handle(request, w.now).await;
+        let answer: Value = serde_json::from_str(&out.response.body).unwrap();
+        // THEN it answers from KV with the origin's receipt, without calling the origin
+        assert_eq!(answer["code"], "VALID", "{answer}");
+        assert_eq!(answer["receipt"], first["receipt"]);
+        assert_eq!(w.origin.calls(), calls);
+    });
+}
+
+#[test]
+fn provisional_seats_queued_in_kv_count_for_every_isolate() {
+    run(async {
+        // GIVEN a license for 2 deployments, one live, the origin down, and one isolate that
+        // admitted a second deployment provisionally
+        let mut w = World::new(Some(2)).await;
+        w.validate(Some("dep-a")).await;
+        w.origin.0.up.set(false);
+        w.advance(Duration::seconds(120));
+        assert_eq!(w.validate(Some("dep-b")).await["deployment"]["provisional"], true);
+        // WHEN a fresh isolate (a Spin instance) over the same KV sees a third deployment
+        let config = w.edge.state().config.clone();
+        let fresh = Edge::new(Arc::new(EdgeState::new(config).unwrap()), w.kv.clone(), w.origin.clone());
+        let ask = |d: &str| EdgeRequest {
+            method: "POST".into(),
+            path: "/v1/licenses/validate".into(),
+            headers: vec![],
+            body: json!({"key": w.key, "deployment_id": d}).to_string().into_bytes(),
+        };
+        let third: Value =
+            serde_json::from_str(&fresh.handle(ask("dep-c"), w.now).await.response.body).unwrap();
+        let again: Value =
+            serde_json::from_str(&fresh.handle(ask("dep-b"), w.now).await.response.body).unwrap();
+        // THEN the third is refused and the provisional one still holds its seat
+        assert_eq!(third["code"], "TOO_MANY_DEPLOYMENTS", "{third}");
+        assert_eq!(
+            (again["code"].as_str(), again["deployment"]["provisional"].as_bool()),
+            (Some("VALID"), Some(true))
+        );
+    });
+}

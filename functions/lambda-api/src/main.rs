@@ -1,0 +1,42 @@
+//! `nls-api`: set up logging, parse the config, build the AWS clients and fetch the signing
+//! key once at init, then serve every invocation with the core's router.
+
+use std::sync::Arc;
+
+use nls_aws::{ClientTuning, DynamoStore, dynamodb_client, load_sdk_config};
+use nls_core::http::{AppDeps, AppState};
+use nls_core::key_ring::KeyRing;
+use nls_core::ports::SystemClock;
+use nls_lambda_api::api_app;
+use nls_lambda_api::api_config::ApiConfig;
+use nls_lambda_api::signing_key_secret::fetch_signing_key;
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    // JSON lines; CloudWatch adds the timestamp.
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NLS_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_current_span(false)
+        .without_time()
+        .init();
+    let config = ApiConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
+    let sdk_config = load_sdk_config().await;
+    let dynamodb = dynamodb_client(&sdk_config, &ClientTuning::default(), None);
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk_config);
+    let signer = fetch_signing_key(&secrets, &config.signing_key_secret_id)
+        .await
+        .inspect_err(|e| tracing::error!(error = %e, "no signing key"))?;
+    let kid = signer.kid.clone();
+    let key_ring = KeyRing::with_signer(signer, Vec::new())?;
+    let state = AppState::new(AppDeps {
+        store: Arc::new(DynamoStore::new(dynamodb, config.table_name.clone())),
+        key_ring: Arc::new(key_ring),
+        clock: Arc::new(SystemClock),
+        config: config.http,
+    });
+    tracing::info!(table = %config.table_name, kid = %kid, "nls-api ready");
+    lambda_http::run(api_app(state)).await
+}

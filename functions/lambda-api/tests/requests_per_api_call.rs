@@ -1,0 +1,117 @@
+//! DynamoDB requests per API call, counted (not assumed): the api Lambda's app over a
+//! DynamoStore on moto, with a request counter on the client. Prints the table that
+//! docs/dynamodb.md quotes.
+
+#[path = "../../aws/tests/moto_support/mod.rs"]
+mod moto_support;
+
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use axum::body::Body;
+use axum::http::{Method, Request};
+use nls_core::http::{AppDeps, AppState, HttpConfig};
+use nls_core::key_ring::{KeyRing, SigningKey};
+use nls_core::ports::SystemClock;
+use nls_lambda_api::api_app;
+use tower::ServiceExt;
+
+const ADMIN_KEY: &str = "requests-per-call-admin-key";
+
+async fn call(
+    app: &axum::Router,
+    method: Method,
+    path: &str,
+    auth: bool,
+    body: serde_json::Value,
+) -> (u16, serde_json::Value) {
+    let mut request = Request::builder().method(method).uri(path).header("content-type", "application/json");
+    if auth {
+        request = request.header("authorization", format!("Bearer {ADMIN_KEY}"));
+    }
+    let response = app
+        .clone()
+        .oneshot(request.body(Body::from(body.to_string())).expect("request"))
+        .await
+        .expect("infallible");
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_heartbeat_and_usage_cost_what_the_design_says() {
+    let table = moto_support::fresh_table().await;
+    let requests = table.requests.clone();
+    let key_ring = KeyRing::with_signer(SigningKey::generate(), Vec::new()).expect("key ring");
+    let app = api_app(AppState::new(AppDeps {
+        store: Arc::new(table.store),
+        key_ring: Arc::new(key_ring),
+        clock: Arc::new(SystemClock),
+        // A long snapshot TTL so "warm" is deterministic on a slow test machine.
+        config: HttpConfig { snapshot_ttl: chrono::Duration::minutes(5), ..HttpConfig::default() }
+            .with_bootstrap_admin_key(ADMIN_KEY),
+    }));
+
+    let (status, customer) = call(
+        &app,
+        Method::POST,
+        "/v1/customers",
+        true,
+        serde_json::json!({"name": "Acme", "email": "ops@acme.example"}),
+    )
+    .await;
+    assert_eq!(status, 201, "{customer}");
+    let license_request = serde_json::json!({"customer_id": customer["customer"]["id"], "features": ["sso"], "max_deployments": 3});
+    let (status, issued) = call(&app, Method::POST, "/v1/licenses", true, license_request).await;
+    assert_eq!(status, 201, "{issued}");
+    let key = issued["key"].as_str().expect("key").to_owned();
+
+    let mut table_rows: Vec<(&str, BTreeMap<String, u64>)> = Vec::new();
+    let mut measure =
+        async |label: &'static str, path: &str, body: serde_json::Value, expected_status: u16| {
+            requests.reset();
+            let (status, answer) = call(&app, Method::POST, path, false, body).await;
+            assert_eq!(status, expected_status, "{label}: {answer}");
+            let counts = requests.counts();
+            table_rows.push((label, counts.clone()));
+            counts
+        };
+    let validate = serde_json::json!({"key": key, "deployment_id": "dep-1"});
+    let cold =
+        measure("validate, cold (new deployment)", "/v1/licenses/validate", validate.clone(), 200).await;
+    let second =
+        measure("validate, 2nd (same deployment)", "/v1/licenses/validate", validate.clone(), 200).await;
+    let warm = measure("validate, 3rd (same deployment)", "/v1/licenses/validate", validate, 200).await;
+    let heartbeat =
+        measure("heartbeat", "/v1/heartbeat", serde_json::json!({"key": key, "deployment_id": "dep-1"}), 200)
+            .await;
+    let usage_batch = serde_json::json!({
+        "key": key, "deployment_id": "dep-1", "batch_id": "b-1",
+        "records": [{"metric": "api_calls", "value": 5, "at": "2026-11-30T10:00:00Z"}]
+    });
+    let usage = measure("usage batch", "/v1/usage", usage_batch, 202).await;
+
+    println!("| API call | DynamoDB requests |\n| --- | --- |");
+    for (label, counts) in &table_rows {
+        let cells: Vec<String> = counts.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        println!("| {label} | {} |", if cells.is_empty() { "none".to_owned() } else { cells.join(", ") });
+    }
+
+    let reads = |counts: &BTreeMap<String, u64>| {
+        ["GetItem", "Query", "Scan", "BatchGetItem"]
+            .iter()
+            .map(|op| counts.get(*op).copied().unwrap_or(0))
+            .sum::<u64>()
+    };
+    assert!(
+        reads(&cold) <= 2,
+        "cold validation: one snapshot Query (+ the seats read of a new activation): {cold:?}"
+    );
+    assert_eq!(cold.get("Query"), Some(&1), "{cold:?}");
+    println!("second validation: {second:?}");
+    assert_eq!(reads(&warm), 0, "a warm validation reads nothing: {warm:?}");
+    assert_eq!(reads(&heartbeat), 0, "{heartbeat:?}");
+    assert_eq!(heartbeat.get("UpdateItem"), Some(&1), "a heartbeat is one write: {heartbeat:?}");
+    assert_eq!(usage.get("TransactWriteItems"), Some(&1), "{usage:?}");
+}

@@ -1,0 +1,133 @@
+//! The `stripe-webhook` Lambda: a thin host for the core's [`handle_stripe_webhook`] on the
+//! DynamoDB store and the SES mailer. `main` builds everything once at init; [`webhook_app`]
+//! is the per-request part, testable without AWS.
+//!
+//! Status mapping (the core decides, see [`WebhookError`]): a bad signature or payload is a
+//! 400 that Stripe does not retry usefully; a store or mail outage is a 503 so Stripe retries
+//! the delivery (the core makes replays harmless).
+
+pub mod secret_values;
+pub mod webhook_config;
+
+use std::sync::Arc;
+
+use axum::Router;
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::post;
+use nls_core::billing::{
+    BillingDeps, BillingPolicy, PlanCatalogue, WebhookAck, WebhookError, handle_stripe_webhook,
+};
+use nls_core::key_ring::KeyRing;
+use nls_core::ports::{Clock, Mailer, Store};
+
+pub use secret_values::WebhookSecret;
+
+pub const WEBHOOK_PATH: &str = "/v1/webhooks/stripe";
+/// Stripe events are a few KiB; anything near this is not from Stripe.
+pub const MAX_BODY_BYTES: usize = 1 << 20;
+const SIGNATURE_HEADER: &str = "stripe-signature";
+
+/// Everything a delivery needs, built once at init and shared by every invocation.
+pub struct WebhookState {
+    pub store: Arc<dyn Store>,
+    pub mailer: Arc<dyn Mailer>,
+    pub clock: Arc<dyn Clock>,
+    pub key_ring: KeyRing,
+    pub plans: PlanCatalogue,
+    pub webhook_secret: WebhookSecret,
+    pub policy: BillingPolicy,
+}
+
+impl WebhookState {
+    fn billing_deps(&self) -> BillingDeps<'_> {
+        BillingDeps {
+            store: self.store.as_ref(),
+            mailer: self.mailer.as_ref(),
+            clock: self.clock.as_ref(),
+            key_ring: &self.key_ring,
+            plans: &self.plans,
+            webhook_secret: self.webhook_secret.as_bytes(),
+            policy: self.policy,
+        }
+    }
+}
+
+/// `POST /v1/webhooks/stripe`; every other path is a JSON 404.
+pub fn webhook_app(state: WebhookState) -> Router {
+    Router::new()
+        .route(WEBHOOK_PATH, post(stripe_webhook))
+        .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
+        .fallback(not_found)
+        .with_state(Arc::new(state))
+}
+
+fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
+    let body = serde_json::json!({ "error": { "code": code, "message": message } });
+    (status, axum::Json(body)).into_response()
+}
+
+async fn not_found() -> Response {
+    error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+}
+
+async fn stripe_webhook(
+    State(state): State<Arc<WebhookState>>,
+    headers: HeaderMap,
+    // The raw bytes: the signature covers them exactly, so no JSON extractor may touch them.
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let body = match body {
+        Ok(body) => body,
+        Err(rejection) => {
+            tracing::warn!(status = %rejection.status(), "webhook body refused");
+            return error_response(rejection.status(), "BODY_REFUSED", &rejection.body_text());
+        }
+    };
+    // A header that is not visible ASCII cannot be a valid signature: passed on as empty, it
+    // is refused as malformed rather than as missing.
+    let signature = headers.get(SIGNATURE_HEADER).map(|value| value.to_str().unwrap_or(""));
+    match handle_stripe_webhook(&state.billing_deps(), signature, &body).await {
+        Ok(ack) => {
+            log_ack(&ack);
+            (StatusCode::OK, axum::Json(ack)).into_response()
+        }
+        Err(error) => webhook_error_response(&error),
+    }
+}
+
+fn log_ack(ack: &WebhookAck) {
+    tracing::info!(
+        event_id = %ack.event_id,
+        event_type = %ack.event_type,
+        outcome = ?ack.outcome,
+        license_id = ack.license_id.as_deref().unwrap_or(""),
+        notices_sent = ?ack.notices_sent,
+        "stripe event handled"
+    );
+    for warning in &ack.warnings {
+        tracing::warn!(event_id = %ack.event_id, event_type = %ack.event_type, warning = %warning, "stripe event warning");
+    }
+}
+
+/// One place where errors become answers and log lines. The sender's own mistakes are
+/// explained; our failures are not (the detail goes to the log).
+fn webhook_error_response(error: &WebhookError) -> Response {
+    let status = StatusCode::from_u16(error.http_status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+    let message = if status.is_client_error() {
+        error.to_string()
+    } else if error.is_retryable() {
+        "the event could not be processed now; retry the delivery".to_owned()
+    } else {
+        "internal error".to_owned()
+    };
+    if status.is_server_error() {
+        tracing::error!(code = error.code(), retryable = error.is_retryable(), error = %error, "stripe event failed");
+    } else {
+        tracing::warn!(code = error.code(), error = %error, "stripe event refused");
+    }
+    error_response(status, error.code(), &message)
+}

@@ -1,0 +1,46 @@
+//! `nls-stripe-webhook`: set up logging, parse the config, build the AWS clients and fetch
+//! the secrets once at init, then serve every delivery with the core's webhook handler.
+
+use std::sync::Arc;
+
+use nls_aws::{ClientTuning, DynamoStore, SesMailer, dynamodb_client, load_sdk_config, sesv2_client};
+use nls_core::key_ring::KeyRing;
+use nls_core::ports::SystemClock;
+use nls_lambda_stripe_webhook::secret_values::{fetch_signing_key, fetch_webhook_secret};
+use nls_lambda_stripe_webhook::webhook_config::WebhookConfig;
+use nls_lambda_stripe_webhook::{WebhookState, webhook_app};
+
+#[tokio::main]
+async fn main() -> Result<(), lambda_http::Error> {
+    // JSON lines; CloudWatch adds the timestamp.
+    tracing_subscriber::fmt()
+        .json()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("NLS_LOG").unwrap_or_else(|_| "info".into()),
+        )
+        .with_current_span(false)
+        .without_time()
+        .init();
+    let config =
+        WebhookConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
+    let sdk_config = load_sdk_config().await;
+    let tuning = ClientTuning::default();
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk_config);
+    let (signer, webhook_secret) = tokio::try_join!(
+        fetch_signing_key(&secrets, &config.signing_key_secret_id),
+        fetch_webhook_secret(&secrets, &config.webhook_secret_id),
+    )
+    .inspect_err(|e| tracing::error!(error = %e, "a secret is unavailable"))?;
+    let kid = signer.kid.clone();
+    let state = WebhookState {
+        store: Arc::new(DynamoStore::new(dynamodb_client(&sdk_config, &tuning, None), &config.table_name)),
+        mailer: Arc::new(SesMailer::new(sesv2_client(&sdk_config, &tuning), &config.sender_address)),
+        clock: Arc::new(SystemClock),
+        key_ring: KeyRing::with_signer(signer, Vec::new())?,
+        plans: config.plans,
+        webhook_secret,
+        policy: config.policy,
+    };
+    tracing::info!(table = %config.table_name, kid = ?kid, "nls-stripe-webhook ready");
+    lambda_http::run(webhook_app(state)).await
+}

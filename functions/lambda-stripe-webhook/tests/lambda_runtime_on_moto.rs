@@ -1,0 +1,214 @@
+//! End to end: the real `nls-stripe-webhook` binary under cargo-lambda's local Runtime API,
+//! against moto (DynamoDB, SES and Secrets Manager), driven over HTTP through the lambda-url
+//! route with events signed as Stripe signs them. Nothing is mocked: init fetches both
+//! secrets and builds its clients from the environment, as in AWS.
+
+#[path = "../../aws/tests/moto_support/mod.rs"]
+mod moto_support;
+
+use std::io::{Read, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use moto_support::MotoServer;
+use nls_core::billing::scenarios::{fixture, relabel};
+use nls_core::billing::stripe_signature::sign_stripe_payload;
+use nls_core::key_ring::SigningKey;
+use nls_core::lifecycle::LicenseStatus;
+use nls_core::ports::{CustomerStore, LicenseStore};
+
+const SENDER: &str = "licenses@nectar.example";
+const WEBHOOK_SECRET: &str = "whsec_lambda_e2e_secret";
+
+/// Kills the child when the test ends, passing or not.
+struct ChildGuard(Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn find_cargo_lambda() -> PathBuf {
+    if let Ok(path) = std::env::var("NLS_CARGO_LAMBDA") {
+        return PathBuf::from(path);
+    }
+    let on_path = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|dirs| std::env::split_paths(&dirs).collect::<Vec<_>>())
+        .map(|dir| dir.join("cargo-lambda"));
+    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/cargo-lambda");
+    on_path.chain([venv]).find(|p| p.is_file()).unwrap_or_else(|| {
+        panic!("cargo-lambda not found: set NLS_CARGO_LAMBDA, put it on PATH, or `.venv/bin/pip install cargo-lambda`")
+    })
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("ephemeral port").port()
+}
+
+fn wait_for_port(port: u16, what: &str) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(Instant::now() < deadline, "{what} did not listen on {port} within 30 s");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// Delivers `body` as Stripe does (signed now): (status, JSON body or Null).
+fn deliver(port: u16, body: &str) -> (u16, serde_json::Value) {
+    let now = chrono::Utc::now().timestamp();
+    let signature = sign_stripe_payload(WEBHOOK_SECRET.as_bytes(), now, body.as_bytes());
+    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the runtime emulator");
+    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
+    write!(
+        stream,
+        "POST /lambda-url/_/v1/webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Content-Type: application/json; charset=utf-8\r\nStripe-Signature: {signature}\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = Vec::new();
+    stream.read_to_end(&mut response).expect("read");
+    let response = String::from_utf8_lossy(&response);
+    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
+    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+}
+
+/// Messages moto's SES accepted for `to`.
+fn ses_messages_to(server: &MotoServer, to: &str) -> Vec<serde_json::Value> {
+    let data = server.data_json();
+    let messages = data["ses"]["Message"].as_array().cloned().unwrap_or_default();
+    messages.into_iter().filter(|m| m["destinations"]["ToAddresses"][0] == to).collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_signed_checkout_issues_a_license_and_emails_the_key_once() {
+    // GIVEN moto with the table, both secrets and a verified sender
+    let server = MotoServer::shared();
+    let table = moto_support::fresh_table().await;
+    let sdk_config = server.sdk_config().await;
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk_config);
+    let signing_key_id = format!("nls/e2e/{}/signing-key", table.table);
+    let webhook_secret_id = format!("nls/e2e/{}/stripe-webhook-secret", table.table);
+    let jwk = serde_json::to_string(&SigningKey::generate().to_private_jwk()).expect("JWK");
+    secrets
+        .create_secret()
+        .name(&signing_key_id)
+        .secret_string(jwk)
+        .send()
+        .await
+        .expect("signing key secret");
+    secrets
+        .create_secret()
+        .name(&webhook_secret_id)
+        .secret_string(WEBHOOK_SECRET)
+        .send()
+        .await
+        .expect("webhook secret");
+    // Other tests may have created the identity already; either way it is verified.
+    let _ =
+        aws_sdk_sesv2::Client::new(&sdk_config).create_email_identity().email_identity(SENDER).send().await;
+
+    // AND the local Runtime API with the real binary polling it
+    let runtime_port = free_port();
+    let _runtime = ChildGuard(
+        Command::new(find_cargo_lambda())
+            .args([
+                "lambda",
+                "watch",
+                "--only-lambda-apis",
+                "-A",
+                "127.0.0.1",
+                "-P",
+                &runtime_port.to_string(),
+            ])
+            .current_dir(env!("CARGO_MANIFEST_DIR"))
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cargo lambda watch"),
+    );
+    wait_for_port(runtime_port, "cargo lambda watch");
+    let _function = ChildGuard(
+        Command::new(env!("CARGO_BIN_EXE_nls-stripe-webhook"))
+            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{runtime_port}/.rt"))
+            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
+            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
+            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
+            .env("AWS_ENDPOINT_URL", &server.endpoint)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", "test")
+            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .env_remove("AWS_PROFILE")
+            .env("NLS_TABLE_NAME", &table.table)
+            .env("NLS_SENDER_ADDRESS", SENDER)
+            .env("NLS_SIGNING_KEY_SECRET_ID", &signing_key_id)
+            .env("NLS_STRIPE_WEBHOOK_SECRET_ID", &webhook_secret_id)
+            .env("NLS_PLANS", fixture("plans"))
+            .stdout(Stdio::null())
+            .spawn()
+            .expect("start nls-stripe-webhook"),
+    );
+
+    // WHEN Stripe delivers a new subscription and its completed checkout (ids unique to this run)
+    let tag = table.table.replace('-', "");
+    let subscription = format!("sub_{tag}");
+    let customer_email = format!("{tag}@example.com");
+    let events = [
+        relabel(fixture("customer.subscription.created"), &tag),
+        relabel(fixture("checkout.session.completed"), &tag),
+    ];
+    let (status, ack) = deliver(runtime_port, &events[0]);
+    assert_eq!((status, &ack["outcome"]), (200, &serde_json::json!("applied")), "{ack}");
+    let (status, ack) = deliver(runtime_port, &events[1]);
+    assert_eq!(status, 200, "{ack}");
+    assert_eq!(ack["notices_sent"], serde_json::json!(["key_delivery"]), "{ack}");
+
+    // THEN DynamoDB holds the customer and the active license
+    let license = table
+        .store
+        .find_license_by_subscription(&subscription)
+        .await
+        .expect("reads")
+        .expect("the license exists in DynamoDB");
+    assert_eq!((license.status, license.tier.as_str()), (LicenseStatus::Active, "basic"));
+    let customer = table.store.get_customer(&license.customer_id).await.expect("reads").expect("customer");
+    assert_eq!(customer.email, customer_email);
+    // AND moto's SES holds one key-delivery email carrying the key
+    let mail = ses_messages_to(server, &customer_email);
+    assert_eq!(mail.len(), 1, "{mail:?}");
+    assert!(mail[0]["body"].as_str().unwrap_or_default().contains("NLS-"), "{:?}", mail[0]);
+
+    // WHEN every event is replayed five times
+    for event in &events {
+        for _ in 0..5 {
+            let (status, ack) = deliver(runtime_port, event);
+            assert_eq!((status, &ack["outcome"]), (200, &serde_json::json!("duplicate")), "{ack}");
+        }
+    }
+    // THEN nothing changed
+    let after =
+        table.store.find_license_by_subscription(&subscription).await.expect("reads").expect("license");
+    assert_eq!(after, license);
+    assert_eq!(ses_messages_to(server, &customer_email).len(), 1);
+    // AND a delivery with a wrong signature is refused with its code
+    let mut stream = TcpStream::connect(("127.0.0.1", runtime_port)).expect("connect");
+    let body = &events[0];
+    write!(
+        stream,
+        "POST /lambda-url/_/v1/webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
+         Stripe-Signature: t=1,v1=00\r\nContent-Length: {}\r\n\r\n{body}",
+        body.len()
+    )
+    .expect("send");
+    let mut response = String::new();
+    stream.read_to_string(&mut response).expect("read");
+    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
+    assert!(response.contains("SIGNATURE_"), "{response}");
+}

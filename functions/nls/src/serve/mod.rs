@@ -1,0 +1,335 @@
+//! `nls serve`: the whole service on one machine, over the embedded SQLite store.
+//!
+//! Start-up: parse the settings (flags, and `NLS_BOOTSTRAP_ADMIN_KEY`) once, set up logging,
+//! load or create the signing key in the data directory, open the store, then serve the core's
+//! router (`nls_core::http::router`) until SIGINT or SIGTERM. Shutdown stops accepting, lets
+//! in-flight requests finish, then flushes the buffered validation history. Everything the API
+//! acknowledged was committed (fsynced) by the store before the answer was sent.
+
+mod logging;
+mod signing_key_file;
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration as StdDuration;
+
+use axum::extract::{ConnectInfo, Request};
+use chrono::Duration;
+use nls_core::billing::{BillingPolicy, PlanCatalogue};
+use nls_core::http::rate_limit::RateLimit;
+use nls_core::http::webhook_routes::BillingSetup;
+use nls_core::http::{AppDeps, AppState, ClientIp, HttpConfig, router};
+use nls_core::ports::Mailer;
+use nls_core::renewals::{RenewalsConfig, run_renewals};
+
+use crate::outbox_mailer::OutboxMailer;
+use nls_core::key_ring::{JwkError, KeyRing};
+use nls_core::ports::{Store, StoreError, SystemClock};
+use nls_sqlite_store::SqliteStore;
+
+pub use self::logging::LogFormat;
+
+pub const BOOTSTRAP_KEY_VAR: &str = "NLS_BOOTSTRAP_ADMIN_KEY";
+/// Shorter bootstrap keys are refused: this key has the `admin` scope.
+const MIN_BOOTSTRAP_KEY_LEN: usize = 16;
+pub const DATABASE_FILE: &str = "nls.sqlite3";
+const VALIDATION_LOG_FLUSH_EVERY: StdDuration = StdDuration::from_secs(1);
+
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address to listen on.
+    #[arg(long, value_name = "ADDR", default_value = "127.0.0.1:8080")]
+    pub listen: SocketAddr,
+    /// Where the database and the signing key live (created if missing).
+    #[arg(long, value_name = "DIR", default_value = "nls-data")]
+    pub data_dir: PathBuf,
+    /// The store: the embedded SQLite file in the data dir, or a DynamoDB table (endpoint,
+    /// region and credentials from the usual AWS environment, e.g. `AWS_ENDPOINT_URL`).
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    pub store: StoreKind,
+    /// The DynamoDB table, with `--store dynamodb`.
+    #[arg(long, value_name = "NAME", default_value = "nls")]
+    pub dynamodb_table: String,
+    /// Log output: human-readable text or one JSON object per line.
+    #[arg(long, value_enum, default_value_t = LogFormat::Text)]
+    pub log_format: LogFormat,
+    /// A deployment's lease, renewed by each heartbeat; a deployment silent this long is released.
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub lease_secs: u32,
+    /// How often clients are told to validate and heartbeat.
+    #[arg(long, value_name = "SECONDS", default_value_t = 900)]
+    pub check_in_secs: u32,
+    /// Churn protection: at most this many new activations per license per churn window.
+    #[arg(long, value_name = "N", default_value_t = 20)]
+    pub churn_max: u32,
+    #[arg(long, value_name = "SECONDS", default_value_t = 3600)]
+    pub churn_window_secs: u32,
+    /// Requests per second per client IP (burst: twice that); 0 turns the limit off.
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    pub ip_rate_limit: u32,
+    /// Admin requests per second per API key (burst: twice that); 0 turns the limit off.
+    #[arg(long, value_name = "N", default_value_t = 50)]
+    pub api_key_rate_limit: u32,
+    /// How long a license's status is served from memory before the store is read again.
+    #[arg(long, value_name = "MILLISECONDS", default_value_t = 2000)]
+    pub snapshot_ttl_ms: u32,
+    /// A browser origin allowed to call the admin API (repeatable).
+    #[arg(long = "cors-origin", value_name = "ORIGIN")]
+    pub cors_origins: Vec<String>,
+    /// Take client IPs from X-Forwarded-For (only behind a trusted proxy).
+    #[arg(long)]
+    pub trust_forwarded_for: bool,
+    /// Where emails go: `.eml` files in `<data-dir>/outbox/`, or SES (AWS environment).
+    #[arg(long, value_enum, default_value_t = MailerKind::Outbox)]
+    pub mailer: MailerKind,
+    /// The verified SES sender, with `--mailer ses`.
+    #[arg(long, value_name = "ADDRESS", default_value = "licensing@nectar.example")]
+    pub mail_from: String,
+    /// How often the renewal-notice job runs in-process (first run a minute after start);
+    /// 0 turns it off, e.g. when an external scheduler runs `nls renewals run`.
+    #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
+    pub renewals_every_secs: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum MailerKind {
+    Outbox,
+    Ses,
+}
+
+pub const STRIPE_SECRET_VAR: &str = "NLS_STRIPE_WEBHOOK_SECRET";
+pub const PLANS_FILE_VAR: &str = "NLS_PLANS_FILE";
+const RENEWALS_FIRST_RUN_AFTER: StdDuration = StdDuration::from_secs(60);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum StoreKind {
+    Sqlite,
+    Dynamodb,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    #[error("{BOOTSTRAP_KEY_VAR} must be at least {MIN_BOOTSTRAP_KEY_LEN} characters")]
+    WeakBootstrapKey,
+    #[error("{BOOTSTRAP_KEY_VAR} is not valid UTF-8")]
+    BootstrapKeyNotUnicode,
+    #[error("{path}: {source}")]
+    Io { path: PathBuf, source: std::io::Error },
+    #[error("signing key {path}: {source}")]
+    SigningKey { path: PathBuf, source: JwkError },
+    #[error("opening the store {path}: {source}")]
+    Store { path: PathBuf, source: StoreError },
+    #[error("starting the async runtime: {0}")]
+    Runtime(std::io::Error),
+    #[error("cannot listen on {addr}: {source}")]
+    Bind { addr: SocketAddr, source: std::io::Error },
+    #[error("the server failed: {0}")]
+    Serve(std::io::Error),
+    #[error("{PLANS_FILE_VAR}={path}: {reason}")]
+    Plans { path: PathBuf, reason: String },
+    #[error("{STRIPE_SECRET_VAR} is not valid UTF-8")]
+    StripeSecretNotUnicode,
+}
+
+/// Stripe webhooks are served when `NLS_STRIPE_WEBHOOK_SECRET` is set; the plan catalogue comes
+/// from the JSON file named by `NLS_PLANS_FILE` (none: every price is unknown and ignored).
+fn billing_setup(mailer: Arc<dyn Mailer>) -> Result<Option<BillingSetup>, ServeError> {
+    let secret = match std::env::var(STRIPE_SECRET_VAR) {
+        Ok(secret) if !secret.trim().is_empty() => secret,
+        Ok(_) | Err(std::env::VarError::NotPresent) => return Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => return Err(ServeError::StripeSecretNotUnicode),
+    };
+    let plans = match std::env::var_os(PLANS_FILE_VAR) {
+        None => PlanCatalogue::default(),
+        Some(path) => {
+            let path = PathBuf::from(path);
+            let plans_error = |reason: String| ServeError::Plans { path: path.clone(), reason };
+            let json = std::fs::read_to_string(&path).map_err(|e| plans_error(e.to_string()))?;
+            PlanCatalogue::parse(&json).map_err(|e| plans_error(e.to_string()))?
+        }
+    };
+    Ok(Some(BillingSetup {
+        mailer,
+        plans,
+        webhook_secret: secret.trim().as_bytes().to_vec(),
+        policy: BillingPolicy::default(),
+    }))
+}
+
+fn bootstrap_key() -> Result<Option<String>, ServeError> {
+    match std::env::var(BOOTSTRAP_KEY_VAR) {
+        Ok(key) if key.trim().len() >= MIN_BOOTSTRAP_KEY_LEN => Ok(Some(key)),
+        Ok(key) if key.is_empty() => Ok(None),
+        Ok(_) => Err(ServeError::WeakBootstrapKey),
+        Err(std::env::VarError::NotPresent) => Ok(None),
+        Err(std::env::VarError::NotUnicode(_)) => Err(ServeError::BootstrapKeyNotUnicode),
+    }
+}
+
+fn rate(per_second: u32) -> Option<RateLimit> {
+    (per_second > 0)
+        .then(|| RateLimit { per_second: f64::from(per_second), burst: 2.0 * f64::from(per_second) })
+}
+
+fn http_config(args: &ServeArgs, bootstrap: Option<&str>) -> HttpConfig {
+    let config = HttpConfig {
+        lease: Duration::seconds(i64::from(args.lease_secs.max(1))),
+        check_in_interval: Duration::seconds(i64::from(args.check_in_secs.max(1))),
+        churn_window: Duration::seconds(i64::from(args.churn_window_secs)),
+        churn_max: args.churn_max,
+        cors_origins: args.cors_origins.clone(),
+        ip_rate_limit: rate(args.ip_rate_limit),
+        api_key_rate_limit: rate(args.api_key_rate_limit),
+        snapshot_ttl: Duration::milliseconds(i64::from(args.snapshot_ttl_ms)),
+        trust_forwarded_for: args.trust_forwarded_for,
+        ..HttpConfig::default()
+    };
+    match bootstrap {
+        Some(key) => config.with_bootstrap_admin_key(key),
+        None => config,
+    }
+}
+
+pub fn run(args: ServeArgs) -> Result<(), ServeError> {
+    logging::init(args.log_format);
+    let bootstrap = bootstrap_key()?;
+    let config = http_config(&args, bootstrap.as_deref());
+    drop(bootstrap);
+    std::fs::create_dir_all(&args.data_dir)
+        .map_err(|source| ServeError::Io { path: args.data_dir.clone(), source })?;
+    let signer = signing_key_file::load_or_create(&args.data_dir)?;
+    let kid = signer.kid.clone();
+    let key_ring = KeyRing::with_signer(signer, Vec::new()).map_err(|source| ServeError::SigningKey {
+        path: signing_key_file::path_in(&args.data_dir),
+        source,
+    })?;
+    let runtime =
+        tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
+    let store: Arc<dyn Store> = match args.store {
+        StoreKind::Sqlite => {
+            let db_path = args.data_dir.join(DATABASE_FILE);
+            let store = SqliteStore::open(&db_path)
+                .map_err(|source| ServeError::Store { path: db_path.clone(), source })?;
+            Arc::new(store)
+        }
+        // Client set-up only: no AWS call until the first request.
+        StoreKind::Dynamodb => Arc::new(runtime.block_on(nls_aws::from_env(args.dynamodb_table.clone()))),
+    };
+    let mailer: Arc<dyn Mailer> = match args.mailer {
+        MailerKind::Outbox => Arc::new(OutboxMailer::new(args.data_dir.join("outbox"))),
+        MailerKind::Ses => {
+            let sdk_config = runtime.block_on(nls_aws::load_sdk_config());
+            let client = nls_aws::sesv2_client(&sdk_config, &nls_aws::ClientTuning::default());
+            Arc::new(nls_aws::SesMailer::new(client, args.mail_from.clone()))
+        }
+    };
+    let deps = AppDeps { store, key_ring: Arc::new(key_ring), clock: Arc::new(SystemClock), config };
+    let state = match billing_setup(Arc::clone(&mailer))? {
+        Some(billing) => AppState::with_billing(deps, billing),
+        None => AppState::new(deps),
+    };
+    tracing::info!(
+        listen = %args.listen,
+        data_dir = %args.data_dir.display(),
+        store = ?args.store,
+        kid = %kid,
+        bootstrap_admin_key = state.config().bootstrap_admin_key_sha256.is_some(),
+        stripe_webhooks = std::env::var_os(STRIPE_SECRET_VAR).is_some(),
+        mailer = ?args.mailer,
+        "starting nls serve"
+    );
+    let renewals_every =
+        (args.renewals_every_secs > 0).then(|| StdDuration::from_secs(args.renewals_every_secs));
+    runtime.block_on(serve(args.listen, state, mailer, renewals_every))
+}
+
+async fn serve(
+    addr: SocketAddr,
+    state: AppState,
+    mailer: Arc<dyn Mailer>,
+    renewals_every: Option<StdDuration>,
+) -> Result<(), ServeError> {
+    let listener =
+        tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let app = router(state.clone()).layer(axum::middleware::map_request(with_client_ip));
+    let flusher = tokio::spawn(flush_validation_log_forever(state.clone()));
+    let renewals =
+        renewals_every.map(|every| tokio::spawn(run_renewals_forever(state.clone(), mailer, every)));
+    tracing::info!(listen = %listener.local_addr().unwrap_or(addr), "listening");
+    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(shutdown_signal())
+        .await;
+    flusher.abort();
+    if let Some(renewals) = renewals {
+        renewals.abort();
+    }
+    match state.flush_validation_log().await {
+        Ok(n) => tracing::info!(flushed = n, "validation history flushed"),
+        Err(e) => tracing::error!(error = %e, "could not flush the validation history at shutdown"),
+    }
+    tracing::info!("stopped");
+    served.map_err(ServeError::Serve)
+}
+
+/// The core's router reads the caller's address from a [`ClientIp`] extension.
+async fn with_client_ip(ConnectInfo(peer): ConnectInfo<SocketAddr>, mut req: Request) -> Request {
+    req.extensions_mut().insert(ClientIp(peer.ip()));
+    req
+}
+
+async fn flush_validation_log_forever(state: AppState) {
+    let mut tick = tokio::time::interval(VALIDATION_LOG_FLUSH_EVERY);
+    loop {
+        tick.tick().await;
+        if let Err(e) = state.flush_validation_log().await {
+            tracing::warn!(error = %e, "validation history flush failed; will retry");
+        }
+    }
+}
+
+/// The same job as `nls renewals run` and the renewals Lambda. A run that dies half way is
+/// safe to repeat: every notice is claimed before it is sent (docs/billing.md).
+async fn run_renewals_forever(state: AppState, mailer: Arc<dyn Mailer>, every: StdDuration) {
+    tokio::time::sleep(RENEWALS_FIRST_RUN_AFTER.min(every)).await;
+    let mut tick = tokio::time::interval(every);
+    loop {
+        tick.tick().await;
+        let config = RenewalsConfig::for_new_run();
+        match run_renewals(state.store(), &*mailer, state.clock(), &config).await {
+            Ok(report) => {
+                tracing::info!(run_id = %config.run_id, sent = report.sent.len(), "renewals run finished")
+            }
+            Err(e) => {
+                tracing::warn!(run_id = %config.run_id, error = %e, "renewals run failed; next run retries")
+            }
+        }
+    }
+}
+
+async fn shutdown_signal() {
+    let interrupt = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            tracing::error!(error = %e, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut sig) => {
+                sig.recv().await;
+            }
+            Err(e) => {
+                tracing::error!(error = %e, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = interrupt => tracing::info!("SIGINT: shutting down"),
+        () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}

@@ -1,0 +1,177 @@
+//! The schema and its migrations, versioned by `PRAGMA user_version`.
+//!
+//! Each table keeps the whole record as JSON in `record` (the domain types' serde form) and, as
+//! explicit columns, only what queries look up or filter on. Times are encoded one way:
+//!
+//! - exact times are RFC 3339 text with nanoseconds (inside the JSON records, and
+//!   `activations.activated_at`);
+//! - `*_s` columns hold whole unix seconds (rounded down), only to narrow an index range. The
+//!   exact comparison is then made on the decoded record, so results match the reference store
+//!   to the nanosecond.
+//!
+//! A migration is appended, never edited: a database at version N runs `MIGRATIONS[N..]`.
+
+use nls_core::ports::{StoreError, StoreResult};
+use rusqlite::{Connection, TransactionBehavior};
+
+use crate::sql_failure;
+
+const MIGRATIONS: &[&str] = &[
+    // 1: the initial schema.
+    r#"
+    CREATE TABLE customers (
+        id TEXT PRIMARY KEY NOT NULL,
+        -- Not UNIQUE: only creation refuses a taken Stripe id (as the reference store does).
+        stripe_customer_id TEXT,
+        record TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX customers_by_stripe_id ON customers (stripe_customer_id, id)
+        WHERE stripe_customer_id IS NOT NULL;
+
+    CREATE TABLE licenses (
+        id TEXT PRIMARY KEY NOT NULL,
+        customer_id TEXT NOT NULL,
+        status TEXT NOT NULL,
+        expires_at_s INTEGER,
+        stripe_subscription_id TEXT,
+        record TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX licenses_by_customer ON licenses (customer_id, id);
+    CREATE INDEX licenses_by_expiry ON licenses (expires_at_s) WHERE expires_at_s IS NOT NULL;
+    CREATE INDEX licenses_by_subscription ON licenses (stripe_subscription_id, id)
+        WHERE stripe_subscription_id IS NOT NULL;
+
+    CREATE TABLE deployments (
+        license_id TEXT NOT NULL,
+        deployment_id TEXT NOT NULL,
+        lease_expires_at_s INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (license_id, deployment_id)
+    ) WITHOUT ROWID;
+
+    -- Times of new activations per license, for churn protection.
+    CREATE TABLE activations (
+        license_id TEXT NOT NULL,
+        activated_at TEXT NOT NULL
+    );
+    CREATE INDEX activations_by_license ON activations (license_id);
+
+    CREATE TABLE usage_batches (
+        license_id TEXT NOT NULL,
+        batch_id TEXT NOT NULL,
+        PRIMARY KEY (license_id, batch_id)
+    ) WITHOUT ROWID;
+
+    -- `total` is a u64 stored bit for bit in SQLite's signed INTEGER; SQL never does
+    -- arithmetic on it (the store adds in Rust, saturating, as the reference store does).
+    CREATE TABLE usage_counters (
+        license_id TEXT NOT NULL,
+        period TEXT NOT NULL,
+        metric TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        PRIMARY KEY (license_id, period, metric)
+    ) WITHOUT ROWID;
+
+    -- `secret_sha256` has its own column: the record's serde form skips it.
+    CREATE TABLE api_keys (
+        id TEXT PRIMARY KEY NOT NULL,
+        secret_sha256 TEXT NOT NULL,
+        record TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    -- `seq` is insertion order, which is what "newest first" means (as in the reference store).
+    CREATE TABLE audit (
+        seq INTEGER PRIMARY KEY,
+        actor TEXT NOT NULL,
+        target TEXT NOT NULL,
+        at_s INTEGER NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX audit_by_actor ON audit (actor, seq);
+    CREATE INDEX audit_by_target ON audit (target, seq);
+
+    CREATE TABLE webhook_events (
+        event_id TEXT PRIMARY KEY NOT NULL,
+        record TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE notifications (
+        license_id TEXT NOT NULL,
+        notice TEXT NOT NULL,
+        notice_window TEXT NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (license_id, notice, notice_window)
+    ) WITHOUT ROWID;
+
+    CREATE TABLE validation_logs (
+        seq INTEGER PRIMARY KEY,
+        license_id TEXT NOT NULL,
+        record TEXT NOT NULL
+    );
+    CREATE INDEX validation_logs_by_license ON validation_logs (license_id, seq);
+    "#,
+];
+
+/// Brings the schema to the newest version, in one transaction.
+pub(crate) fn migrate(connection: &mut Connection) -> StoreResult<()> {
+    let tx = connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_failure)?;
+    let stored_version: i64 =
+        tx.pragma_query_value(None, "user_version", |row| row.get(0)).map_err(sql_failure)?;
+    let applied =
+        usize::try_from(stored_version).ok().filter(|v| *v <= MIGRATIONS.len()).ok_or_else(|| {
+            StoreError::Corrupt {
+                item: "database schema".to_owned(),
+                reason: format!(
+                    "schema version {stored_version} is not one this build knows (it knows up to {})",
+                    MIGRATIONS.len()
+                ),
+            }
+        })?;
+    if applied == MIGRATIONS.len() {
+        return Ok(());
+    }
+    for migration in &MIGRATIONS[applied..] {
+        tx.execute_batch(migration).map_err(sql_failure)?;
+    }
+    tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64).map_err(sql_failure)?;
+    tx.commit().map_err(sql_failure)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrating_twice_is_a_no_op_and_records_the_version() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        migrate(&mut connection).unwrap();
+        migrate(&mut connection).unwrap();
+        let version: i64 = connection.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
+        assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_newer_schema_is_refused() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        connection.pragma_update(None, "user_version", 99).unwrap();
+        let error = migrate(&mut connection).unwrap_err();
+        assert!(
+            matches!(error, StoreError::Corrupt { ref item, .. } if item == "database schema"),
+            "{error}"
+        );
+    }
+
+    #[test]
+    fn expiry_queries_use_the_expiry_index() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        migrate(&mut connection).unwrap();
+        let plan: Vec<String> = connection
+            .prepare(&format!("EXPLAIN QUERY PLAN {}", crate::records::EXPIRING_BETWEEN_SQL))
+            .unwrap()
+            .query_map([0_i64, 10], |row| row.get::<_, String>(3))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(plan.iter().any(|step| step.contains("USING INDEX licenses_by_expiry")), "{plan:?}");
+    }
+}

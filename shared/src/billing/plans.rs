@@ -1,0 +1,120 @@
+//! The plan catalogue: which tier, features, limits and seats a Stripe price buys.
+//!
+//! The adapter reads the file named by `NLS_PLANS_FILE`; the core only parses its text:
+//! `{"plans":[{"stripe_price":"price_...","tier":"pro","features":[...],"limits":{"metric":N},"max_deployments":N}]}`.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+
+/// One plan: what a license on this Stripe price carries.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Plan {
+    pub stripe_price: String,
+    pub tier: String,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub limits: BTreeMap<String, u64>,
+    /// Absent means unlimited.
+    #[serde(default)]
+    pub max_deployments: Option<u32>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct CatalogueFile {
+    plans: Vec<Plan>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum PlanCatalogueError {
+    #[error("the plan catalogue is not valid JSON of the expected shape: {0}")]
+    Json(#[from] serde_json::Error),
+    #[error("the plan catalogue lists price {0:?} twice")]
+    DuplicatePrice(String),
+    #[error("a plan in the catalogue has an empty {0}")]
+    Empty(&'static str),
+}
+
+/// Stripe price id → plan.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct PlanCatalogue {
+    by_price: BTreeMap<String, Plan>,
+}
+
+impl PlanCatalogue {
+    pub fn parse(json: &str) -> Result<Self, PlanCatalogueError> {
+        let file: CatalogueFile = serde_json::from_str(json)?;
+        Self::from_plans(file.plans)
+    }
+
+    pub fn from_plans(plans: Vec<Plan>) -> Result<Self, PlanCatalogueError> {
+        let mut by_price = BTreeMap::new();
+        for plan in plans {
+            if plan.stripe_price.trim().is_empty() {
+                return Err(PlanCatalogueError::Empty("stripe_price"));
+            }
+            if plan.tier.trim().is_empty() {
+                return Err(PlanCatalogueError::Empty("tier"));
+            }
+            if by_price.contains_key(&plan.stripe_price) {
+                return Err(PlanCatalogueError::DuplicatePrice(plan.stripe_price));
+            }
+            by_price.insert(plan.stripe_price.clone(), plan);
+        }
+        Ok(Self { by_price })
+    }
+
+    pub fn plan_for_price(&self, stripe_price: &str) -> Option<&Plan> {
+        self.by_price.get(stripe_price)
+    }
+
+    pub fn plans(&self) -> impl Iterator<Item = &Plan> {
+        self.by_price.values()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.by_price.is_empty()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_catalogue_parses_and_looks_up_by_price() {
+        let catalogue = PlanCatalogue::parse(
+            r#"{"plans":[
+                {"stripe_price":"price_basic","tier":"basic","features":["sso"],"limits":{"api_calls":1000},"max_deployments":2},
+                {"stripe_price":"price_ent","tier":"enterprise"}
+            ]}"#,
+        )
+        .expect("valid catalogue");
+        let basic = catalogue.plan_for_price("price_basic").expect("basic");
+        assert_eq!(basic.tier, "basic");
+        assert_eq!(basic.limits.get("api_calls"), Some(&1000));
+        assert_eq!(basic.max_deployments, Some(2));
+        let ent = catalogue.plan_for_price("price_ent").expect("enterprise");
+        assert_eq!(ent.max_deployments, None);
+        assert!(ent.features.is_empty());
+        assert!(catalogue.plan_for_price("price_unknown").is_none());
+    }
+
+    #[test]
+    fn bad_catalogues_are_refused() {
+        for bad in [
+            "",
+            "{}",
+            r#"{"plans":[{"tier":"x"}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","max_deployments":-1}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","seats":3}]}"#,
+            r#"{"plans":[{"stripe_price":"","tier":"x"}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x"},{"stripe_price":"p","tier":"y"}]}"#,
+        ] {
+            assert!(PlanCatalogue::parse(bad).is_err(), "{bad}");
+        }
+    }
+}

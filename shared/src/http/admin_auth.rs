@@ -1,0 +1,143 @@
+//! Admin authentication: `Authorization: Bearer nls_<key id>_<secret>`.
+//!
+//! Only the hex SHA-256 of the whole token is stored (`ApiKeyRecord::secret_sha256`) and it is
+//! compared in constant time. The bootstrap admin key from the configuration is kept the same
+//! way: as a hash, never as text. Scopes are ordered: `read` < `write` < `admin`.
+
+use axum::extract::{FromRequestParts, MatchedPath};
+use axum::http::header;
+use axum::http::request::Parts;
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use crate::http::AppState;
+use crate::http::app_error::AppError;
+use crate::key_format::hex_lower;
+use crate::model::{ApiKeyRecord, Scope};
+
+pub const API_KEY_PREFIX: &str = "nls_";
+pub const BOOTSTRAP_ACTOR: &str = "bootstrap";
+
+/// Who made an admin request, as the audit log names them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Caller {
+    /// The API key id, or `bootstrap`.
+    pub actor: String,
+    pub scope: Scope,
+}
+
+impl Caller {
+    pub fn require(&self, needed: Scope) -> Result<(), AppError> {
+        if self.scope.grants(needed) {
+            Ok(())
+        } else {
+            Err(AppError::InsufficientScope { needed: scope_name(needed) })
+        }
+    }
+}
+
+pub fn scope_name(scope: Scope) -> &'static str {
+    match scope {
+        Scope::Read => "read",
+        Scope::Write => "write",
+        Scope::Admin => "admin",
+    }
+}
+
+/// The SHA-256 of an API key token, as stored.
+pub fn token_sha256(token: &str) -> [u8; 32] {
+    Sha256::digest(token.as_bytes()).into()
+}
+
+/// A freshly minted API key: the record to store and the token to show once.
+pub fn mint_api_key(name: &str, scopes: Vec<Scope>, now: crate::model::Timestamp) -> (ApiKeyRecord, String) {
+    let id = crate::issuing::new_id("ak");
+    let mut secret = [0u8; 32];
+    getrandom::fill(&mut secret).expect("the platform random source is unavailable");
+    let token = format!("{API_KEY_PREFIX}{id}_{}", hex_lower(&secret));
+    let record = ApiKeyRecord {
+        id,
+        name: name.to_owned(),
+        secret_sha256: hex_lower(&token_sha256(&token)),
+        scopes,
+        created_at: now,
+        revoked_at: None,
+    };
+    (record, token)
+}
+
+/// The key id inside `nls_<key id>_<secret>`; ids themselves contain one `_` (`ak_...`).
+fn key_id_of(token: &str) -> Option<&str> {
+    let rest = token.strip_prefix(API_KEY_PREFIX)?;
+    let (id, secret) = rest.rsplit_once('_')?;
+    (!id.is_empty() && !secret.is_empty()).then_some(id)
+}
+
+fn bearer(parts: &Parts) -> Result<&str, AppError> {
+    let value = parts.headers.get(header::AUTHORIZATION).ok_or(AppError::MissingCredentials)?;
+    let value = value.to_str().map_err(|_| AppError::InvalidCredentials)?;
+    let (scheme, token) = value.split_once(' ').ok_or(AppError::InvalidCredentials)?;
+    if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
+        return Err(AppError::InvalidCredentials);
+    }
+    Ok(token.trim())
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, AppError> {
+        let caller = authenticate(parts, state).await?;
+        let route = parts.extensions.get::<MatchedPath>().map(|r| r.as_str());
+        if let Some(needed) = route.and_then(|r| state.required_scope(&parts.method, r)) {
+            caller.require(needed)?;
+        }
+        Ok(caller)
+    }
+}
+
+async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, AppError> {
+    let token = bearer(parts)?;
+    let presented = token_sha256(token);
+    if let Some(bootstrap) = &state.config().bootstrap_admin_key_sha256 {
+        if bool::from(presented.ct_eq(bootstrap)) {
+            return Ok(Caller { actor: BOOTSTRAP_ACTOR.to_owned(), scope: Scope::Admin });
+        }
+    }
+    let id = key_id_of(token).ok_or(AppError::InvalidCredentials)?;
+    let record = state.store().get_api_key(id).await?.ok_or(AppError::InvalidCredentials)?;
+    let stored = hex_lower(&presented);
+    let matches = bool::from(stored.as_bytes().ct_eq(record.secret_sha256.as_bytes()));
+    if !matches || record.revoked_at.is_some() {
+        return Err(AppError::InvalidCredentials);
+    }
+    state.check_api_key_rate(&record.id)?;
+    let scope = record.scopes.iter().copied().max().unwrap_or(Scope::Read);
+    if record.scopes.is_empty() {
+        return Err(AppError::InsufficientScope { needed: "read" });
+    }
+    Ok(Caller { actor: record.id, scope })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn key_ids_are_found_inside_tokens() {
+        let check = |token: &str, expected: Option<&str>| assert_eq!(key_id_of(token), expected, "{token}");
+        check("nls_ak_abc_0123", Some("ak_abc"));
+        check("nls_ak_abc_", None);
+        check("nls__0123", None);
+        check("ak_abc_0123", None);
+        check("nls_nounderscore", None);
+    }
+
+    #[test]
+    fn minted_tokens_hash_to_their_record() {
+        let (record, token) = mint_api_key("ci", vec![Scope::Write], chrono::Utc::now());
+        assert_eq!(key_id_of(&token), Some(record.id.as_str()));
+        assert_eq!(record.secret_sha256, hex_lower(&token_sha256(&token)));
+        assert!(!record.secret_sha256.contains(&token));
+    }
+}

@@ -1,0 +1,78 @@
+//! Admin: API keys. All of it needs the `admin` scope. The secret is returned once, at
+//! creation; only its hash is stored.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+
+use crate::http::AppState;
+use crate::http::admin_auth::{Caller, mint_api_key};
+use crate::http::app_error::{AppError, JsonBody};
+use crate::http::audit_routes::audit;
+use crate::http::wire::{ApiKeyCreated, ApiKeyEnvelope, ApiKeyList, ApiKeyView, CreateApiKeyRequest};
+use crate::model::Scope;
+use crate::ports::Write;
+
+fn target(id: &str) -> String {
+    format!("api_key:{id}")
+}
+
+pub async fn create_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateApiKeyRequest>,
+) -> Result<(StatusCode, Json<ApiKeyCreated>), AppError> {
+    caller.require(Scope::Admin)?;
+    if body.name.trim().is_empty() || body.name.len() > 256 {
+        return Err(AppError::invalid("`name` must be 1 to 256 characters"));
+    }
+    if body.scopes.is_empty() {
+        return Err(AppError::invalid("`scopes` must name at least one of read, write, admin"));
+    }
+    let scopes = body
+        .scopes
+        .iter()
+        .map(|s| {
+            Scope::parse(s)
+                .ok_or_else(|| AppError::invalid(format!("unknown scope {s:?}: use read, write or admin")))
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let now = state.now();
+    let (record, secret) = mint_api_key(&body.name, scopes, now);
+    let view = ApiKeyView::from(&record);
+    let entry = audit::<ApiKeyView, _>(&caller, "api_key.create", target(&record.id), None, Some(&view), now);
+    state.store().commit(None, vec![Write::PutApiKey(record), entry]).await?;
+    Ok((StatusCode::CREATED, Json(ApiKeyCreated { api_key: view, secret })))
+}
+
+pub async fn list_api_keys(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Json<ApiKeyList>, AppError> {
+    caller.require(Scope::Admin)?;
+    let keys = state.store().list_api_keys().await?;
+    Ok(Json(ApiKeyList { items: keys.iter().map(ApiKeyView::from).collect() }))
+}
+
+pub async fn revoke_api_key(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<ApiKeyEnvelope>, AppError> {
+    caller.require(Scope::Admin)?;
+    let before = state
+        .store()
+        .get_api_key(&id)
+        .await?
+        .ok_or_else(|| AppError::not_found("api_key_not_found", format!("API key {id}")))?;
+    if before.revoked_at.is_some() {
+        return Ok(Json(ApiKeyEnvelope { api_key: ApiKeyView::from(&before) }));
+    }
+    let now = state.now();
+    let mut after = before.clone();
+    after.revoked_at = Some(now);
+    let (before_view, after_view) = (ApiKeyView::from(&before), ApiKeyView::from(&after));
+    let entry = audit(&caller, "api_key.revoke", target(&id), Some(&before_view), Some(&after_view), now);
+    state.store().commit(None, vec![Write::PutApiKey(after), entry]).await?;
+    Ok(Json(ApiKeyEnvelope { api_key: after_view }))
+}

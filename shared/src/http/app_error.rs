@@ -1,0 +1,252 @@
+//! One error type for every handler, and the extractors whose rejections become it.
+//!
+//! Clients get `{"error":{"code","message"}}` with a stable code (docs/api.md). A caller's
+//! mistake is always a 4xx. Internal failures are logged here, once, and answered with a
+//! generic body that names nothing internal.
+
+use axum::body::Bytes;
+use axum::extract::{FromRequest, FromRequestParts, Request};
+use axum::http::request::Parts;
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use serde::de::DeserializeOwned;
+
+use crate::http::wire::{ErrorBody, ErrorDetail};
+use crate::lifecycle::TransitionRefused;
+use crate::ports::StoreError;
+
+#[derive(Debug, thiserror::Error)]
+pub enum AppError {
+    /// The body is not JSON at all.
+    #[error("the body is not valid JSON: {0}")]
+    MalformedJson(String),
+    /// JSON of the wrong shape: a missing field, a wrong type, or a value out of range.
+    #[error("{0}")]
+    InvalidRequest(String),
+    #[error("{0}")]
+    InvalidQuery(String),
+    #[error("the body is larger than {limit} bytes")]
+    PayloadTooLarge { limit: usize },
+    #[error("no credentials: send `Authorization: Bearer <api key>`")]
+    MissingCredentials,
+    #[error("the credentials are not valid")]
+    InvalidCredentials,
+    #[error("the license key is not valid: {0}")]
+    InvalidLicenseKey(&'static str),
+    #[error("this API key lacks the `{needed}` scope")]
+    InsufficientScope { needed: &'static str },
+    #[error("no such route")]
+    RouteNotFound,
+    #[error("method not allowed on this route")]
+    MethodNotAllowed,
+    #[error("{what} not found")]
+    NotFound { code: &'static str, what: String },
+    #[error("{0}")]
+    Conflict(String),
+    #[error("{0}")]
+    InvalidTransition(String),
+    #[error("customer still has licenses; revoke or move them first")]
+    CustomerHasLicenses,
+    #[error("{0} already exists")]
+    AlreadyExists(String),
+    #[error("deployment {0} holds no live seat; validate to activate it")]
+    DeploymentNotActive(String),
+    #[error("rate limit exceeded; retry after {retry_after_secs} s")]
+    RateLimited { retry_after_secs: u64 },
+    /// The store is down or timed out: safe to retry.
+    #[error("service temporarily unavailable")]
+    Unavailable(String),
+    /// A bug or a corrupt record. The detail is logged, never sent.
+    #[error("internal error")]
+    Internal(String),
+}
+
+impl AppError {
+    pub fn status(&self) -> StatusCode {
+        match self {
+            Self::MalformedJson(_) | Self::InvalidRequest(_) | Self::InvalidQuery(_) => {
+                StatusCode::BAD_REQUEST
+            }
+            Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
+            Self::MissingCredentials | Self::InvalidCredentials | Self::InvalidLicenseKey(_) => {
+                StatusCode::UNAUTHORIZED
+            }
+            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Self::RouteNotFound | Self::NotFound { .. } => StatusCode::NOT_FOUND,
+            Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
+            Self::Conflict(_)
+            | Self::InvalidTransition(_)
+            | Self::CustomerHasLicenses
+            | Self::AlreadyExists(_)
+            | Self::DeploymentNotActive(_) => StatusCode::CONFLICT,
+            Self::RateLimited { .. } => StatusCode::TOO_MANY_REQUESTS,
+            Self::Unavailable(_) => StatusCode::SERVICE_UNAVAILABLE,
+            Self::Internal(_) => StatusCode::INTERNAL_SERVER_ERROR,
+        }
+    }
+
+    /// The stable code clients match on.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Self::MalformedJson(_) => "malformed_json",
+            Self::InvalidRequest(_) => "invalid_request",
+            Self::InvalidQuery(_) => "invalid_query",
+            Self::PayloadTooLarge { .. } => "payload_too_large",
+            Self::MissingCredentials => "missing_credentials",
+            Self::InvalidCredentials => "invalid_credentials",
+            Self::InvalidLicenseKey(_) => "invalid_license_key",
+            Self::InsufficientScope { .. } => "insufficient_scope",
+            Self::RouteNotFound => "route_not_found",
+            Self::MethodNotAllowed => "method_not_allowed",
+            Self::NotFound { code, .. } => code,
+            Self::Conflict(_) => "conflict",
+            Self::InvalidTransition(_) => "invalid_transition",
+            Self::CustomerHasLicenses => "customer_has_licenses",
+            Self::AlreadyExists(_) => "already_exists",
+            Self::DeploymentNotActive(_) => "deployment_not_active",
+            Self::RateLimited { .. } => "rate_limited",
+            Self::Unavailable(_) => "unavailable",
+            Self::Internal(_) => "internal_error",
+        }
+    }
+
+    pub fn not_found(code: &'static str, what: impl Into<String>) -> Self {
+        Self::NotFound { code, what: what.into() }
+    }
+
+    pub fn invalid(message: impl Into<String>) -> Self {
+        Self::InvalidRequest(message.into())
+    }
+}
+
+/// Every error code the API can answer with, for docs and tests.
+pub const ERROR_CODES: &[&str] = &[
+    "malformed_json",
+    "invalid_request",
+    "invalid_query",
+    "payload_too_large",
+    "missing_credentials",
+    "invalid_credentials",
+    "invalid_license_key",
+    "insufficient_scope",
+    "route_not_found",
+    "method_not_allowed",
+    "customer_not_found",
+    "license_not_found",
+    "api_key_not_found",
+    "deployment_not_found",
+    "conflict",
+    "invalid_transition",
+    "customer_has_licenses",
+    "already_exists",
+    "deployment_not_active",
+    "rate_limited",
+    "unavailable",
+    "internal_error",
+];
+
+impl From<StoreError> for AppError {
+    fn from(e: StoreError) -> Self {
+        match e {
+            StoreError::AlreadyExists(what) => Self::AlreadyExists(what),
+            StoreError::NotFound(what) => Self::NotFound { code: "not_found", what },
+            StoreError::Conflict(what) => {
+                Self::Conflict(format!("{what} was changed concurrently; read it again and retry"))
+            }
+            StoreError::Unavailable(why) => Self::Unavailable(why),
+            corrupt @ StoreError::Corrupt { .. } => Self::Internal(corrupt.to_string()),
+        }
+    }
+}
+
+impl From<TransitionRefused> for AppError {
+    fn from(e: TransitionRefused) -> Self {
+        Self::InvalidTransition(format!(
+            "a {} license cannot be {}",
+            e.from.as_str(),
+            crate::http::license_routes::event_past_tense(e.event)
+        ))
+    }
+}
+
+impl IntoResponse for AppError {
+    fn into_response(self) -> Response {
+        let status = self.status();
+        let message = match &self {
+            // The one place internal failures are logged; the client sees nothing of them.
+            Self::Internal(detail) => {
+                tracing::error!(error = %detail, "internal error");
+                self.to_string()
+            }
+            Self::Unavailable(detail) => {
+                tracing::warn!(error = %detail, "store unavailable");
+                self.to_string()
+            }
+            _ => self.to_string(),
+        };
+        let body = ErrorBody { error: ErrorDetail { code: self.code(), message } };
+        let mut response = (status, axum::Json(body)).into_response();
+        let retry_after = match &self {
+            Self::RateLimited { retry_after_secs } => Some(*retry_after_secs),
+            Self::Unavailable(_) => Some(1),
+            _ => None,
+        };
+        if let Some(secs) = retry_after {
+            response.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from(secs));
+        }
+        response
+    }
+}
+
+/// A JSON body. Unlike `axum::Json` it ignores the content type (curl-friendly) and turns every
+/// rejection into an [`AppError`]: 413 past the body limit, 400 otherwise.
+pub struct JsonBody<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let limit = req.extensions().get::<BodyLimit>().map_or(DEFAULT_BODY_LIMIT, |l| l.0);
+        let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
+            if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
+                AppError::PayloadTooLarge { limit }
+            } else {
+                AppError::invalid("the body could not be read")
+            }
+        })?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        // A type error can surface before a syntax error further on (`[1, 2`): check the
+        // syntax on its own so broken JSON is always `malformed_json`.
+        let syntax = serde_json::from_slice::<serde::de::IgnoredAny>(bytes).err();
+        match (e.classify(), syntax) {
+            (serde_json::error::Category::Data, None) => AppError::InvalidRequest(e.to_string()),
+            (_, Some(syntax)) => AppError::MalformedJson(syntax.to_string()),
+            (_, None) => AppError::MalformedJson(e.to_string()),
+        }
+    })
+}
+
+pub const DEFAULT_BODY_LIMIT: usize = 64 * 1024;
+
+/// The configured body limit, put in the request extensions so rejections can name it.
+#[derive(Debug, Clone, Copy)]
+pub struct BodyLimit(pub usize);
+
+/// Query parameters, rejected as `invalid_query`.
+pub struct QueryParams<T>(pub T);
+
+impl<T: DeserializeOwned, S: Send + Sync> FromRequestParts<S> for QueryParams<T> {
+    type Rejection = AppError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &S) -> Result<Self, AppError> {
+        axum::extract::Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|q| QueryParams(q.0))
+            .map_err(|e| AppError::InvalidQuery(e.body_text()))
+    }
+}

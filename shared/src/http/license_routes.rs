@@ -1,0 +1,387 @@
+//! Admin: licenses. Reads need `read`, changes `write`. Every status change goes through
+//! `issuing::apply_event` (the lifecycle table), every change is one conditional write on the
+//! license version with its audit entry in the same commit, and this process's cached
+//! snapshot of the license is dropped right after.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use chrono::Duration;
+
+use crate::http::AppState;
+use crate::http::admin_auth::Caller;
+use crate::http::app_error::{AppError, JsonBody, QueryParams};
+use crate::http::audit_routes::{audit, page_request};
+use crate::http::wire::{
+    CreateLicenseRequest, DeploymentList, DeploymentView, HistoryQuery, LicenseEnvelope, LicenseListQuery,
+    LicensePage, LicenseView, NotificationList, NotificationView, OfflineFileIssued, OfflineFileRequest,
+    OfflineFileView, RenewLicenseRequest, UpdateLicenseRequest, UsageQuery, UsageView, ValidationHistory,
+    ValidationLogView,
+};
+use crate::issuing::{LicenseTerms, apply_event, issue_key, license_claims, new_id, new_license};
+use crate::lifecycle::{LicenseStatus, LifecycleEvent};
+use crate::model::{License, Scope, UsagePeriod};
+use crate::ports::{LicenseFilter, Write};
+use crate::receipt::{OfflineFileClaims, issue_offline_file};
+
+pub fn event_past_tense(event: LifecycleEvent) -> &'static str {
+    match event {
+        LifecycleEvent::Suspend => "suspended",
+        LifecycleEvent::Reactivate => "reactivated",
+        LifecycleEvent::Renew => "renewed",
+        LifecycleEvent::Revoke => "revoked",
+        LifecycleEvent::PaymentFailed => "marked past due",
+        LifecycleEvent::PaymentRecovered => "recovered",
+        LifecycleEvent::Expire => "expired",
+        LifecycleEvent::GraceEnded => "ended its grace",
+    }
+}
+
+fn target(id: &str) -> String {
+    format!("license:{id}")
+}
+
+const MAX_LIST_ITEMS: usize = 100;
+const MAX_NAME: usize = 128;
+
+fn check_terms(
+    tier: Option<&str>,
+    features: &[String],
+    limits: &std::collections::BTreeMap<String, u64>,
+) -> Result<(), AppError> {
+    if tier.is_some_and(|t| t.trim().is_empty() || t.len() > MAX_NAME) {
+        return Err(AppError::invalid(format!("`tier` must be 1 to {MAX_NAME} characters")));
+    }
+    if features.len() > MAX_LIST_ITEMS || limits.len() > MAX_LIST_ITEMS {
+        return Err(AppError::invalid(format!(
+            "at most {MAX_LIST_ITEMS} features and {MAX_LIST_ITEMS} limits"
+        )));
+    }
+    let bad_name = features.iter().chain(limits.keys()).find(|n| n.is_empty() || n.len() > MAX_NAME);
+    if let Some(name) = bad_name {
+        return Err(AppError::invalid(format!(
+            "feature or metric name {name:?} must be 1 to {MAX_NAME} characters"
+        )));
+    }
+    Ok(())
+}
+
+async fn load(state: &AppState, id: &str) -> Result<License, AppError> {
+    state
+        .store()
+        .get_license(id)
+        .await?
+        .ok_or_else(|| AppError::not_found("license_not_found", format!("license {id}")))
+}
+
+fn sign_key(state: &AppState, license: &License) -> Result<String, AppError> {
+    issue_key(state.key_ring(), license, state.now())
+        .map_err(|e| AppError::Internal(format!("signing a license key: {e}")))
+}
+
+pub async fn create_license(
+    State(state): State<AppState>,
+    caller: Caller,
+    JsonBody(body): JsonBody<CreateLicenseRequest>,
+) -> Result<(StatusCode, Json<LicenseEnvelope>), AppError> {
+    caller.require(Scope::Write)?;
+    check_terms(body.tier.as_deref(), &body.features, &body.limits)?;
+    if state.store().get_customer(&body.customer_id).await?.is_none() {
+        return Err(AppError::not_found("customer_not_found", format!("customer {}", body.customer_id)));
+    }
+    let now = state.now();
+    let terms = LicenseTerms {
+        tier: body.tier,
+        features: body.features,
+        limits: body.limits,
+        max_deployments: body.max_deployments,
+        expires_at: body.expires_at,
+        offline_days: body.offline_days,
+        grace_days: body.grace_days,
+    };
+    let license = new_license(&body.customer_id, terms, now);
+    let key = sign_key(&state, &license)?;
+    let view = LicenseView::from(&license);
+    let entry =
+        audit::<LicenseView, _>(&caller, "license.create", target(&license.id), None, Some(&view), now);
+    state.store().commit(None, vec![Write::CreateLicense(license), entry]).await?;
+    Ok((StatusCode::CREATED, Json(LicenseEnvelope { license: view, key: Some(key) })))
+}
+
+pub async fn list_licenses(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(query): QueryParams<LicenseListQuery>,
+) -> Result<Json<LicensePage>, AppError> {
+    caller.require(Scope::Read)?;
+    let status = match query.status.as_deref() {
+        None => None,
+        Some(s) => Some(LicenseStatus::parse(s).ok_or_else(|| {
+            AppError::InvalidQuery(format!(
+                "unknown status {s:?}: use active, past_due, suspended, expired or revoked"
+            ))
+        })?),
+    };
+    let filter =
+        LicenseFilter { customer_id: query.customer_id, status, expires_before: query.expires_before };
+    let page = state.store().list_licenses(&filter, &page_request(query.limit, query.cursor)).await?;
+    Ok(Json(LicensePage {
+        items: page.items.iter().map(LicenseView::from).collect(),
+        next_cursor: page.next_cursor,
+    }))
+}
+
+pub async fn get_license(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<LicenseEnvelope>, AppError> {
+    caller.require(Scope::Read)?;
+    let license = load(&state, &id).await?;
+    Ok(Json(LicenseEnvelope { license: LicenseView::from(&license), key: None }))
+}
+
+/// Writes `after` over `before` (conditional on the version) with its audit entry.
+async fn commit_change(
+    state: &AppState,
+    caller: &Caller,
+    action: &str,
+    before: &License,
+    after: License,
+) -> Result<LicenseView, AppError> {
+    let (before_view, after_view) = (LicenseView::from(before), LicenseView::from(&after));
+    let entry =
+        audit(caller, action, target(&before.id), Some(&before_view), Some(&after_view), after.updated_at);
+    let write = Write::UpdateLicense { license: after, expected_version: before.version };
+    state.store().commit(None, vec![write, entry]).await?;
+    state.invalidate_license(&before.id);
+    Ok(after_view)
+}
+
+/// `PATCH /v1/licenses/{id}`: changes terms; when the key's claims change, a new key is
+/// issued (new `jti`) and returned. Earlier keys still verify; the stored terms win anyway.
+pub async fn update_license(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<UpdateLicenseRequest>,
+) -> Result<Json<LicenseEnvelope>, AppError> {
+    caller.require(Scope::Write)?;
+    check_terms(
+        body.tier.as_deref(),
+        body.features.as_deref().unwrap_or_default(),
+        body.limits.as_ref().unwrap_or(&Default::default()),
+    )?;
+    let before = load(&state, &id).await?;
+    if before.status == LicenseStatus::Revoked {
+        return Err(AppError::InvalidTransition("a revoked license cannot be changed".to_owned()));
+    }
+    let now = state.now();
+    let mut after = before.clone();
+    if let Some(tier) = body.tier {
+        after.tier = tier;
+    }
+    if let Some(features) = body.features {
+        after.features = features;
+    }
+    if let Some(limits) = body.limits {
+        after.limits = limits;
+    }
+    if let Some(max) = body.max_deployments {
+        after.max_deployments = max;
+    }
+    if let Some(expires_at) = body.expires_at {
+        after.expires_at = expires_at;
+    }
+    if let Some(days) = body.offline_days {
+        after.offline_days = days;
+    }
+    if let Some(days) = body.grace_days {
+        after.grace_days = days;
+    }
+    let reissue = license_claims(&before) != license_claims(&after) || before.expires_at != after.expires_at;
+    if reissue {
+        after.key_id = new_id("key");
+    }
+    if after == before {
+        return Ok(Json(LicenseEnvelope { license: LicenseView::from(&before), key: None }));
+    }
+    after.version += 1;
+    after.updated_at = now;
+    let key = if reissue { Some(sign_key(&state, &after)?) } else { None };
+    let view = commit_change(&state, &caller, "license.update", &before, after).await?;
+    Ok(Json(LicenseEnvelope { license: view, key }))
+}
+
+async fn lifecycle(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    event: LifecycleEvent,
+    action: &str,
+    renew_to: Option<chrono::DateTime<chrono::Utc>>,
+) -> Result<Json<LicenseEnvelope>, AppError> {
+    let before = load(state, id).await?;
+    let mut after = apply_event(&before, event, state.now())?;
+    if let Some(expires_at) = renew_to {
+        after.expires_at = Some(expires_at);
+    }
+    let view = commit_change(state, caller, action, &before, after).await?;
+    Ok(Json(LicenseEnvelope { license: view, key: None }))
+}
+
+pub async fn suspend_license(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<LicenseEnvelope>, AppError> {
+    caller.require(Scope::Write)?;
+    lifecycle(&state, &caller, &id, LifecycleEvent::Suspend, "license.suspend", None).await
+}
+
+pub async fn reactivate_license(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<LicenseEnvelope>, AppError> {
+    caller.require(Scope::Write)?;
+    lifecycle(&state, &caller, &id, LifecycleEvent::Reactivate, "license.reactivate", None).await
+}
+
+/// Sets a new expiry. Keys already issued keep working: the stored expiry wins at validation.
+pub async fn renew_license(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<RenewLicenseRequest>,
+) -> Result<Json<LicenseEnvelope>, AppError> {
+    caller.require(Scope::Write)?;
+    if body.expires_at <= state.now() {
+        return Err(AppError::invalid("`expires_at` must be in the future"));
+    }
+    lifecycle(&state, &caller, &id, LifecycleEvent::Renew, "license.renew", Some(body.expires_at)).await
+}
+
+pub async fn revoke_license(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<LicenseEnvelope>, AppError> {
+    caller.require(Scope::Write)?;
+    lifecycle(&state, &caller, &id, LifecycleEvent::Revoke, "license.revoke", None).await
+}
+
+pub async fn license_deployments(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<DeploymentList>, AppError> {
+    caller.require(Scope::Read)?;
+    load(&state, &id).await?;
+    let now = state.now();
+    let deployments = state.store().list_deployments(&id).await?;
+    Ok(Json(DeploymentList { items: deployments.iter().map(|d| DeploymentView::new(d, now)).collect() }))
+}
+
+fn valid_period(period: &str) -> bool {
+    let digits = |s: &str, n: usize| s.len() == n && s.bytes().all(|b| b.is_ascii_digit());
+    let parts: Vec<&str> = period.split('-').collect();
+    match parts.as_slice() {
+        [y, m] => digits(y, 4) && digits(m, 2),
+        [y, m, d] => digits(y, 4) && digits(m, 2) && digits(d, 2),
+        _ => false,
+    }
+}
+
+pub async fn license_usage(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<UsageQuery>,
+) -> Result<Json<UsageView>, AppError> {
+    caller.require(Scope::Read)?;
+    let period = query.period.unwrap_or_else(|| UsagePeriod::month_of(state.now()).key());
+    if !valid_period(&period) {
+        return Err(AppError::InvalidQuery("`period` must be YYYY-MM or YYYY-MM-DD".to_owned()));
+    }
+    load(&state, &id).await?;
+    let counters = state.store().usage_counters(&id, &period).await?;
+    Ok(Json(UsageView { license_id: id, period, counters }))
+}
+
+pub async fn license_validations(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    QueryParams(query): QueryParams<HistoryQuery>,
+) -> Result<Json<ValidationHistory>, AppError> {
+    caller.require(Scope::Read)?;
+    load(&state, &id).await?;
+    // Reads its own writes: whatever this process buffered is flushed first.
+    if let Err(e) = state.flush_validation_log().await {
+        tracing::warn!(error = %e, "could not flush the validation log before reading it");
+    }
+    let limit = query.limit.unwrap_or(100).clamp(1, 1000) as usize;
+    let entries = state.store().list_validation_logs(&id, limit).await?;
+    Ok(Json(ValidationHistory {
+        license_id: id,
+        items: entries.iter().map(ValidationLogView::from).collect(),
+    }))
+}
+
+/// `GET /v1/licenses/{id}/notifications`: every email sent (or claimed) about this license.
+pub async fn license_notifications(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> Result<Json<NotificationList>, AppError> {
+    caller.require(Scope::Read)?;
+    load(&state, &id).await?;
+    let records = state.store().list_notifications(&id).await?;
+    Ok(Json(NotificationList { license_id: id, items: records.iter().map(NotificationView::from).collect() }))
+}
+
+pub const DEFAULT_OFFLINE_FILE_DAYS: u32 = 30;
+pub const MAX_OFFLINE_FILE_DAYS: u32 = 3650;
+
+/// `POST /v1/licenses/{id}/offline-file`: a signed file with a TTL for an air-gapped site
+/// (docs/offline-license-file.md). It carries a freshly signed key for the license as it is
+/// now, so it needs a license that validates today.
+pub async fn issue_offline_license_file(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+    JsonBody(body): JsonBody<OfflineFileRequest>,
+) -> Result<(StatusCode, Json<OfflineFileIssued>), AppError> {
+    caller.require(Scope::Write)?;
+    let days = body.ttl_days.unwrap_or(DEFAULT_OFFLINE_FILE_DAYS);
+    if days == 0 || days > MAX_OFFLINE_FILE_DAYS {
+        return Err(AppError::invalid(format!("`ttl_days` must be 1 to {MAX_OFFLINE_FILE_DAYS}")));
+    }
+    let license = load(&state, &id).await?;
+    if !matches!(license.status, LicenseStatus::Active | LicenseStatus::PastDue) {
+        return Err(AppError::InvalidTransition(format!(
+            "a {} license cannot get an offline file",
+            license.status.as_str()
+        )));
+    }
+    let now = state.now();
+    let key = sign_key(&state, &license)?;
+    let claims = OfflineFileClaims {
+        sub: license.id.clone(),
+        license_key: key,
+        fingerprint: body.fingerprint.clone(),
+    };
+    let ttl = Duration::days(i64::from(days));
+    let file = issue_offline_file(state.key_ring(), &claims, now, ttl)
+        .map_err(|e| AppError::Internal(format!("signing an offline file: {e}")))?;
+    let detail =
+        serde_json::json!({ "ttl_days": days, "fingerprint": body.fingerprint, "expires_at": now + ttl });
+    let entry = audit::<(), _>(&caller, "license.offline_file", target(&id), None, Some(&detail), now);
+    state.store().commit(None, vec![entry]).await?;
+    let issued = OfflineFileIssued {
+        file: OfflineFileView { format: file.format, token: file.token },
+        expires_at: now + ttl,
+    };
+    Ok((StatusCode::CREATED, Json(issued)))
+}

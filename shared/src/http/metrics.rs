@@ -1,0 +1,168 @@
+//! Prometheus text metrics, hand-written: request counts and a latency histogram per route,
+//! validations by code, and a few internals. Everything is a pre-registered atomic, so
+//! recording costs no lock and no allocation.
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+use axum::http::Method;
+
+use crate::model::Timestamp;
+
+/// Upper bounds of the latency buckets, in seconds.
+const LATENCY_BOUNDS: [f64; 12] = [0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5];
+const STATUS_CLASSES: [&str; 5] = ["1xx", "2xx", "3xx", "4xx", "5xx"];
+pub const UNMATCHED_ROUTE: &str = "unmatched";
+
+#[derive(Default)]
+struct RouteStats {
+    by_status_class: [AtomicU64; 5],
+    latency_buckets: [AtomicU64; LATENCY_BOUNDS.len()],
+    latency_sum_micros: AtomicU64,
+    latency_count: AtomicU64,
+}
+
+pub struct Metrics {
+    routes: Vec<(Method, &'static str, RouteStats)>,
+    /// path → indexes into `routes`, one per method.
+    index: HashMap<&'static str, Vec<usize>>,
+    unmatched: RouteStats,
+    validation_codes: Vec<(&'static str, AtomicU64)>,
+    /// Per UTC hour, a ring of 24: (hour number since the epoch, count).
+    hourly: [(AtomicI64, AtomicU64); 24],
+    pub snapshot_hits: AtomicU64,
+    pub snapshot_misses: AtomicU64,
+}
+
+impl Metrics {
+    pub fn new(routes: &[(Method, &'static str)], validation_codes: &[&'static str]) -> Self {
+        let mut index: HashMap<&'static str, Vec<usize>> = HashMap::new();
+        for (i, (_, path)) in routes.iter().enumerate() {
+            index.entry(path).or_default().push(i);
+        }
+        Self {
+            routes: routes.iter().map(|(m, p)| (m.clone(), *p, RouteStats::default())).collect(),
+            index,
+            unmatched: RouteStats::default(),
+            validation_codes: validation_codes.iter().map(|c| (*c, AtomicU64::new(0))).collect(),
+            hourly: std::array::from_fn(|_| (AtomicI64::new(-1), AtomicU64::new(0))),
+            snapshot_hits: AtomicU64::new(0),
+            snapshot_misses: AtomicU64::new(0),
+        }
+    }
+
+    fn stats(&self, method: &Method, route: Option<&str>) -> &RouteStats {
+        route
+            .and_then(|r| self.index.get(r))
+            .and_then(|ids| ids.iter().find(|i| self.routes[**i].0 == *method))
+            .map_or(&self.unmatched, |i| &self.routes[*i].2)
+    }
+
+    pub fn record_request(&self, method: &Method, route: Option<&str>, status: u16, micros: u64) {
+        let stats = self.stats(method, route);
+        let class = usize::from((status / 100).clamp(1, 5) - 1);
+        stats.by_status_class[class].fetch_add(1, Relaxed);
+        let seconds = micros as f64 / 1e6;
+        if let Some(bucket) = LATENCY_BOUNDS.iter().position(|b| seconds <= *b) {
+            stats.latency_buckets[bucket].fetch_add(1, Relaxed);
+        }
+        stats.latency_sum_micros.fetch_add(micros, Relaxed);
+        stats.latency_count.fetch_add(1, Relaxed);
+    }
+
+    pub fn record_validation(&self, code: &str, now: Timestamp) {
+        if let Some((_, n)) = self.validation_codes.iter().find(|(c, _)| *c == code) {
+            n.fetch_add(1, Relaxed);
+        }
+        let hour = now.timestamp().div_euclid(3600);
+        let (stamp, count) = &self.hourly[hour.rem_euclid(24) as usize];
+        let seen = stamp.load(Relaxed);
+        if seen != hour && stamp.compare_exchange(seen, hour, Relaxed, Relaxed).is_ok() {
+            count.store(0, Relaxed);
+        }
+        count.fetch_add(1, Relaxed);
+    }
+
+    pub fn validations_by_code(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
+        self.validation_codes.iter().map(|(c, n)| (*c, n.load(Relaxed)))
+    }
+
+    /// (hour number since the epoch, count) for the last 24 hours, oldest first.
+    pub fn validations_per_hour(&self, now: Timestamp) -> Vec<(i64, u64)> {
+        let current = now.timestamp().div_euclid(3600);
+        (current - 23..=current)
+            .map(|hour| {
+                let (stamp, count) = &self.hourly[hour.rem_euclid(24) as usize];
+                (hour, if stamp.load(Relaxed) == hour { count.load(Relaxed) } else { 0 })
+            })
+            .collect()
+    }
+
+    /// The exposition text; `extra` adds the host's own series as (name, help, value): names
+    /// ending in `_total` are counters, others gauges.
+    pub fn render(&self, extra: &[(&str, &str, u64)]) -> String {
+        let mut out = String::with_capacity(16 * 1024);
+        out.push_str("# HELP nls_http_requests_total HTTP requests answered, by route and status class.\n");
+        out.push_str("# TYPE nls_http_requests_total counter\n");
+        let all = self.routes.iter().map(|(m, p, s)| (m.as_str(), *p, s)).chain([(
+            "ANY",
+            UNMATCHED_ROUTE,
+            &self.unmatched,
+        )]);
+        for (method, route, stats) in all.clone() {
+            for (class, n) in STATUS_CLASSES.iter().zip(&stats.by_status_class) {
+                let n = n.load(Relaxed);
+                if n > 0 {
+                    let _ = writeln!(
+                        out,
+                        "nls_http_requests_total{{method=\"{method}\",route=\"{route}\",status=\"{class}\"}} {n}"
+                    );
+                }
+            }
+        }
+        out.push_str("# HELP nls_http_request_duration_seconds Time to answer, by route.\n");
+        out.push_str("# TYPE nls_http_request_duration_seconds histogram\n");
+        for (method, route, stats) in all {
+            let count = stats.latency_count.load(Relaxed);
+            if count == 0 {
+                continue;
+            }
+            let labels = format!("method=\"{method}\",route=\"{route}\"");
+            let mut cumulative = 0;
+            for (bound, n) in LATENCY_BOUNDS.iter().zip(&stats.latency_buckets) {
+                cumulative += n.load(Relaxed);
+                let _ = writeln!(
+                    out,
+                    "nls_http_request_duration_seconds_bucket{{{labels},le=\"{bound}\"}} {cumulative}"
+                );
+            }
+            let _ = writeln!(out, "nls_http_request_duration_seconds_bucket{{{labels},le=\"+Inf\"}} {count}");
+            let sum = stats.latency_sum_micros.load(Relaxed) as f64 / 1e6;
+            let _ = writeln!(out, "nls_http_request_duration_seconds_sum{{{labels}}} {sum}");
+            let _ = writeln!(out, "nls_http_request_duration_seconds_count{{{labels}}} {count}");
+        }
+        out.push_str("# HELP nls_validations_total Validation answers, by code.\n");
+        out.push_str("# TYPE nls_validations_total counter\n");
+        for (code, n) in self.validations_by_code() {
+            let _ = writeln!(out, "nls_validations_total{{code=\"{code}\"}} {n}");
+        }
+        let counters = [
+            (
+                "nls_snapshot_cache_hits_total",
+                "Validations answered from the in-process snapshot cache.",
+                self.snapshot_hits.load(Relaxed),
+            ),
+            (
+                "nls_snapshot_cache_misses_total",
+                "Snapshot reads from the store.",
+                self.snapshot_misses.load(Relaxed),
+            ),
+        ];
+        for (name, help, value) in counters.iter().copied().chain(extra.iter().copied()) {
+            let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} {kind}\n{name} {value}");
+        }
+        out
+    }
+}

@@ -1,0 +1,358 @@
+//! The public routes, authenticated by the license key: validate, heartbeat, usage, release,
+//! plus JWKS, health and metrics.
+//!
+//! A warm validation (key verified before, snapshot cached) reads no store and writes nothing
+//! unless it activates a new deployment; its history entry is buffered, not written inline.
+
+use std::sync::Arc;
+
+use axum::Json;
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+
+use crate::http::app_error::{AppError, JsonBody, parse_json};
+use crate::http::snapshot_cache::SnapshotEntry;
+use crate::http::wire::{
+    DeploymentRef, DeploymentReleased, DeploymentView, HealthAnswer, HeartbeatAnswer, HeartbeatRequest,
+    UsageAccepted, UsageRequest, ValidateRequest, ValidationAnswer,
+};
+use crate::http::{ACTIVATION_RATE_LIMITED, AppState, ClientIp};
+use crate::key_ring::Jwks;
+use crate::license_token::{KeyRejection, VerifiedLicense};
+use crate::model::{Deployment, Timestamp, UsageBatch, UsageRecord, ValidationLogEntry};
+use crate::ports::{Activation, BatchOutcome};
+use crate::receipt::sign_receipt;
+use crate::validation::{ValidationCode, ValidationRequest, decide};
+
+/// Every code a validation can answer with.
+pub fn all_validation_codes() -> Vec<&'static str> {
+    ValidationCode::ALL.iter().map(|c| c.as_str()).chain([ACTIVATION_RATE_LIMITED]).collect()
+}
+
+const MAX_ID_LEN: usize = 256;
+
+fn check_id(field: &str, value: &str) -> Result<(), AppError> {
+    if value.is_empty() || value.len() > MAX_ID_LEN {
+        return Err(AppError::invalid(format!("`{field}` must be 1 to {MAX_ID_LEN} characters")));
+    }
+    Ok(())
+}
+
+/// The snapshot for a license: from this process's cache when fresh, else one store read.
+pub(crate) async fn snapshot_for(
+    state: &AppState,
+    license_id: &str,
+    now: Timestamp,
+) -> Result<Option<Arc<SnapshotEntry>>, AppError> {
+    if let Some(entry) = state.snapshots().get(license_id, now) {
+        state.metrics().snapshot_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        return Ok(Some(entry));
+    }
+    state.metrics().snapshot_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+    let snapshot = state.store().license_snapshot(license_id, now).await?;
+    Ok(snapshot.map(|s| state.snapshots().put(s, now)))
+}
+
+pub async fn validate(
+    State(state): State<AppState>,
+    client_ip: Option<axum::Extension<ClientIp>>,
+    JsonBody(mut body): JsonBody<ValidateRequest>,
+) -> Result<Response, AppError> {
+    if let Some(d) = &body.deployment_id {
+        check_id("deployment_id", d)?;
+    }
+    let now = state.now();
+    let next_check_in = now + state.config().check_in_interval;
+    let rejected = |code: ValidationCode| ValidationAnswer {
+        code: code.as_str(),
+        valid: false,
+        warning: None,
+        license: None,
+        deployment: None,
+        next_check_in,
+        receipt: None,
+        degraded: false,
+    };
+    let key = match state.verifier().verify(&body.key) {
+        Ok(key) => key,
+        Err(rejection) => {
+            let code = ValidationCode::from(rejection);
+            state.metrics().record_validation(code.as_str(), now);
+            return Ok(Json(rejected(code)).into_response());
+        }
+    };
+    let license_id = key.claims.sub.as_str();
+    let (entry, degraded) = match snapshot_for(&state, license_id, now).await {
+        Ok(entry) => (entry, false),
+        // Fail soft: the signature still proves the key; say the answer is degraded.
+        Err(AppError::Unavailable(why)) => {
+            tracing::warn!(error = %why, "store unavailable; validating from the key alone");
+            (None, true)
+        }
+        Err(other) => return Err(other),
+    };
+    if entry.is_none() && !degraded {
+        // Signed by us but unknown to the store: the record was deleted.
+        let mut answer = rejected(ValidationCode::Revoked);
+        answer.warning = Some("this license is not on record".to_owned());
+        record(&state, license_id, ValidationCode::Revoked.as_str(), &body, client_ip, now);
+        return Ok(Json(answer).into_response());
+    }
+    // A plain check-in answered from this snapshot before: the same bytes again.
+    let plain = body.features.is_empty() && body.metrics.is_empty();
+    if let Some(cached) = entry
+        .as_ref()
+        .filter(|_| plain)
+        .and_then(|e| e.cached_answer(&body.key, body.deployment_id.as_deref()))
+    {
+        record(&state, license_id, cached.code, &body, client_ip, now);
+        return Ok(json_response(cached.json));
+    }
+    let request = ValidationRequest {
+        deployment_id: body.deployment_id.clone(),
+        features: std::mem::take(&mut body.features),
+        metrics: std::mem::take(&mut body.metrics),
+    };
+    let snapshot = entry.as_ref().map(|e| &e.snapshot);
+    let decision = decide(&key, &request, snapshot, now);
+    let mut code = decision.code.as_str();
+    let mut valid = decision.code.is_valid();
+    let mut warning = decision.warning.clone();
+    let mut deployment =
+        body.deployment_id.as_ref().map(|id| DeploymentRef { id: id.clone(), lease_expires_at: None });
+    if decision.needs_activation {
+        if let Some(deployment_id) = &body.deployment_id {
+            let max = decision.license.max_deployments;
+            let activation =
+                activate(&state, &key, max, deployment_id, body.fingerprint.as_deref(), now).await?;
+            match activation {
+                Activation::Activated(d) | Activation::AlreadyActive(d) => {
+                    deployment = Some(DeploymentRef {
+                        id: d.deployment_id,
+                        lease_expires_at: Some(d.lease_expires_at),
+                    });
+                }
+                Activation::LimitReached { live } => {
+                    code = ValidationCode::TooManyDeployments.as_str();
+                    valid = false;
+                    warning = Some(format!("all {live} deployment slots are in use"));
+                }
+                Activation::ChurnLimited => {
+                    code = ACTIVATION_RATE_LIMITED;
+                    valid = false;
+                    warning =
+                        Some("too many new activations for this license recently; retry later".to_owned());
+                }
+            }
+        }
+    }
+    let receipt = if valid {
+        let deployment_id = body.deployment_id.as_deref();
+        let cached = entry.as_ref().and_then(|e| e.cached_receipt(&body.key, deployment_id, decision.code));
+        match cached {
+            Some(r) => Some(r.to_string()),
+            None => {
+                let signed = sign_receipt(state.key_ring(), &body.key, &decision, deployment_id, now)
+                    .map_err(|e| AppError::Internal(format!("signing a receipt: {e}")))?;
+                if let Some(e) = &entry {
+                    e.remember_receipt(&body.key, deployment_id, decision.code, Arc::from(signed.as_str()));
+                }
+                Some(signed)
+            }
+        }
+    } else {
+        None
+    };
+    record(&state, license_id, code, &body, client_ip, now);
+    let answer = ValidationAnswer {
+        code,
+        valid,
+        warning,
+        license: Some(decision.license.into()),
+        deployment,
+        next_check_in,
+        receipt,
+        degraded,
+    };
+    let json = Bytes::from(
+        serde_json::to_vec(&answer).map_err(|e| AppError::Internal(format!("serializing an answer: {e}")))?,
+    );
+    if let Some(e) = entry.as_ref().filter(|_| plain && !decision.needs_activation) {
+        e.remember_answer(&body.key, body.deployment_id.as_deref(), code, json.clone());
+    }
+    Ok(json_response(json))
+}
+
+fn json_response(json: Bytes) -> Response {
+    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], json).into_response()
+}
+
+async fn activate(
+    state: &AppState,
+    key: &VerifiedLicense,
+    max_deployments: Option<u32>,
+    deployment_id: &str,
+    fingerprint: Option<&str>,
+    now: Timestamp,
+) -> Result<Activation, AppError> {
+    let license_id = &key.claims.sub;
+    let request = Deployment {
+        license_id: license_id.clone(),
+        deployment_id: deployment_id.to_owned(),
+        fingerprint: fingerprint.map(str::to_owned),
+        app_version: None,
+        activated_at: now,
+        last_heartbeat_at: now,
+        lease_expires_at: now + state.config().lease,
+    };
+    let activation = state
+        .store()
+        .activate_deployment(&request, &state.config().activation_policy(max_deployments), now)
+        .await?;
+    if matches!(activation, Activation::Activated(_)) {
+        state.invalidate_license(license_id);
+    }
+    Ok(activation)
+}
+
+fn record(
+    state: &AppState,
+    license_id: &str,
+    code: &'static str,
+    body: &ValidateRequest,
+    client_ip: Option<axum::Extension<ClientIp>>,
+    now: Timestamp,
+) {
+    state.metrics().record_validation(code, now);
+    let ip = client_ip.map(|ip| ip.0.0);
+    let identity = (license_id, body.deployment_id.as_deref(), body.fingerprint.as_deref(), ip, code);
+    state.validation_log().push_unless_repeated(identity, now.timestamp(), || ValidationLogEntry {
+        license_id: license_id.to_owned(),
+        at: now,
+        code: code.to_owned(),
+        deployment_id: body.deployment_id.clone(),
+        fingerprint: body.fingerprint.clone(),
+        client_ip: ip.map(|ip| ip.to_string()),
+    });
+}
+
+/// Verifies the key of a non-validation public route: a bad key is bad credentials here.
+fn authenticate_key(state: &AppState, key: &str) -> Result<Arc<VerifiedLicense>, AppError> {
+    state.verifier().verify(key).map_err(|r| {
+        AppError::InvalidLicenseKey(match r {
+            KeyRejection::Malformed => "malformed",
+            KeyRejection::ChecksumMismatch => "checksum mismatch",
+            KeyRejection::BadSignature => "signature rejected",
+        })
+    })
+}
+
+pub async fn heartbeat(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<HeartbeatRequest>,
+) -> Result<Json<HeartbeatAnswer>, AppError> {
+    check_id("deployment_id", &body.deployment_id)?;
+    let key = authenticate_key(&state, &body.key)?;
+    let now = state.now();
+    let entry = snapshot_for(&state, &key.claims.sub, now).await?;
+    let decision = decide(&key, &ValidationRequest::default(), entry.as_ref().map(|e| &e.snapshot), now);
+    let lease_end = now + state.config().lease;
+    let deployment = state
+        .store()
+        .heartbeat(&key.claims.sub, &body.deployment_id, body.app_version.as_deref(), now, lease_end)
+        .await?
+        .ok_or_else(|| AppError::DeploymentNotActive(body.deployment_id.clone()))?;
+    Ok(Json(HeartbeatAnswer {
+        code: decision.code.as_str(),
+        valid: decision.code.is_valid(),
+        deployment: DeploymentView::new(&deployment, now),
+        next_heartbeat_at: now + state.config().check_in_interval,
+    }))
+}
+
+pub const MAX_USAGE_RECORDS: usize = 1000;
+
+pub async fn usage(
+    State(state): State<AppState>,
+    JsonBody(body): JsonBody<UsageRequest>,
+) -> Result<Response, AppError> {
+    check_id("deployment_id", &body.deployment_id)?;
+    check_id("batch_id", &body.batch_id)?;
+    if body.records.is_empty() || body.records.len() > MAX_USAGE_RECORDS {
+        return Err(AppError::invalid(format!("`records` must hold 1 to {MAX_USAGE_RECORDS} records")));
+    }
+    if let Some(bad) = body.records.iter().find(|r| r.metric.is_empty() || r.metric.len() > MAX_ID_LEN) {
+        return Err(AppError::invalid(format!(
+            "metric name {:?} must be 1 to {MAX_ID_LEN} characters",
+            bad.metric
+        )));
+    }
+    let key = authenticate_key(&state, &body.key)?;
+    let now = state.now();
+    let batch = UsageBatch {
+        license_id: key.claims.sub.clone(),
+        deployment_id: body.deployment_id,
+        batch_id: body.batch_id,
+        records: body
+            .records
+            .into_iter()
+            .map(|r| UsageRecord { metric: r.metric, value: r.value, at: r.at })
+            .collect(),
+        received_at: now,
+    };
+    let outcome = state.store().record_usage_batch(&batch).await?;
+    if outcome == BatchOutcome::Recorded {
+        state.invalidate_license(&batch.license_id);
+    }
+    let answer = UsageAccepted { batch_id: batch.batch_id, duplicate: outcome == BatchOutcome::Duplicate };
+    Ok((StatusCode::ACCEPTED, Json(answer)).into_response())
+}
+
+pub const LICENSE_KEY_HEADER: &str = "x-license-key";
+
+/// `DELETE /v1/deployments/{id}`: the key comes in `X-License-Key` or a `{"key"}` body.
+pub async fn release_deployment(
+    State(state): State<AppState>,
+    Path(deployment_id): Path<String>,
+    headers: HeaderMap,
+    body: axum::body::Bytes,
+) -> Result<Json<DeploymentReleased>, AppError> {
+    let key_text = match headers.get(LICENSE_KEY_HEADER) {
+        Some(value) => value.to_str().map_err(|_| AppError::InvalidLicenseKey("malformed"))?.to_owned(),
+        None if body.is_empty() => return Err(AppError::MissingCredentials),
+        None => parse_json::<crate::http::wire::ReleaseDeploymentRequest>(&body)?.key,
+    };
+    check_id("deployment_id", &deployment_id)?;
+    let key = authenticate_key(&state, &key_text)?;
+    let released = state.store().release_deployment(&key.claims.sub, &deployment_id).await?;
+    if !released {
+        return Err(AppError::not_found("deployment_not_found", format!("deployment {deployment_id}")));
+    }
+    state.invalidate_license(&key.claims.sub);
+    Ok(Json(DeploymentReleased { deployment_id, released }))
+}
+
+pub async fn jwks(State(state): State<AppState>) -> Response {
+    let jwks: Jwks = state.key_ring().jwks();
+    ([(header::CACHE_CONTROL, "public, max-age=300")], Json(jwks)).into_response()
+}
+
+pub async fn health() -> Json<HealthAnswer> {
+    Json(HealthAnswer { status: "ok" })
+}
+
+pub async fn metrics(State(state): State<AppState>) -> Response {
+    let dropped = state.validation_log().dropped();
+    let pending = state.validation_log().len() as u64;
+    let text = state.metrics().render(&[
+        (
+            "nls_validation_log_dropped_total",
+            "Validation history entries dropped because the store fell behind.",
+            dropped,
+        ),
+        ("nls_validation_log_pending", "Validation history entries waiting for the next flush.", pending),
+    ]);
+    ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
+}

@@ -1,0 +1,633 @@
+//! The JSON on the network: request bodies, query strings and answers of the HTTP API.
+//!
+//! These types are a compatibility promise (docs/api.md) and are kept apart from the domain
+//! types in `model`, which may change shape freely. Conversions live next to the views.
+//! Unknown request fields are ignored, so older servers accept newer clients.
+
+use std::collections::BTreeMap;
+
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize};
+use utoipa::ToSchema;
+
+use crate::model::{
+    ApiKeyRecord, AuditEntry, Customer, Deployment, License, NotificationRecord, NotificationState,
+    ValidationLogEntry,
+};
+use crate::validation::LicenseSummary;
+
+// ---------------------------------------------------------------------------------------------
+// Public routes (authenticated by the license key)
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ValidateRequest {
+    pub key: String,
+    #[serde(default)]
+    pub deployment_id: Option<String>,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    /// Features the caller needs; each must be in the license.
+    #[serde(default)]
+    pub features: Vec<String>,
+    /// metric → amount about to be used; checked against this month's counter and the limit.
+    #[serde(default)]
+    pub metrics: BTreeMap<String, u64>,
+}
+
+/// The validation answer (DESIGN §4). Always HTTP 200 for a well-formed request.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationAnswer {
+    /// A validation code (docs/api.md), e.g. `VALID`, `TOO_MANY_DEPLOYMENTS`.
+    pub code: &'static str,
+    pub valid: bool,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub warning: Option<String>,
+    /// Absent when the key itself was rejected (`MALFORMED`, `CHECKSUM_MISMATCH`, `BAD_SIGNATURE`).
+    pub license: Option<LicenseSummaryView>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub deployment: Option<DeploymentRef>,
+    pub next_check_in: DateTime<Utc>,
+    /// A signed receipt (JWS, `typ: nls-receipt+jwt`) for valid answers; keep it for offline mode.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub receipt: Option<String>,
+    /// True when the answer was decided from the key alone because the store was unreachable.
+    pub degraded: bool,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LicenseSummaryView {
+    pub id: String,
+    pub customer_id: String,
+    pub tier: String,
+    pub status: Option<&'static str>,
+    pub features: Vec<String>,
+    pub limits: BTreeMap<String, u64>,
+    pub max_deployments: Option<u32>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub grace_ends_at: Option<DateTime<Utc>>,
+    pub offline_days: u32,
+    pub grace_days: u32,
+}
+
+impl From<LicenseSummary> for LicenseSummaryView {
+    fn from(s: LicenseSummary) -> Self {
+        Self {
+            id: s.id,
+            customer_id: s.customer_id,
+            tier: s.tier,
+            status: s.status.map(|st| st.as_str()),
+            features: s.features,
+            limits: s.limits,
+            max_deployments: s.max_deployments,
+            expires_at: s.expires_at,
+            grace_ends_at: s.grace_ends_at,
+            offline_days: s.offline_days,
+            grace_days: s.grace_days,
+        }
+    }
+}
+
+/// The deployment a validation speaks for.
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeploymentRef {
+    pub id: String,
+    /// Known when this validation activated or renewed the seat.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub lease_expires_at: Option<DateTime<Utc>>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct HeartbeatRequest {
+    pub key: String,
+    pub deployment_id: String,
+    #[serde(default)]
+    pub app_version: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HeartbeatAnswer {
+    /// The license's validation code at this moment (no deployment or entitlement checks).
+    pub code: &'static str,
+    pub valid: bool,
+    pub deployment: DeploymentView,
+    pub next_heartbeat_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UsageRequest {
+    pub key: String,
+    pub deployment_id: String,
+    /// Chosen by the client; a batch is counted once however often it is sent.
+    pub batch_id: String,
+    pub records: Vec<UsageRecordBody>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UsageRecordBody {
+    pub metric: String,
+    pub value: u64,
+    pub at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageAccepted {
+    pub batch_id: String,
+    /// True when this batch had already been counted; nothing changed.
+    pub duplicate: bool,
+}
+
+/// The key may instead be sent in the `X-License-Key` header.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct ReleaseDeploymentRequest {
+    pub key: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentReleased {
+    pub deployment_id: String,
+    pub released: bool,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HealthAnswer {
+    pub status: &'static str,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Errors
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorBody {
+    pub error: ErrorDetail,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable error code (docs/api.md), e.g. `invalid_request`.
+    pub code: &'static str,
+    pub message: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin: customers
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateCustomerRequest {
+    pub name: String,
+    pub email: String,
+    #[serde(default)]
+    pub stripe_customer_id: Option<String>,
+    #[serde(default)]
+    pub reminders_opt_out: bool,
+}
+
+/// Absent fields are left as they are; `null` clears a nullable one.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateCustomerRequest {
+    #[serde(default)]
+    pub name: Option<String>,
+    #[serde(default)]
+    pub email: Option<String>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<String>)]
+    pub stripe_customer_id: Option<Option<String>>,
+    #[serde(default)]
+    pub reminders_opt_out: Option<bool>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct CustomerView {
+    pub id: String,
+    pub name: String,
+    pub email: String,
+    pub stripe_customer_id: Option<String>,
+    pub reminders_opt_out: bool,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&Customer> for CustomerView {
+    fn from(c: &Customer) -> Self {
+        Self {
+            id: c.id.clone(),
+            name: c.name.clone(),
+            email: c.email.clone(),
+            stripe_customer_id: c.stripe_customer_id.clone(),
+            reminders_opt_out: c.reminders_opt_out,
+            created_at: c.created_at,
+            updated_at: c.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerEnvelope {
+    pub customer: CustomerView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct CustomerPage {
+    pub items: Vec<CustomerView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct PageQuery {
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin: licenses
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateLicenseRequest {
+    pub customer_id: String,
+    #[serde(default)]
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default)]
+    pub limits: BTreeMap<String, u64>,
+    /// Absent or `null`: unlimited.
+    #[serde(default)]
+    pub max_deployments: Option<u32>,
+    /// Absent or `null`: perpetual.
+    #[serde(default)]
+    pub expires_at: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub offline_days: Option<u32>,
+    #[serde(default)]
+    pub grace_days: Option<u32>,
+}
+
+/// Absent fields are left as they are; `null` clears a nullable one (unlimited, perpetual).
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UpdateLicenseRequest {
+    #[serde(default)]
+    pub tier: Option<String>,
+    #[serde(default)]
+    pub features: Option<Vec<String>>,
+    #[serde(default)]
+    pub limits: Option<BTreeMap<String, u64>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<u32>)]
+    pub max_deployments: Option<Option<u32>>,
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<DateTime<Utc>>)]
+    pub expires_at: Option<Option<DateTime<Utc>>>,
+    #[serde(default)]
+    pub offline_days: Option<u32>,
+    #[serde(default)]
+    pub grace_days: Option<u32>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RenewLicenseRequest {
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct LicenseView {
+    pub id: String,
+    pub customer_id: String,
+    /// `active`, `past_due`, `suspended`, `expired` or `revoked`.
+    pub status: &'static str,
+    pub tier: String,
+    pub features: Vec<String>,
+    pub limits: BTreeMap<String, u64>,
+    pub max_deployments: Option<u32>,
+    pub offline_days: u32,
+    pub grace_days: u32,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub grace_ends_at: Option<DateTime<Utc>>,
+    /// `jti` of the most recently issued key.
+    pub key_id: String,
+    pub stripe_subscription_id: Option<String>,
+    pub version: u64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl From<&License> for LicenseView {
+    fn from(l: &License) -> Self {
+        Self {
+            id: l.id.clone(),
+            customer_id: l.customer_id.clone(),
+            status: l.status.as_str(),
+            tier: l.tier.clone(),
+            features: l.features.clone(),
+            limits: l.limits.clone(),
+            max_deployments: l.max_deployments,
+            offline_days: l.offline_days,
+            grace_days: l.grace_days,
+            expires_at: l.expires_at,
+            grace_ends_at: l.grace_ends_at,
+            key_id: l.key_id.clone(),
+            stripe_subscription_id: l.stripe_subscription_id.clone(),
+            version: l.version,
+            created_at: l.created_at,
+            updated_at: l.updated_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LicenseEnvelope {
+    pub license: LicenseView,
+    /// The license key (`NLS-...`): returned on creation and when an update re-issued it.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub key: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct LicensePage {
+    pub items: Vec<LicenseView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct LicenseListQuery {
+    #[serde(default)]
+    pub customer_id: Option<String>,
+    #[serde(default)]
+    pub status: Option<String>,
+    #[serde(default)]
+    pub expires_before: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct DeploymentView {
+    pub deployment_id: String,
+    pub license_id: String,
+    pub fingerprint: Option<String>,
+    pub app_version: Option<String>,
+    pub activated_at: DateTime<Utc>,
+    pub last_heartbeat_at: DateTime<Utc>,
+    pub lease_expires_at: DateTime<Utc>,
+    /// False once the lease ran out: the seat is free.
+    pub live: bool,
+}
+
+impl DeploymentView {
+    pub fn new(d: &Deployment, now: DateTime<Utc>) -> Self {
+        Self {
+            deployment_id: d.deployment_id.clone(),
+            license_id: d.license_id.clone(),
+            fingerprint: d.fingerprint.clone(),
+            app_version: d.app_version.clone(),
+            activated_at: d.activated_at,
+            last_heartbeat_at: d.last_heartbeat_at,
+            lease_expires_at: d.lease_expires_at,
+            live: d.is_live(now),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct DeploymentList {
+    pub items: Vec<DeploymentView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct UsageQuery {
+    /// `2026-11` (a month) or `2026-11-30` (a day); default: the current month.
+    #[serde(default)]
+    pub period: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct UsageView {
+    pub license_id: String,
+    pub period: String,
+    /// metric → total
+    pub counters: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct HistoryQuery {
+    #[serde(default)]
+    pub limit: Option<u32>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationLogView {
+    pub at: DateTime<Utc>,
+    pub code: String,
+    pub deployment_id: Option<String>,
+    pub fingerprint: Option<String>,
+    pub client_ip: Option<String>,
+}
+
+impl From<&ValidationLogEntry> for ValidationLogView {
+    fn from(e: &ValidationLogEntry) -> Self {
+        Self {
+            at: e.at,
+            code: e.code.clone(),
+            deployment_id: e.deployment_id.clone(),
+            fingerprint: e.fingerprint.clone(),
+            client_ip: e.client_ip.clone(),
+        }
+    }
+}
+
+/// One email in a license's communication log.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationView {
+    /// e.g. `renewal_reminder_7d`, `payment_failed`, `key_delivery`.
+    pub notice: String,
+    /// What the notice is about: an expiry date, an invoice id.
+    pub window: String,
+    pub recipient: String,
+    pub subject: String,
+    /// `pending` (claimed, send not confirmed) or `sent`.
+    pub state: &'static str,
+    pub sent_at: Option<DateTime<Utc>>,
+    pub message_id: Option<String>,
+}
+
+impl From<&NotificationRecord> for NotificationView {
+    fn from(n: &NotificationRecord) -> Self {
+        let (state, sent_at, message_id) = match &n.state {
+            NotificationState::Pending { .. } => ("pending", None, None),
+            NotificationState::Sent { sent_at, message_id } => {
+                ("sent", Some(*sent_at), Some(message_id.clone()))
+            }
+        };
+        Self {
+            notice: n.key.notice.clone(),
+            window: n.key.window.clone(),
+            recipient: n.recipient.clone(),
+            subject: n.subject.clone(),
+            state,
+            sent_at,
+            message_id,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct NotificationList {
+    pub license_id: String,
+    pub items: Vec<NotificationView>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ValidationHistory {
+    pub license_id: String,
+    /// Newest first.
+    pub items: Vec<ValidationLogView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct OfflineFileRequest {
+    /// How long the file stays valid; default 30, at most 3650.
+    #[serde(default)]
+    pub ttl_days: Option<u32>,
+    /// Binds the file to one machine.
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+}
+
+/// The offline license file (docs/offline-license-file.md): save `file` as JSON.
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OfflineFileIssued {
+    pub file: OfflineFileView,
+    pub expires_at: DateTime<Utc>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct OfflineFileView {
+    /// `nls-offline-license/1`
+    pub format: String,
+    pub token: String,
+}
+
+// ---------------------------------------------------------------------------------------------
+// Admin: API keys, audit log, stats
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct CreateApiKeyRequest {
+    pub name: String,
+    /// Any of `read`, `write`, `admin` (each implies the ones before it).
+    pub scopes: Vec<String>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct ApiKeyView {
+    pub id: String,
+    pub name: String,
+    pub scopes: Vec<&'static str>,
+    pub created_at: DateTime<Utc>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl From<&ApiKeyRecord> for ApiKeyView {
+    fn from(k: &ApiKeyRecord) -> Self {
+        Self {
+            id: k.id.clone(),
+            name: k.name.clone(),
+            scopes: k.scopes.iter().map(|s| crate::http::admin_auth::scope_name(*s)).collect(),
+            created_at: k.created_at,
+            revoked_at: k.revoked_at,
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyCreated {
+    pub api_key: ApiKeyView,
+    /// `nls_<id>_<secret>`: shown once, never stored.
+    pub secret: String,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyEnvelope {
+    pub api_key: ApiKeyView,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct ApiKeyList {
+    pub items: Vec<ApiKeyView>,
+}
+
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct AuditQuery {
+    #[serde(default)]
+    pub actor: Option<String>,
+    #[serde(default)]
+    pub target: Option<String>,
+    #[serde(default)]
+    pub since: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub until: Option<DateTime<Utc>>,
+    #[serde(default)]
+    pub limit: Option<u32>,
+    #[serde(default)]
+    pub cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditEntryView {
+    pub id: String,
+    pub at: DateTime<Utc>,
+    pub actor: String,
+    pub action: String,
+    pub target: String,
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<serde_json::Value>,
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<serde_json::Value>,
+}
+
+impl From<&AuditEntry> for AuditEntryView {
+    fn from(e: &AuditEntry) -> Self {
+        Self {
+            id: e.id.clone(),
+            at: e.at,
+            actor: e.actor.clone(),
+            action: e.action.clone(),
+            target: e.target.clone(),
+            before: e.before.clone(),
+            after: e.after.clone(),
+        }
+    }
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct AuditPage {
+    /// Newest first.
+    pub items: Vec<AuditEntryView>,
+    pub next_cursor: Option<String>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct StatsView {
+    /// status → number of licenses.
+    pub licenses_by_status: BTreeMap<String, u64>,
+    /// Validations answered by this instance per UTC hour (last 24 hours), oldest first.
+    pub validations_per_hour: Vec<HourlyCount>,
+    /// Validations answered by this instance since it started, by code.
+    pub validations_by_code: BTreeMap<String, u64>,
+}
+
+#[derive(Debug, Serialize, ToSchema)]
+pub struct HourlyCount {
+    pub hour: DateTime<Utc>,
+    pub count: u64,
+}
+
+/// Tells "absent" (outer `None`, via `#[serde(default)]`) from `null` (`Some(None)`).
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}

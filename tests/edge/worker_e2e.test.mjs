@@ -1,0 +1,53 @@
+// The Cloudflare Worker end to end, in workerd (`wrangler dev`, local, no login), in front of
+// a real `nls serve` origin. Started by tests/edge/run.sh, which builds everything first.
+//
+// Env: NLS_BIN, WRANGLER_BIN, WORKER_MAIN (functions/worker/build/index.js), EDGE_WORK_DIR,
+//      ORIGIN_PORT, EDGE_PORT.
+
+import { test, before, after } from 'node:test';
+import { mkdirSync } from 'node:fs';
+import { join } from 'node:path';
+import { Origin, http, killGroup, required, startWrangler } from './edge_harness.mjs';
+import { registerScenarios } from './edge_scenarios.mjs';
+
+const TTL_SECS = 8;
+const MEMORY_FRESH_SECS = 1;
+const workDir = join(required('EDGE_WORK_DIR'), 'worker');
+mkdirSync(workDir, { recursive: true });
+const edgePort = required('EDGE_PORT');
+const origin = new Origin({ bin: required('NLS_BIN'), port: required('ORIGIN_PORT'), workDir });
+let wrangler;
+
+const ctx = {
+  hostName: 'worker (workerd)',
+  edgeBase: () => `http://127.0.0.1:${edgePort}`,
+  origin,
+  ttlSecs: TTL_SECS,
+  memoryFreshSecs: MEMORY_FRESH_SECS,
+  log: (line) => console.log(`# ${line}`),
+  // A request lets the isolate that queued retry its outbox; the cron trigger (here fired by
+  // hand through --test-scheduled) delivers what any isolate queued.
+  tickle: async () => {
+    await http(ctx.edgeBase(), 'GET', '/health');
+    await http(ctx.edgeBase(), 'GET', '/__scheduled?cron=*+*+*+*+*');
+  },
+};
+
+before(async () => {
+  await origin.start();
+  wrangler = await startWrangler({
+    workDir, origin, port: edgePort, ttlSecs: TTL_SECS, memoryFreshSecs: MEMORY_FRESH_SECS,
+    wranglerBin: required('WRANGLER_BIN'), workerMain: required('WORKER_MAIN'),
+  });
+});
+
+after(async () => {
+  await killGroup(wrangler);
+  await origin.stop();
+});
+
+test('Cloudflare Worker edge in workerd', async (t) => {
+  for (const [name, fn] of registerScenarios(t, ctx)) {
+    await t.test(name, fn);
+  }
+});

@@ -1,0 +1,42 @@
+#!/usr/bin/env bash
+# The test command (README): installs what the tests need, then runs them all.
+# Idempotent: tools are cached under $NLS_TOOLS_DIR, build output under $CARGO_TARGET_DIR.
+set -euo pipefail
+
+repo=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
+cd "$repo"
+export NLS_TOOLS_DIR=${NLS_TOOLS_DIR:-$HOME/.cache/nls-tools}
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$repo/target}
+export CARGO_TERM_COLOR=never
+mkdir -p "$NLS_TOOLS_DIR" "$CARGO_TARGET_DIR"
+
+step() { printf '\n=== %s\n' "$*"; }
+
+step "toolchain targets"
+rustup target add wasm32-unknown-unknown wasm32-wasip2 >/dev/null
+
+step "python tools (moto, cfn-lint, PyJWT, cargo-lambda, SAM CLI)"
+venv="$NLS_TOOLS_DIR/venv"
+python_tools=("moto[server]==5.*" "cfn-lint" "pyjwt[crypto]" "cargo-lambda" "aws-sam-cli")
+stamp="$venv/.installed-$(printf '%s ' "${python_tools[@]}" | sha256sum | cut -c1-12)"
+if [ ! -e "$stamp" ]; then
+  python3 -m venv "$venv"
+  "$venv/bin/pip" install --quiet --upgrade pip
+  "$venv/bin/pip" install --quiet "${python_tools[@]}"
+  touch "$stamp"
+fi
+export PATH="$venv/bin:$PATH"
+export NLS_PYTHON="$venv/bin/python"
+export NLS_MOTO_SERVER="$venv/bin/moto_server"
+
+step "format and lints"
+cargo fmt --all -- --check
+cargo clippy --workspace --all-targets --locked -- -D warnings
+
+step "the core builds for wasm"
+cargo build --locked -p nls-core --target wasm32-unknown-unknown
+cargo build --locked -p nls-core --target wasm32-wasip2
+
+step "workspace tests (core, CLI, stores incl. DynamoDB on moto, HTTP end to end)"
+cargo build --locked -p nls
+cargo test --workspace --locked
