@@ -32,11 +32,26 @@ export NLS_MOTO_SERVER="$venv/bin/moto_server"
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings
+cargo clippy --locked -p nls-worker --target wasm32-unknown-unknown -- -D warnings
+cargo clippy --locked -p nls-spin --target wasm32-wasip2 -- -D warnings
 
-step "the core builds for wasm"
+step "the core builds for wasm (with and without the HTTP router)"
 cargo build --locked -p nls-core --target wasm32-unknown-unknown
+cargo build --locked -p nls-core --features http --target wasm32-unknown-unknown
 cargo build --locked -p nls-core --target wasm32-wasip2
 
-step "workspace tests (core, CLI, stores incl. DynamoDB on moto, HTTP end to end)"
+step "template.yaml lints"
+cfn-lint template.yaml
+SAM_CLI_TELEMETRY=0 sam validate --lint -t template.yaml
+
+step "workspace tests: core, CLI, stores (in-memory, SQLite, DynamoDB on moto), HTTP end to end, Lambdas, clients"
 cargo build --locked -p nls
 cargo test --workspace --locked
+
+step "edge: the Worker in workerd and the Spin component under jco, in front of nls serve"
+tests/edge/run.sh all
+
+step "Node client against nls serve"
+clients/node/run-tests.sh
+
+printf '\nall checks and tests passed\n'

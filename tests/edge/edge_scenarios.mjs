@@ -51,6 +51,10 @@ export function registerScenarios(t, ctx) {
     }],
 
     ['a suspension at the origin reaches the edge within the snapshot TTL', async () => {
+      // Warm this exact request first (its receipt too), so the edge has no reason to ask the
+      // origin: only the snapshot TTL (no push here) can bring the change.
+      assert.equal((await validate({ key: state.license.key })).code, 'VALID');
+      assert.equal((await validate({ key: state.license.key })).degraded, false);
       const at = Date.now();
       await ctx.origin.admin('POST', `/v1/licenses/${state.license.id}/suspend`);
       await waitFor('the edge to answer SUSPENDED', async () => (await validate({ key: state.license.key })).code === 'SUSPENDED',

@@ -71,7 +71,7 @@ fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
 }
 
 async fn not_found() -> Response {
-    error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route")
+    error_response(StatusCode::NOT_FOUND, "route_not_found", "no such route")
 }
 
 async fn stripe_webhook(
@@ -84,7 +84,7 @@ async fn stripe_webhook(
         Ok(body) => body,
         Err(rejection) => {
             tracing::warn!(status = %rejection.status(), "webhook body refused");
-            return error_response(rejection.status(), "BODY_REFUSED", &rejection.body_text());
+            return error_response(rejection.status(), "body_refused", &rejection.body_text());
         }
     };
     // A header that is not visible ASCII cannot be a valid signature: passed on as empty, it

@@ -41,6 +41,6 @@ async fn main() -> Result<(), lambda_http::Error> {
         webhook_secret,
         policy: config.policy,
     };
-    tracing::info!(table = %config.table_name, kid = ?kid, "nls-stripe-webhook ready");
+    tracing::info!(table = %config.table_name, kid = %kid, "nls-stripe-webhook ready");
     lambda_http::run(webhook_app(state)).await
 }

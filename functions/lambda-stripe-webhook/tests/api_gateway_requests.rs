@@ -73,11 +73,11 @@ async fn check(h: &Harness, event: &Value) -> (u16, Value) {
 async fn a_bad_signature_is_a_400_with_a_code_and_changes_nothing() {
     let h = harness();
     for (event, code) in [
-        (load("subscription_created_bad_signature.json"), "SIGNATURE_MISMATCH"),
-        (load("subscription_created_unsigned.json"), "SIGNATURE_MISSING"),
+        (load("subscription_created_bad_signature.json"), "signature_mismatch"),
+        (load("subscription_created_unsigned.json"), "signature_missing"),
         (
             stripe_delivery(fixture("customer.subscription.created"), Some(DELIVERED_AT - 301)),
-            "SIGNATURE_STALE",
+            "signature_stale",
         ),
     ] {
         let (status, body) = check(&h, &event).await;
@@ -89,7 +89,7 @@ async fn a_bad_signature_is_a_400_with_a_code_and_changes_nothing() {
     let mut tampered = stripe_delivery(fixture("customer.subscription.created"), Some(DELIVERED_AT));
     tampered["body"] = Value::String(fixture("customer.subscription.created").replace("basic", "pro"));
     let (status, body) = check(&h, &tampered).await;
-    assert_eq!((status, &body["error"]["code"]), (400, &Value::from("SIGNATURE_MISMATCH")), "{body}");
+    assert_eq!((status, &body["error"]["code"]), (400, &Value::from("signature_mismatch")), "{body}");
     assert!(h.store.find_license_by_subscription(FIXTURE_SUBSCRIPTION).await.expect("reads").is_none());
 }
 
@@ -123,7 +123,7 @@ async fn a_signed_malformed_payload_is_a_400() {
     let h = harness();
     let (status, body) = check(&h, &stripe_delivery(r#"{"id": 5}"#, Some(DELIVERED_AT))).await;
     assert_eq!(status, 400, "{body}");
-    assert_eq!(body["error"]["code"], "PAYLOAD_MALFORMED", "{body}");
+    assert_eq!(body["error"]["code"], "payload_malformed", "{body}");
 }
 
 #[tokio::test]
@@ -136,11 +136,11 @@ async fn a_mail_outage_is_a_503_and_the_redelivery_sends_the_key() {
     h.mailer.fail_next(MailFailure::Unavailable);
     let (status, body) = check(&h, &checkout).await;
     assert_eq!(status, 503, "Stripe must retry: {body}");
-    assert_eq!(body["error"]["code"], "NOTICE_DELIVERY_FAILED", "{body}");
+    assert_eq!(body["error"]["code"], "notice_delivery_failed", "{body}");
     assert!(!body["error"]["message"].as_str().unwrap_or_default().contains("Unavailable"), "{body}");
     // The failed send left its claim: a redelivery right away is told to come back later...
     let (status, body) = check(&h, &checkout).await;
-    assert_eq!((status, &body["error"]["code"]), (503, &Value::from("NOTICE_IN_FLIGHT")), "{body}");
+    assert_eq!((status, &body["error"]["code"]), (503, &Value::from("notice_in_flight")), "{body}");
     // ...and Stripe's retry minutes later (re-signed then) sends the key.
     h.clock.advance(chrono::Duration::minutes(6));
     let retry = stripe_delivery(fixture("checkout.session.completed"), Some(DELIVERED_AT + 360));
@@ -157,5 +157,13 @@ async fn other_paths_are_a_json_404() {
     event["rawPath"] = Value::from("/v1/licenses");
     event["requestContext"]["http"]["path"] = Value::from("/v1/licenses");
     let (status, body) = check(&h, &event).await;
-    assert_eq!((status, &body["error"]["code"]), (404, &Value::from("NOT_FOUND")), "{body}");
+    assert_eq!((status, &body["error"]["code"]), (404, &Value::from("route_not_found")), "{body}");
+}
+
+#[tokio::test]
+async fn a_body_over_1_mib_is_refused_unread() {
+    let h = harness();
+    let huge = format!(r#"{{"padding":"{}"}}"#, "x".repeat(nls_lambda_stripe_webhook::MAX_BODY_BYTES));
+    let (status, body) = check(&h, &stripe_delivery(&huge, Some(DELIVERED_AT))).await;
+    assert_eq!((status, &body["error"]["code"]), (413, &Value::from("body_refused")), "{body}");
 }

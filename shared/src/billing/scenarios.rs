@@ -609,23 +609,23 @@ pub async fn bad_signatures_change_nothing(store: Arc<dyn Store>) {
     let now = h.clock.now().timestamp();
     let good = sign_stripe_payload(WEBHOOK_SECRET, now, body.as_bytes());
     let cases: Vec<(Option<String>, String, &str)> = vec![
-        (None, body.to_owned(), "SIGNATURE_MISSING"),
+        (None, body.to_owned(), "signature_missing"),
         (
             Some(sign_stripe_payload(b"whsec_wrong", now, body.as_bytes())),
             body.to_owned(),
-            "SIGNATURE_MISMATCH",
+            "signature_mismatch",
         ),
         (
             Some(sign_stripe_payload(WEBHOOK_SECRET, now - 301, body.as_bytes())),
             body.to_owned(),
-            "SIGNATURE_STALE",
+            "signature_stale",
         ),
         (
             Some(good.clone()),
             body.replace("price_1QbasicMonthlyNLS", "price_1QproMonthlyNLS"),
-            "SIGNATURE_MISMATCH",
+            "signature_mismatch",
         ),
-        (Some("t=abc,v1=00".to_owned()), body.to_owned(), "SIGNATURE_MALFORMED"),
+        (Some("t=abc,v1=00".to_owned()), body.to_owned(), "signature_malformed"),
     ];
     for (header, body, code) in cases {
         let err = handle_stripe_webhook(&h.deps(), header.as_deref(), body.as_bytes()).await.expect_err(code);
@@ -635,7 +635,7 @@ pub async fn bad_signatures_change_nothing(store: Arc<dyn Store>) {
     let junk = br#"{"id":"evt_x","type":"invoice.paid","created":1,"data":{"object":{"id":5}}}"#;
     let header = sign_stripe_payload(WEBHOOK_SECRET, now, junk);
     let err = handle_stripe_webhook(&h.deps(), Some(&header), junk).await.expect_err("malformed");
-    assert_eq!((err.code(), err.http_status()), ("PAYLOAD_MALFORMED", 400));
+    assert_eq!((err.code(), err.http_status()), ("payload_malformed", 400));
     assert!(digest(&h).await.licenses.is_empty());
     // Several v1, one of them right, pass.
     let rolled = format!(
@@ -657,7 +657,7 @@ pub async fn a_lost_key_email_is_sent_on_redelivery(store: Arc<dyn Store>) {
     // Stripe retries within minutes: the claim is still fresh, so the retry is told to come back.
     h.clock.advance(Duration::minutes(1));
     let err = h.deliver(fixture("checkout.session.completed")).await.expect_err("still claimed");
-    assert_eq!(err.code(), "NOTICE_IN_FLIGHT");
+    assert_eq!(err.code(), "notice_in_flight");
     // Later retries take the stale claim over and send once.
     h.clock.advance(h.policy.notice_stale_after);
     let ack = h.deliver_fixture("checkout.session.completed").await;

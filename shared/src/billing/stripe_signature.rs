@@ -34,10 +34,10 @@ impl SignatureError {
     /// A stable, machine-readable code for the 400 answer.
     pub fn code(self) -> &'static str {
         match self {
-            Self::Missing => "SIGNATURE_MISSING",
-            Self::Malformed(_) => "SIGNATURE_MALFORMED",
-            Self::NoMatchingSignature => "SIGNATURE_MISMATCH",
-            Self::Stale => "SIGNATURE_STALE",
+            Self::Missing => "signature_missing",
+            Self::Malformed(_) => "signature_malformed",
+            Self::NoMatchingSignature => "signature_mismatch",
+            Self::Stale => "signature_stale",
         }
     }
 }

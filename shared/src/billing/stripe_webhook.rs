@@ -125,13 +125,13 @@ impl WebhookError {
     pub fn code(&self) -> &'static str {
         match self {
             Self::Signature(e) => e.code(),
-            Self::Payload(_) => "PAYLOAD_MALFORMED",
-            Self::Store(e) if e.is_retryable() => "STORE_UNAVAILABLE",
-            Self::Store(_) => "STORE_ERROR",
-            Self::Signing(_) => "KEY_SIGNING_FAILED",
-            Self::Render(_) => "EMAIL_RENDER_FAILED",
-            Self::Delivery(_) => "NOTICE_DELIVERY_FAILED",
-            Self::NoticeInFlight => "NOTICE_IN_FLIGHT",
+            Self::Payload(_) => "payload_malformed",
+            Self::Store(e) if e.is_retryable() => "store_unavailable",
+            Self::Store(_) => "store_error",
+            Self::Signing(_) => "key_signing_failed",
+            Self::Render(_) => "email_render_failed",
+            Self::Delivery(_) => "notice_delivery_failed",
+            Self::NoticeInFlight => "notice_in_flight",
         }
     }
 

@@ -19,6 +19,7 @@ pub mod api_key_routes;
 pub mod app_error;
 pub mod audit_routes;
 pub mod customer_routes;
+pub mod internal_routes;
 pub mod license_routes;
 pub mod metrics;
 pub mod public_routes;

@@ -121,6 +121,10 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         (doc(M::GET, "/metrics", "Prometheus metrics", Anyone), get(public::metrics)),
         (doc(M::GET, "/openapi.json", "This document", Anyone), get(openapi)),
         (
+            doc(M::GET, "/v1/internal/snapshots/{id}", "A status snapshot, for the edges", READ),
+            get(crate::http::internal_routes::license_snapshot),
+        ),
+        (
             doc(M::POST, "/v1/customers", "Create a customer", WRITE)
                 .body::<CreateCustomerRequest>()
                 .answer::<CustomerEnvelope>(201),

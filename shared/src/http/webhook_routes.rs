@@ -28,7 +28,7 @@ pub struct BillingSetup {
 
 pub async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, body: Bytes) -> Response {
     let Some(billing) = state.billing() else {
-        return AppError::NotFound { code: "WEBHOOKS_NOT_CONFIGURED", what: "the Stripe webhook".into() }
+        return AppError::NotFound { code: "webhooks_not_configured", what: "the Stripe webhook".into() }
             .into_response();
     };
     let deps = BillingDeps {
