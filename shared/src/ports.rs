@@ -339,8 +339,8 @@ pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;
 }
 
-/// The wall clock. (No I/O: reading the time is a pure platform call on every target NLS
-/// builds for, including wasm via `Date.now` shims in the adapters that need it.)
+/// The wall clock, for native hosts. wasm hosts supply their own (`Date.now` on Workers), since
+/// `std::time` panics on `wasm32-unknown-unknown`.
 #[cfg(not(target_family = "wasm"))]
 #[derive(Debug, Clone, Copy, Default)]
 pub struct SystemClock;

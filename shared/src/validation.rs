@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use chrono::{Duration, TimeDelta};
+use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::key_ring::KeyRing;
@@ -258,6 +258,3 @@ impl Verifier {
         self.verified.lock().unwrap_or_else(|p| p.into_inner())
     }
 }
-
-/// Default time until a client should validate again.
-pub const DEFAULT_CHECK_IN: TimeDelta = TimeDelta::hours(1);

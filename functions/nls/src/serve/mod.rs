@@ -48,8 +48,8 @@ pub struct ServeArgs {
     /// region and credentials from the usual AWS environment, e.g. `AWS_ENDPOINT_URL`).
     #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
     pub store: StoreKind,
-    /// The DynamoDB table, with `--store dynamodb`.
-    #[arg(long, value_name = "NAME", default_value = "nls")]
+    /// The DynamoDB table, with `--store dynamodb` (also spelled `--table`).
+    #[arg(long, alias = "table", value_name = "NAME", default_value = "nls")]
     pub dynamodb_table: String,
     /// Log output: human-readable text or one JSON object per line.
     #[arg(long, value_enum, default_value_t = LogFormat::Text)]
