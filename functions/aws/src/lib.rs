@@ -4,6 +4,7 @@
 pub mod client_setup;
 pub mod dynamo_store;
 pub mod item_mapping;
+pub mod lambda_logging;
 pub mod request_counter;
 pub mod ses_mailer;
 mod store_errors;
@@ -12,6 +13,7 @@ pub mod table_schema;
 
 pub use client_setup::{ClientTuning, dynamodb_client, load_sdk_config, sesv2_client};
 pub use dynamo_store::{DynamoStore, from_env};
+pub use lambda_logging::init_lambda_logging;
 pub use request_counter::RequestCounter;
 pub use ses_mailer::SesMailer;
 pub use table_schema::create_table;

@@ -13,15 +13,7 @@ use nls_lambda_api::signing_key_secret::fetch_signing_key;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    // JSON lines; CloudWatch adds the timestamp.
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NLS_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    nls_aws::init_lambda_logging();
     let config = ApiConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
     let sdk_config = load_sdk_config().await;
     let dynamodb = dynamodb_client(&sdk_config, &ClientTuning::default(), None);

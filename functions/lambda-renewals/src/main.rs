@@ -11,15 +11,7 @@ use nls_lambda_renewals::{RenewalsDeps, ScheduledEvent, renewals_handler};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
-    // JSON lines; CloudWatch adds the timestamp.
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NLS_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    nls_aws::init_lambda_logging();
     let config =
         LambdaRenewalsConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
     let sdk_config = load_sdk_config().await;

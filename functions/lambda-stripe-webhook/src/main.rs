@@ -12,15 +12,7 @@ use nls_lambda_stripe_webhook::{WebhookState, webhook_app};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
-    // JSON lines; CloudWatch adds the timestamp.
-    tracing_subscriber::fmt()
-        .json()
-        .with_env_filter(
-            tracing_subscriber::EnvFilter::try_from_env("NLS_LOG").unwrap_or_else(|_| "info".into()),
-        )
-        .with_current_span(false)
-        .without_time()
-        .init();
+    nls_aws::init_lambda_logging();
     let config =
         WebhookConfig::from_env().inspect_err(|e| tracing::error!(error = %e, "bad configuration"))?;
     let sdk_config = load_sdk_config().await;
