@@ -11,18 +11,20 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use serde_json::Value;
+use crate::http_client::request;
 
-use crate::http_client::{HttpResponse, request};
+/// `$CARGO_TARGET_DIR`, else the workspace's `target/`.
+pub fn target_dir() -> PathBuf {
+    std::env::var_os("CARGO_TARGET_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"))
+}
 
 pub fn nls_binary() -> PathBuf {
     if let Some(bin) = std::env::var_os("NLS_BIN") {
         return PathBuf::from(bin);
     }
-    let target = std::env::var_os("CARGO_TARGET_DIR")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../target"));
-    let bin = target.join("debug").join("nls");
+    let bin = target_dir().join("debug").join("nls");
     assert!(bin.exists(), "{} not found: run `cargo build -p nls` first (or set NLS_BIN)", bin.display());
     bin
 }
@@ -59,6 +61,8 @@ pub struct NlsServer {
     extra_args: Vec<String>,
     extra_env: Vec<(String, String)>,
     log_level: String,
+    /// A data directory removed when the server is dropped (after the server stops).
+    _owned_dir: Option<TempDir>,
 }
 
 fn free_port() -> u16 {
@@ -94,9 +98,16 @@ impl NlsServer {
             extra_args: extra_args.iter().map(|s| s.to_string()).collect(),
             extra_env: env.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect(),
             log_level: log_level.to_owned(),
+            _owned_dir: None,
         };
         server.spawn();
         server
+    }
+
+    /// Removes `dir` when the server is dropped.
+    pub fn owning(mut self, dir: TempDir) -> Self {
+        self._owned_dir = Some(dir);
+        self
     }
 
     /// The server's stderr, appended across restarts: beside the data directory, not in it.
@@ -187,29 +198,6 @@ impl NlsServer {
     pub fn start_again(&mut self) {
         assert!(self.child.is_none(), "still running");
         self.spawn();
-    }
-
-    pub fn call(&self, method: &str, path: &str, auth: Option<&str>, body: Option<&Value>) -> HttpResponse {
-        let bearer = auth.map(|a| format!("Bearer {a}"));
-        let mut headers = vec![("content-type", "application/json")];
-        if let Some(b) = &bearer {
-            headers.push(("authorization", b.as_str()));
-        }
-        let body = body.map(|b| b.to_string()).unwrap_or_default();
-        request(self.port, method, path, &headers, body.as_bytes()).expect("HTTP request")
-    }
-
-    /// An admin call with the bootstrap key that must succeed; returns the JSON answer.
-    pub fn admin(&self, method: &str, path: &str, body: Option<&Value>) -> Value {
-        let r = self.call(method, path, Some(&self.admin_key), body);
-        assert!((200..300).contains(&r.status), "{method} {path}: {} {}", r.status, r.text());
-        r.json()
-    }
-
-    pub fn validate(&self, body: &Value) -> Value {
-        let r = self.call("POST", "/v1/licenses/validate", None, Some(body));
-        assert_eq!(r.status, 200, "{}", r.text());
-        r.json()
     }
 }
 

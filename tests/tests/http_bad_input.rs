@@ -3,6 +3,7 @@
 //! `/openapi.json`, so a new route is covered without touching this file.
 
 use nls_tests::http_client::{HttpResponse, request};
+use nls_tests::nls_host::NlsHost;
 use nls_tests::nls_server::{NlsServer, TempDir};
 use serde_json::{Value, json};
 

@@ -9,6 +9,7 @@ use std::process::Command;
 use chrono::{Duration, Utc};
 use hmac::{Hmac, Mac};
 use nls_tests::http_client::HttpResponse;
+use nls_tests::nls_host::NlsHost;
 use nls_tests::nls_server::{NlsServer, TempDir, nls_binary};
 use serde_json::{Value, json};
 use sha2::Sha256;

@@ -26,7 +26,7 @@ async fn a_license_expiring_in_7_days_gets_one_reminder_through_ses() {
     // GIVEN a customer whose license expires in 7 days, and a verified sender
     let server = MotoServer::shared();
     let table = moto_support::fresh_table().await;
-    let ses = sesv2_client(&server.sdk_config().await, &test_tuning());
+    let ses = sesv2_client(&moto_support::sdk_config(server).await, &test_tuning());
     // Another test may have created it already; either way it is verified.
     let _ = ses.create_email_identity().email_identity(SENDER).send().await;
     let mailer = SesMailer::new(ses, SENDER);

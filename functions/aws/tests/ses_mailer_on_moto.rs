@@ -9,7 +9,7 @@ use nls_core::ports::{Mailer, OutgoingEmail};
 #[tokio::test]
 async fn sent_mail_reaches_moto_with_recipient_subject_and_body() {
     let server = MotoServer::shared();
-    let client = sesv2_client(&server.sdk_config().await, &test_tuning());
+    let client = sesv2_client(&moto_support::sdk_config(server).await, &test_tuning());
     // GIVEN a verified sender identity (moto verifies on creation)
     client.create_email_identity().email_identity("licenses@nectar.example").send().await.expect("identity");
     let mailer = SesMailer::new(client, "licenses@nectar.example");
@@ -40,8 +40,10 @@ async fn sent_mail_reaches_moto_with_recipient_subject_and_body() {
 #[tokio::test]
 async fn an_unverified_sender_is_rejected_not_retried() {
     let server = MotoServer::shared();
-    let mailer =
-        SesMailer::new(sesv2_client(&server.sdk_config().await, &test_tuning()), "nobody@unverified.example");
+    let mailer = SesMailer::new(
+        sesv2_client(&moto_support::sdk_config(server).await, &test_tuning()),
+        "nobody@unverified.example",
+    );
     let email = OutgoingEmail {
         to: "a@b.example".into(),
         subject: "s".into(),

@@ -7,10 +7,10 @@
 mod moto_support;
 
 use std::io::{Read, Write as _};
-use std::net::{TcpListener, TcpStream};
-use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::time::Duration;
 
 use moto_support::MotoServer;
 use nls_core::billing::scenarios::{fixture, relabel};
@@ -18,45 +18,11 @@ use nls_core::billing::stripe_signature::sign_stripe_payload;
 use nls_core::key_ring::SigningKey;
 use nls_core::lifecycle::LicenseStatus;
 use nls_core::ports::{CustomerStore, LicenseStore};
+use nls_tests::lambda_runtime::{ChildGuard, LocalRuntimeApi};
+use nls_tests::moto::aws_env;
 
 const SENDER: &str = "licenses@nectar.example";
 const WEBHOOK_SECRET: &str = "whsec_lambda_e2e_secret";
-
-/// Kills the child when the test ends, passing or not.
-struct ChildGuard(Child);
-
-impl Drop for ChildGuard {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn find_cargo_lambda() -> PathBuf {
-    if let Ok(path) = std::env::var("NLS_CARGO_LAMBDA") {
-        return PathBuf::from(path);
-    }
-    let on_path = std::env::var_os("PATH")
-        .into_iter()
-        .flat_map(|dirs| std::env::split_paths(&dirs).collect::<Vec<_>>())
-        .map(|dir| dir.join("cargo-lambda"));
-    let venv = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../.venv/bin/cargo-lambda");
-    on_path.chain([venv]).find(|p| p.is_file()).unwrap_or_else(|| {
-        panic!("cargo-lambda not found: set NLS_CARGO_LAMBDA, put it on PATH, or `.venv/bin/pip install cargo-lambda`")
-    })
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("ephemeral port").port()
-}
-
-fn wait_for_port(port: u16, what: &str) {
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(Instant::now() < deadline, "{what} did not listen on {port} within 30 s");
-        std::thread::sleep(Duration::from_millis(100));
-    }
-}
 
 /// Delivers `body` as Stripe does (signed now): (status, JSON body or Null).
 fn deliver(port: u16, body: &str) -> (u16, serde_json::Value) {
@@ -92,7 +58,7 @@ async fn a_signed_checkout_issues_a_license_and_emails_the_key_once() {
     // GIVEN moto with the table, both secrets and a verified sender
     let server = MotoServer::shared();
     let table = moto_support::fresh_table().await;
-    let sdk_config = server.sdk_config().await;
+    let sdk_config = moto_support::sdk_config(server).await;
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk_config);
     let signing_key_id = format!("nls/e2e/{}/signing-key", table.table);
     let webhook_secret_id = format!("nls/e2e/{}/stripe-webhook-secret", table.table);
@@ -116,35 +82,11 @@ async fn a_signed_checkout_issues_a_license_and_emails_the_key_once() {
         aws_sdk_sesv2::Client::new(&sdk_config).create_email_identity().email_identity(SENDER).send().await;
 
     // AND the local Runtime API with the real binary polling it
-    let runtime_port = free_port();
-    let _runtime = ChildGuard(
-        Command::new(find_cargo_lambda())
-            .args([
-                "lambda",
-                "watch",
-                "--only-lambda-apis",
-                "-A",
-                "127.0.0.1",
-                "-P",
-                &runtime_port.to_string(),
-            ])
-            .current_dir(env!("CARGO_MANIFEST_DIR"))
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start cargo lambda watch"),
-    );
-    wait_for_port(runtime_port, "cargo lambda watch");
+    let runtime = LocalRuntimeApi::start(Path::new(env!("CARGO_MANIFEST_DIR")));
     let _function = ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_nls-stripe-webhook"))
-            .env("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{runtime_port}/.rt"))
-            .env("AWS_LAMBDA_FUNCTION_NAME", "_")
-            .env("AWS_LAMBDA_FUNCTION_VERSION", "1")
-            .env("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256")
-            .env("AWS_ENDPOINT_URL", &server.endpoint)
-            .env("AWS_REGION", "us-east-1")
-            .env("AWS_ACCESS_KEY_ID", "test")
-            .env("AWS_SECRET_ACCESS_KEY", "test")
+            .envs(runtime.function_env())
+            .envs(aws_env(&server.endpoint))
             .env_remove("AWS_PROFILE")
             .env("NLS_TABLE_NAME", &table.table)
             .env("NLS_SENDER_ADDRESS", SENDER)
@@ -164,9 +106,9 @@ async fn a_signed_checkout_issues_a_license_and_emails_the_key_once() {
         relabel(fixture("customer.subscription.created"), &tag),
         relabel(fixture("checkout.session.completed"), &tag),
     ];
-    let (status, ack) = deliver(runtime_port, &events[0]);
+    let (status, ack) = deliver(runtime.port, &events[0]);
     assert_eq!((status, &ack["outcome"]), (200, &serde_json::json!("applied")), "{ack}");
-    let (status, ack) = deliver(runtime_port, &events[1]);
+    let (status, ack) = deliver(runtime.port, &events[1]);
     assert_eq!(status, 200, "{ack}");
     assert_eq!(ack["notices_sent"], serde_json::json!(["key_delivery"]), "{ack}");
 
@@ -188,7 +130,7 @@ async fn a_signed_checkout_issues_a_license_and_emails_the_key_once() {
     // WHEN every event is replayed five times
     for event in &events {
         for _ in 0..5 {
-            let (status, ack) = deliver(runtime_port, event);
+            let (status, ack) = deliver(runtime.port, event);
             assert_eq!((status, &ack["outcome"]), (200, &serde_json::json!("duplicate")), "{ack}");
         }
     }
@@ -198,7 +140,7 @@ async fn a_signed_checkout_issues_a_license_and_emails_the_key_once() {
     assert_eq!(after, license);
     assert_eq!(ses_messages_to(server, &customer_email).len(), 1);
     // AND a delivery with a wrong signature is refused with its code
-    let mut stream = TcpStream::connect(("127.0.0.1", runtime_port)).expect("connect");
+    let mut stream = TcpStream::connect(("127.0.0.1", runtime.port)).expect("connect");
     let body = &events[0];
     write!(
         stream,

@@ -1,0 +1,117 @@
+//! cargo-lambda's local Runtime API (`cargo lambda watch --only-lambda-apis`): the real
+//! function binaries poll it as they poll AWS's, and tests reach them through its invoke and
+//! function-URL routes. Found at `$NLS_CARGO_LAMBDA`, else `cargo-lambda` on PATH.
+
+use std::io::{Read, Write as _};
+use std::net::{TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// The function name every test function runs as; the emulator routes by it.
+pub const FUNCTION_NAME: &str = "_";
+/// The emulator's function-URL route (API Gateway payload 2.0 events) to [`FUNCTION_NAME`].
+pub const FUNCTION_URL_PREFIX: &str = "/lambda-url/_";
+
+pub struct LocalRuntimeApi {
+    child: Child,
+    pub port: u16,
+}
+
+fn cargo_lambda() -> PathBuf {
+    if let Some(path) = std::env::var_os("NLS_CARGO_LAMBDA") {
+        return PathBuf::from(path);
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|dir| dir.join("cargo-lambda"))
+        .find(|p| p.is_file())
+        .unwrap_or_else(|| panic!("cargo-lambda not found: run tests/run.sh once, or set NLS_CARGO_LAMBDA"))
+}
+
+impl LocalRuntimeApi {
+    /// Starts the emulator in `package_dir` (a function's crate) and waits until it listens.
+    pub fn start(package_dir: &Path) -> Self {
+        for _attempt in 0..3 {
+            if let Some(runtime) = Self::try_start(package_dir) {
+                return runtime;
+            }
+        }
+        panic!("cargo lambda watch did not start (three attempts)");
+    }
+
+    /// `None` when the emulator exited: the port we picked was taken in the meantime.
+    fn try_start(package_dir: &Path) -> Option<Self> {
+        let port =
+            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("ephemeral port").port();
+        let mut child = Command::new(cargo_lambda())
+            .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
+            .current_dir(package_dir)
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start cargo lambda watch");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while TcpStream::connect(("127.0.0.1", port)).is_err() {
+            if let Ok(Some(_)) = child.try_wait() {
+                return None;
+            }
+            assert!(Instant::now() < deadline, "cargo lambda watch did not listen on {port} within 30 s");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        // Something listens; make sure it is ours and not another test's server on a reused
+        // port (our emulator would then exit on its failed bind).
+        std::thread::sleep(Duration::from_millis(300));
+        if let Ok(Some(_)) = child.try_wait() {
+            return None;
+        }
+        Some(Self { child, port })
+    }
+
+    /// What Lambda sets for a function process, pointed at this emulator.
+    pub fn function_env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt", self.port)),
+            ("AWS_LAMBDA_FUNCTION_NAME", FUNCTION_NAME.to_owned()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "1".to_owned()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
+        ]
+    }
+
+    /// One synchronous Lambda Invoke with `payload`: (status, raw response body).
+    pub fn invoke(&self, payload: &str) -> (u16, String) {
+        let mut stream =
+            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to the runtime emulator");
+        stream.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
+        write!(
+            stream,
+            "POST /2015-03-31/functions/{FUNCTION_NAME}/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n\
+             Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
+            payload.len()
+        )
+        .expect("send");
+        let mut response = Vec::new();
+        stream.read_to_end(&mut response).expect("read");
+        let response = String::from_utf8_lossy(&response);
+        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
+        (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+    }
+}
+
+impl Drop for LocalRuntimeApi {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Kills a function process when the test ends, passing or not.
+pub struct ChildGuard(pub Child);
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
