@@ -13,6 +13,7 @@ pub mod model;
 pub mod ports;
 pub mod receipt;
 pub mod renewals;
+pub mod status_push;
 pub mod validation;
 
 #[cfg(feature = "conformance")]

@@ -334,6 +334,36 @@ pub trait Mailer: Send + Sync {
     async fn send(&self, email: &OutgoingEmail) -> Result<String, MailError>;
 }
 
+/// Why a status push did not reach its targets. The change it reports is already committed:
+/// callers log and count the failure, and the edges' snapshot TTL bounds how long they stay
+/// stale (docs/edge.md).
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// No answer in time, a connection failure or a 5xx: a later push may succeed.
+    #[error("{target} unreachable: {reason}")]
+    Unavailable { target: String, reason: String },
+    /// A 4xx answer (a wrong token, a refused snapshot): the same push will not succeed.
+    #[error("{target} refused the snapshot with HTTP {status}")]
+    Rejected { target: String, status: u16 },
+    #[error("the snapshot could not be encoded: {0}")]
+    Encoding(String),
+    /// A push fans out to several targets and some failed (the others took it).
+    #[error("{} of {total} targets failed: {}", .failures.len(), join_errors(.failures))]
+    Several { total: usize, failures: Vec<PublishError> },
+}
+
+fn join_errors(errors: &[PublishError]) -> String {
+    errors.iter().map(ToString::to_string).collect::<Vec<_>>().join("; ")
+}
+
+/// Where the origin pushes a license's fresh status after a committed change, so that edges
+/// follow within seconds instead of their snapshot TTL (DESIGN §4). Targets are addresses,
+/// never secrets, so errors may name them.
+#[async_trait]
+pub trait StatusPublisher: Send + Sync {
+    async fn publish(&self, snapshot: &StatusSnapshot) -> Result<(), PublishError>;
+}
+
 /// Time, injected so that every boundary can be tested to the second.
 pub trait Clock: Send + Sync {
     fn now(&self) -> Timestamp;

@@ -3,6 +3,7 @@
 // group and is killed as a group.
 
 import { spawn } from 'node:child_process';
+import { createServer } from 'node:net';
 import { appendFileSync, openSync, mkdirSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
@@ -46,6 +47,17 @@ export async function killGroup(child, signal = 'SIGTERM') {
   }
 }
 
+/** A TCP port free right now on 127.0.0.1. */
+export function freePort() {
+  return new Promise((resolve, reject) => {
+    const server = createServer().listen(0, '127.0.0.1', () => {
+      const { port } = server.address();
+      server.close(() => resolve(port));
+    });
+    server.on('error', reject);
+  });
+}
+
 export async function waitFor(what, probe, timeoutMs = 60000, everyMs = 250) {
   const start = Date.now();
   let last;
@@ -85,13 +97,19 @@ export class Origin {
     this.dataDir = join(workDir, 'origin-data');
     this.logFile = join(workDir, 'origin.log');
     this.adminKey = 'edge-e2e-admin-' + randomBytes(16).toString('hex');
+    /** Set to {urls, token} before start() to push status changes to those edges. */
+    this.pushTo = null;
     mkdirSync(this.dataDir, { recursive: true });
   }
 
   async start() {
+    const push = this.pushTo ? this.pushTo.urls.flatMap((url) => ['--edge-push-url', url]) : [];
+    const env = { NLS_BOOTSTRAP_ADMIN_KEY: this.adminKey, RUST_LOG: 'warn' };
+    // The token only ever travels in the environment, as in production.
+    if (this.pushTo) env.NLS_EDGE_PUSH_TOKEN = this.pushTo.token;
     this.child = spawnGroup(
-      [this.bin, 'serve', '--listen', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir, '--snapshot-ttl-ms', '200'],
-      { env: { NLS_BOOTSTRAP_ADMIN_KEY: this.adminKey, RUST_LOG: 'warn' }, logFile: this.logFile },
+      [this.bin, 'serve', '--listen', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir, '--snapshot-ttl-ms', '200', ...push],
+      { env, logFile: this.logFile },
     );
     await waitFor('the origin to be healthy', async () => (await http(this.base, 'GET', '/health')).status === 200, 60000);
   }
@@ -120,6 +138,13 @@ export class Origin {
     return created.secret;
   }
 
+  /** The value of one Prometheus series of the origin's /metrics (0 when absent). */
+  async metric(series) {
+    const { text } = await http(this.base, 'GET', '/metrics');
+    const line = text.split('\n').find((l) => l.startsWith(series + ' '));
+    return line ? Number(line.slice(series.length + 1)) : 0;
+  }
+
   async jwks() {
     return (await http(this.base, 'GET', '/.well-known/jwks.json')).text;
   }
@@ -140,8 +165,11 @@ export class Origin {
  * test-sized bounds, the origin's URL, and the secrets in a generated .dev.vars (never
  * committed). Returns the process (kill it with killGroup).
  */
-export async function startWrangler({ workDir, origin, port, ttlSecs, memoryFreshSecs, wranglerBin, workerMain }) {
-  const serviceToken = await origin.serviceToken();
+export async function startWrangler({
+  workDir, origin, port, ttlSecs, memoryFreshSecs, wranglerBin, workerMain, serviceToken, inspectorPort,
+}) {
+  serviceToken ??= await origin.serviceToken();
+  mkdirSync(workDir, { recursive: true });
   const jwks = await origin.jwks();
   writeFileSync(join(workDir, 'wrangler.toml'), `
 name = "nls-edge-e2e"
@@ -165,7 +193,8 @@ NLS_EDGE_ORIGIN_TIMEOUT_MS = "1500"
   writeFileSync(join(workDir, '.dev.vars'), `NLS_SERVICE_TOKEN="${serviceToken}"\nNLS_JWKS='${jwks}'\n`, { mode: 0o600 });
   const child = spawnGroup(
     [wranglerBin, 'dev', '--config', join(workDir, 'wrangler.toml'), '--ip', '127.0.0.1', '--port', String(port),
-      '--persist-to', join(workDir, 'state'), '--test-scheduled', '--show-interactive-dev-session=false'],
+      '--persist-to', join(workDir, 'state'), '--test-scheduled', '--show-interactive-dev-session=false',
+      ...(inspectorPort ? ['--inspector-port', String(inspectorPort)] : [])],
     {
       cwd: workDir,
       env: { CLOUDFLARE_CF_FETCH_ENABLED: 'false', WRANGLER_SEND_METRICS: 'false', CI: '1' },

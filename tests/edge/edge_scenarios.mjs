@@ -2,7 +2,8 @@
 // workerd via wrangler dev, the Spin component via jco). Each is a node:test subtest; they
 // run in order and share one license.
 //
-// ctx: { edgeBase, origin (harness Origin), ttlSecs, memoryFreshSecs, hostName, log }
+// ctx: { edgeBase, origin (harness Origin), ttlSecs, memoryFreshSecs, hostName, log,
+//        pushEdgeBase (a second edge of the same host that the origin pushes to, TTL 600 s) }
 
 import assert from 'node:assert/strict';
 import { http, sleep, waitFor } from './edge_harness.mjs';
@@ -65,6 +66,40 @@ export function registerScenarios(t, ctx) {
       await ctx.origin.admin('POST', `/v1/licenses/${state.license.id}/reactivate`);
       await waitFor('the edge to answer VALID again', async () => (await validate({ key: state.license.key })).code === 'VALID',
         (ctx.ttlSecs + 10) * 1000, 250);
+    }],
+
+    ['a status push reaches the edge within seconds (that edge\'s snapshot TTL is 600 s)', async () => {
+      // The origin pushes to the second edge only, so the scenario above shows the TTL bound
+      // of a lost push and this one the push. With a 600 s TTL (refresh-ahead at 300 s) only
+      // the push can bring the change; the origin's request metrics prove the edge did not ask.
+      const pushed = async (body) => {
+        const r = await http(ctx.pushEdgeBase(), 'POST', '/v1/licenses/validate', { body });
+        assert.equal(r.status, 200, r.text);
+        return r.json;
+      };
+      const license = await ctx.origin.issueLicense({ max_deployments: 1 });
+      assert.equal((await pushed({ key: license.key })).code, 'VALID');
+      const warm = await pushed({ key: license.key });
+      assert.equal(warm.code, 'VALID');
+      assert.equal(warm.degraded, false);
+      await sleep(500); // the write-behind of the snapshot to KV
+      const snapshotReads = 'nls_http_requests_total{method="GET",route="/v1/internal/snapshots/{id}",status="2xx"}';
+      const pushesOk = 'nls_snapshot_pushes_total{outcome="ok"}';
+      const readsBefore = await ctx.origin.metric(snapshotReads);
+      const pushesBefore = await ctx.origin.metric(pushesOk);
+      assert.ok(readsBefore > 0, `the series exists (the cold validation read the snapshot): ${snapshotReads}`);
+      for (const [action, code] of [['suspend', 'SUSPENDED'], ['reactivate', 'VALID']]) {
+        const at = Date.now();
+        await ctx.origin.admin('POST', `/v1/licenses/${license.id}/${action}`);
+        await waitFor(`the pushed-to edge to answer ${code}`, async () => (await pushed({ key: license.key })).code === code,
+          15000, 100);
+        const followedMs = Date.now() - at;
+        ctx.log(`${ctx.hostName}: ${action} pushed and followed after ${followedMs} ms (TTL there: 600 s)`);
+        assert.ok(followedMs <= 3000, `followed after ${followedMs} ms`);
+      }
+      assert.equal(await ctx.origin.metric(snapshotReads), readsBefore, 'the edge never fetched the snapshot: the push brought it');
+      assert.equal(await ctx.origin.metric(pushesOk), pushesBefore + 2);
+      assert.equal(await ctx.origin.metric('nls_snapshot_pushes_total{outcome="failed"}'), 0);
     }],
 
     ['with the origin stopped: degraded answers, never a 5xx, writes queued', async () => {

@@ -9,21 +9,26 @@ import { test, before, after } from 'node:test';
 import { copyFileSync, mkdirSync } from 'node:fs';
 import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { Origin, http, killGroup, required, spawnGroup, waitFor } from './edge_harness.mjs';
+import { Origin, freePort, http, killGroup, required, spawnGroup, waitFor } from './edge_harness.mjs';
 import { registerScenarios } from './edge_scenarios.mjs';
 
 const TTL_SECS = 8;
+/** The second edge, which the origin pushes to: only a push can refresh it within the test. */
+const PUSH_EDGE_TTL_SECS = 600;
 const here = dirname(fileURLToPath(import.meta.url));
 const workDir = join(required('EDGE_WORK_DIR'), 'spin');
 mkdirSync(workDir, { recursive: true });
 const edgePort = required('EDGE_PORT');
 const origin = new Origin({ bin: required('NLS_BIN'), port: required('ORIGIN_PORT'), workDir });
+const pushEdgePort = await freePort();
 let jco;
+let pushJco;
 let serviceToken;
 
 const ctx = {
   hostName: 'spin (jco)',
   edgeBase: () => `http://127.0.0.1:${edgePort}`,
+  pushEdgeBase: () => `http://127.0.0.1:${pushEdgePort}`,
   origin,
   ttlSecs: TTL_SECS,
   memoryFreshSecs: 1,
@@ -35,37 +40,54 @@ const ctx = {
   },
 };
 
-before(async () => {
-  await origin.start();
-  serviceToken = await origin.serviceToken();
-  const jwks = await origin.jwks();
-  const jcoDir = join(workDir, 'jco');
+/** `jco serve` of the component in `dir` (its own KV file), in front of the origin. */
+async function startJco({ dir, port, token, jwks, ttlSecs }) {
+  const jcoDir = join(dir, 'jco');
   mkdirSync(jcoDir, { recursive: true });
   for (const shim of ['kv-shim.js', 'variables-shim.js', 'instance-imports.js']) copyFileSync(join(here, 'spin_shims', shim), join(jcoDir, shim));
-  jco = spawnGroup(
-    [required('JCO_BIN'), 'serve', required('SPIN_WASM'), '--host', '127.0.0.1', '--port', edgePort,
+  const child = spawnGroup(
+    [required('JCO_BIN'), 'serve', required('SPIN_WASM'), '--host', '127.0.0.1', '--port', String(port),
       '--isolate-requests', 'instance', '--jco-dir', jcoDir, '--jco-import', join(jcoDir, 'instance-imports.js'),
       '--jco-map', 'fermyon:spin/key-value@2.0.0=./kv-shim.js', 'fermyon:spin/variables@2.0.0=./variables-shim.js'],
     {
-      cwd: workDir,
+      cwd: dir,
       env: {
-        NLS_SPIN_KV_FILE: join(workDir, 'kv.json'),
+        NLS_SPIN_KV_FILE: join(dir, 'kv.json'),
         NLS_SPIN_KV_STORES: 'default',
         SPIN_VARIABLE_NLS_ORIGIN_URL: origin.base,
-        SPIN_VARIABLE_NLS_SERVICE_TOKEN: serviceToken,
+        SPIN_VARIABLE_NLS_SERVICE_TOKEN: token,
         SPIN_VARIABLE_NLS_JWKS: jwks,
         SPIN_VARIABLE_NLS_EDGE_MEMORY_FRESH_SECS: '1',
-        SPIN_VARIABLE_NLS_EDGE_SNAPSHOT_TTL_SECS: String(TTL_SECS),
+        SPIN_VARIABLE_NLS_EDGE_SNAPSHOT_TTL_SECS: String(ttlSecs),
         SPIN_VARIABLE_NLS_EDGE_OUTBOX_RETRY_SECS: '2',
       },
-      logFile: join(workDir, 'jco.log'),
+      logFile: join(dir, 'jco.log'),
     },
   );
-  await waitFor('jco serve to answer /health', async () => (await http(ctx.edgeBase(), 'GET', '/health')).status === 200, 180000, 500);
+  const base = `http://127.0.0.1:${port}`;
+  await waitFor(`jco serve on ${port} to answer /health`, async () => (await http(base, 'GET', '/health')).status === 200, 180000, 500);
+  return child;
+}
+
+before(async () => {
+  // The push edge's service token is an origin API key, so the origin starts once to create
+  // the tokens, then again with `--edge-push-url` and the push token in NLS_EDGE_PUSH_TOKEN.
+  await origin.start();
+  serviceToken = await origin.serviceToken();
+  const pushToken = await origin.serviceToken();
+  const jwks = await origin.jwks();
+  await origin.stop();
+  origin.pushTo = { urls: [ctx.pushEdgeBase()], token: pushToken };
+  await origin.start();
+  [jco, pushJco] = await Promise.all([
+    startJco({ dir: workDir, port: edgePort, token: serviceToken, jwks, ttlSecs: TTL_SECS }),
+    startJco({ dir: join(workDir, 'push-edge'), port: pushEdgePort, token: pushToken, jwks, ttlSecs: PUSH_EDGE_TTL_SECS }),
+  ]);
 });
 
 after(async () => {
   await killGroup(jco);
+  await killGroup(pushJco);
   await origin.stop();
 });
 

@@ -7,20 +7,25 @@
 import { test, before, after } from 'node:test';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
-import { Origin, http, killGroup, required, startWrangler } from './edge_harness.mjs';
+import { Origin, freePort, http, killGroup, required, startWrangler } from './edge_harness.mjs';
 import { registerScenarios } from './edge_scenarios.mjs';
 
 const TTL_SECS = 8;
 const MEMORY_FRESH_SECS = 1;
+/** The second edge, which the origin pushes to: only a push can refresh it within the test. */
+const PUSH_EDGE_TTL_SECS = 600;
 const workDir = join(required('EDGE_WORK_DIR'), 'worker');
 mkdirSync(workDir, { recursive: true });
 const edgePort = required('EDGE_PORT');
 const origin = new Origin({ bin: required('NLS_BIN'), port: required('ORIGIN_PORT'), workDir });
+const pushEdgePort = await freePort();
 let wrangler;
+let pushWrangler;
 
 const ctx = {
   hostName: 'worker (workerd)',
   edgeBase: () => `http://127.0.0.1:${edgePort}`,
+  pushEdgeBase: () => `http://127.0.0.1:${pushEdgePort}`,
   origin,
   ttlSecs: TTL_SECS,
   memoryFreshSecs: MEMORY_FRESH_SECS,
@@ -34,15 +39,26 @@ const ctx = {
 };
 
 before(async () => {
+  // The push edge's service token is an origin API key, so the origin starts once to create
+  // it, then again with `--edge-push-url` and the token in NLS_EDGE_PUSH_TOKEN.
   await origin.start();
-  wrangler = await startWrangler({
-    workDir, origin, port: edgePort, ttlSecs: TTL_SECS, memoryFreshSecs: MEMORY_FRESH_SECS,
-    wranglerBin: required('WRANGLER_BIN'), workerMain: required('WORKER_MAIN'),
-  });
+  const pushToken = await origin.serviceToken();
+  await origin.stop();
+  origin.pushTo = { urls: [ctx.pushEdgeBase()], token: pushToken };
+  await origin.start();
+  const common = { origin, memoryFreshSecs: MEMORY_FRESH_SECS, wranglerBin: required('WRANGLER_BIN'), workerMain: required('WORKER_MAIN') };
+  [wrangler, pushWrangler] = await Promise.all([
+    startWrangler({ ...common, workDir, port: edgePort, ttlSecs: TTL_SECS }),
+    startWrangler({
+      ...common, workDir: join(workDir, 'push-edge'), port: pushEdgePort, ttlSecs: PUSH_EDGE_TTL_SECS,
+      serviceToken: pushToken, inspectorPort: await freePort(),
+    }),
+  ]);
 });
 
 after(async () => {
   await killGroup(wrangler);
+  await killGroup(pushWrangler);
   await origin.stop();
 });
 

@@ -1,11 +1,13 @@
 //! AWS adapters for the NLS core ports: the DynamoDB store ([`DynamoStore`]) and the SES
-//! mailer ([`SesMailer`]). Only this crate (and the Lambda crates) know the AWS SDK.
+//! mailer ([`SesMailer`]), plus what every Lambda sets up at init (logging, secrets). Only
+//! this crate (and the Lambda crates) know the AWS SDK.
 
 pub mod client_setup;
 pub mod dynamo_store;
 pub mod item_mapping;
 pub mod lambda_logging;
 pub mod request_counter;
+pub mod secrets;
 pub mod ses_mailer;
 mod store_errors;
 pub mod table_keys;

@@ -828,18 +828,32 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         if snapshot.license.id != license_id {
             return Err(EdgeResponse::error(400, "invalid_request", "the snapshot is for another license"));
         }
+        let no_content = EdgeResponse {
+            status: 204,
+            body: String::new(),
+            content_type: "application/json",
+            headers: Vec::new(),
+        };
+        // Two changes close together may push out of order. A license's version only grows,
+        // so an older snapshot never replaces a newer one (it is acknowledged and dropped).
+        let pushed_version = snapshot.license.version;
+        let newer_in_memory =
+            self.state.memory.get(&license_id).is_some_and(|e| e.snapshot().license.version > pushed_version);
+        let newer_in_kv = match self.kv.get(&snapshot_key(&license_id)).await {
+            Ok(Some(text)) => serde_json::from_str::<KvSnapshotRecord>(&text)
+                .is_ok_and(|known| known.snapshot.license.version > pushed_version),
+            _ => false,
+        };
+        if newer_in_memory || newer_in_kv {
+            return Ok(no_content);
+        }
         let record = KvSnapshotRecord { fetched_at: snapshot.as_of.min(now), snapshot };
         self.state.memory.remove(&license_id);
         self.state.memory.put(record.clone(), now);
         self.store_snapshot(&record)
             .await
             .map_err(|e| EdgeResponse::error(503, "unavailable", e.to_string()))?;
-        Ok(EdgeResponse {
-            status: 204,
-            body: String::new(),
-            content_type: "application/json",
-            headers: Vec::new(),
-        })
+        Ok(no_content)
     }
 
     // ---------------------------------------------------------------------------------------

@@ -425,6 +425,29 @@ fn a_pushed_snapshot_is_followed_at_once_and_pushes_need_the_service_token() {
 }
 
 #[test]
+fn an_older_snapshot_pushed_late_does_not_roll_the_status_back() {
+    run(async {
+        let mut w = World::new(None).await;
+        let active = w.origin.0.store.license_snapshot(&w.license.id, w.now).await.unwrap().unwrap();
+        w.set_status(LifecycleEvent::Suspend).await;
+        let suspended = w.origin.0.store.license_snapshot(&w.license.id, w.now).await.unwrap().unwrap();
+        assert!(suspended.license.version > active.license.version);
+        let path = format!("/v1/internal/snapshots/{}", w.license.id);
+        let bearer = vec![("authorization".to_owned(), format!("Bearer {TOKEN}"))];
+
+        // The suspension's push arrives first, the earlier state's push after it.
+        for snapshot in [&suspended, &active] {
+            let body = serde_json::to_value(snapshot).unwrap();
+            let (status, ..) = w.send_only("PUT", &path, body, bearer.clone()).await;
+            assert_eq!(status, 204);
+        }
+        assert_eq!(w.validate(None).await["code"], "SUSPENDED");
+        let kv_text = w.kv.0.map.borrow().get(&format!("snap/{}", w.license.id)).cloned().unwrap();
+        assert!(kv_text.contains("\"suspended\""), "KV keeps the newer snapshot: {kv_text}");
+    });
+}
+
+#[test]
 fn with_the_origin_down_a_known_license_validates_degraded_never_5xx() {
     run(async {
         // GIVEN an edge that knows the license, and an origin that went away

@@ -1,10 +1,11 @@
 //! The function's configuration: read from the environment once, at init. A missing or bad
 //! value fails init with a message naming the variable. No secret lives here: the signing
-//! key is fetched from Secrets Manager by id.
+//! key and the edges' push token are fetched from Secrets Manager by id.
 
 use chrono::Duration;
 use nls_core::http::HttpConfig;
 use nls_core::http::rate_limit::RateLimit;
+use nls_edge_push::{EdgePushSettings, SettingsError};
 
 pub const TABLE_NAME_VAR: &str = "NLS_TABLE_NAME";
 pub const SIGNING_KEY_SECRET_VAR: &str = "NLS_SIGNING_KEY_SECRET_ID";
@@ -30,6 +31,8 @@ pub enum ConfigError {
     Missing { name: &'static str },
     #[error("{name}={value:?} is invalid: {reason}")]
     Invalid { name: &'static str, value: String, reason: &'static str },
+    #[error(transparent)]
+    EdgePush(#[from] SettingsError),
 }
 
 #[derive(Debug, Clone)]
@@ -38,6 +41,8 @@ pub struct ApiConfig {
     /// Secrets Manager id (name or ARN) of the private Ed25519 JWK.
     pub signing_key_secret_id: String,
     pub http: HttpConfig,
+    /// Where status changes are pushed; `None` without `NLS_EDGE_PUSH_URLS`.
+    pub edge_push: Option<EdgePushSettings>,
 }
 
 fn required(lookup: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<String, ConfigError> {
@@ -137,6 +142,7 @@ impl ApiConfig {
             table_name: required(&lookup, TABLE_NAME_VAR)?,
             signing_key_secret_id: required(&lookup, SIGNING_KEY_SECRET_VAR)?,
             http,
+            edge_push: EdgePushSettings::from_lookup(&lookup)?,
         })
     }
 }
@@ -181,6 +187,10 @@ mod tests {
             }),
         );
         check(&[base[0], base[1], (BOOTSTRAP_KEY_SHA256_VAR, &"ab".repeat(32))], Ok(()));
+        check(
+            &[base[0], base[1], ("NLS_EDGE_PUSH_URLS", "https://edge.example")],
+            Err(ConfigError::EdgePush(SettingsError::NoTokenSecret)),
+        );
         let err = ConfigError::Missing { name: TABLE_NAME_VAR }.to_string();
         assert!(err.contains("NLS_TABLE_NAME"), "{err}");
     }

@@ -3,7 +3,6 @@
 //! testable without AWS.
 
 pub mod api_config;
-pub mod signing_key_secret;
 
 use std::net::IpAddr;
 

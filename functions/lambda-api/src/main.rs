@@ -1,15 +1,17 @@
 //! `nls-api`: set up logging, parse the config, build the AWS clients and fetch the signing
-//! key once at init, then serve every invocation with the core's router.
+//! key (and the edges' push token, when configured) once at init, then serve every
+//! invocation with the core's router.
 
 use std::sync::Arc;
 
+use nls_aws::secrets::{fetch_secret_string, fetch_signing_key};
 use nls_aws::{ClientTuning, DynamoStore, dynamodb_client, load_sdk_config};
 use nls_core::http::{AppDeps, AppState};
 use nls_core::key_ring::KeyRing;
 use nls_core::ports::SystemClock;
+use nls_edge_push::HttpStatusPublisher;
 use nls_lambda_api::api_app;
 use nls_lambda_api::api_config::ApiConfig;
-use nls_lambda_api::signing_key_secret::fetch_signing_key;
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -18,9 +20,16 @@ async fn main() -> Result<(), lambda_http::Error> {
     let sdk_config = load_sdk_config().await;
     let dynamodb = dynamodb_client(&sdk_config, &ClientTuning::default(), None);
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk_config);
-    let signer = fetch_signing_key(&secrets, &config.signing_key_secret_id)
-        .await
-        .inspect_err(|e| tracing::error!(error = %e, "no signing key"))?;
+    let push_token = async {
+        match &config.edge_push {
+            Some(push) => fetch_secret_string(&secrets, &push.token_secret_id).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (signer, push_token) =
+        tokio::join!(fetch_signing_key(&secrets, &config.signing_key_secret_id), push_token);
+    let signer = signer.inspect_err(|e| tracing::error!(error = %e, "no signing key"))?;
+    let push_token = push_token.inspect_err(|e| tracing::error!(error = %e, "no edge push token"))?;
     let kid = signer.kid.clone();
     let key_ring = KeyRing::with_signer(signer, Vec::new())?;
     let state = AppState::new(AppDeps {
@@ -29,6 +38,16 @@ async fn main() -> Result<(), lambda_http::Error> {
         clock: Arc::new(SystemClock),
         config: config.http,
     });
+    let state = match (&config.edge_push, push_token) {
+        (Some(push), Some(token)) => {
+            let publisher = HttpStatusPublisher::new(&push.urls, &token)
+                .inspect_err(|e| tracing::error!(error = %e, "edge push set-up failed"))?;
+            // The URLs only: the token is never logged.
+            tracing::info!(edges = ?push.urls, "pushing status changes to the edges");
+            state.with_status_publisher(Arc::new(publisher))
+        }
+        _ => state,
+    };
     tracing::info!(table = %config.table_name, kid = %kid, "nls-api ready");
     lambda_http::run(api_app(state)).await
 }

@@ -5,6 +5,10 @@
 //! Status mapping (the core decides, see [`WebhookError`]): a bad signature or payload is a
 //! 400 that Stripe does not retry usefully; a store or mail outage is a 503 so Stripe retries
 //! the delivery (the core makes replays harmless).
+//!
+//! With a [`StatusPublisher`] ([`webhook_app_pushing`]), a handled event's license snapshot is
+//! pushed to the edges after the commit, as the API's router does (payment failure → past due
+//! reaches the edges in seconds). A failed push is logged and never fails the delivery.
 
 pub mod secret_values;
 pub mod webhook_config;
@@ -18,11 +22,13 @@ use axum::extract::{DefaultBodyLimit, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::post;
+use nls_core::billing::WebhookOutcome;
 use nls_core::billing::{
     BillingDeps, BillingPolicy, PlanCatalogue, WebhookAck, WebhookError, handle_stripe_webhook,
 };
 use nls_core::key_ring::KeyRing;
-use nls_core::ports::{Clock, Mailer, Store};
+use nls_core::ports::{Clock, Mailer, StatusPublisher, Store};
+use nls_core::status_push::push_license_status;
 
 pub use secret_values::WebhookSecret;
 
@@ -58,11 +64,22 @@ impl WebhookState {
 
 /// `POST /v1/webhooks/stripe`; every other path is a JSON 404.
 pub fn webhook_app(state: WebhookState) -> Router {
+    webhook_app_pushing(state, None)
+}
+
+/// [`webhook_app`] that also pushes each handled event's license status to `publisher`.
+pub fn webhook_app_pushing(state: WebhookState, publisher: Option<Arc<dyn StatusPublisher>>) -> Router {
     Router::new()
         .route(WEBHOOK_PATH, post(stripe_webhook))
         .layer(DefaultBodyLimit::max(MAX_BODY_BYTES))
         .fallback(not_found)
-        .with_state(Arc::new(state))
+        .with_state(Arc::new(Host { state, publisher }))
+}
+
+/// What the handler reaches: the state, and the optional status push.
+struct Host {
+    state: WebhookState,
+    publisher: Option<Arc<dyn StatusPublisher>>,
 }
 
 fn error_response(status: StatusCode, code: &str, message: &str) -> Response {
@@ -75,7 +92,7 @@ async fn not_found() -> Response {
 }
 
 async fn stripe_webhook(
-    State(state): State<Arc<WebhookState>>,
+    State(host): State<Arc<Host>>,
     headers: HeaderMap,
     // The raw bytes: the signature covers them exactly, so no JSON extractor may touch them.
     body: Result<Bytes, BytesRejection>,
@@ -90,9 +107,19 @@ async fn stripe_webhook(
     // A header that is not visible ASCII cannot be a valid signature: passed on as empty, it
     // is refused as malformed rather than as missing.
     let signature = headers.get(SIGNATURE_HEADER).map(|value| value.to_str().unwrap_or(""));
+    let state = &host.state;
     match handle_stripe_webhook(&state.billing_deps(), signature, &body).await {
         Ok(ack) => {
             log_ack(&ack);
+            // A duplicate pushes too: the first delivery's push may have been lost.
+            let pushed = ack.license_id.as_deref().filter(|_| ack.outcome != WebhookOutcome::Ignored);
+            if let (Some(publisher), Some(license_id)) = (&host.publisher, pushed) {
+                let now = state.clock.now();
+                let store = state.store.as_ref();
+                if let Err(e) = push_license_status(store, publisher.as_ref(), license_id, now).await {
+                    tracing::warn!(license_id, error = %e, "status push to the edges failed; their snapshot TTL bounds the staleness");
+                }
+            }
             (StatusCode::OK, axum::Json(ack)).into_response()
         }
         Err(error) => webhook_error_response(&error),

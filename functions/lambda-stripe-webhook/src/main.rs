@@ -1,14 +1,18 @@
 //! `nls-stripe-webhook`: set up logging, parse the config, build the AWS clients and fetch
-//! the secrets once at init, then serve every delivery with the core's webhook handler.
+//! the secrets once at init, then serve every delivery with the core's webhook handler (and
+//! push the license's new status to the edges when `NLS_EDGE_PUSH_URLS` is set).
 
 use std::sync::Arc;
 
+use nls_aws::secrets::{fetch_secret_string, fetch_signing_key};
 use nls_aws::{ClientTuning, DynamoStore, SesMailer, dynamodb_client, load_sdk_config, sesv2_client};
 use nls_core::key_ring::KeyRing;
+use nls_core::ports::StatusPublisher;
 use nls_core::ports::SystemClock;
-use nls_lambda_stripe_webhook::secret_values::{fetch_signing_key, fetch_webhook_secret};
+use nls_edge_push::HttpStatusPublisher;
+use nls_lambda_stripe_webhook::secret_values::fetch_webhook_secret;
 use nls_lambda_stripe_webhook::webhook_config::WebhookConfig;
-use nls_lambda_stripe_webhook::{WebhookState, webhook_app};
+use nls_lambda_stripe_webhook::{WebhookState, webhook_app_pushing};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_http::Error> {
@@ -18,11 +22,28 @@ async fn main() -> Result<(), lambda_http::Error> {
     let sdk_config = load_sdk_config().await;
     let tuning = ClientTuning::default();
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk_config);
-    let (signer, webhook_secret) = tokio::try_join!(
+    let push_token = async {
+        match &config.edge_push {
+            Some(push) => fetch_secret_string(&secrets, &push.token_secret_id).await.map(Some),
+            None => Ok(None),
+        }
+    };
+    let (signer, webhook_secret, push_token) = tokio::try_join!(
         fetch_signing_key(&secrets, &config.signing_key_secret_id),
         fetch_webhook_secret(&secrets, &config.webhook_secret_id),
+        push_token,
     )
     .inspect_err(|e| tracing::error!(error = %e, "a secret is unavailable"))?;
+    let publisher: Option<Arc<dyn StatusPublisher>> = match (&config.edge_push, push_token) {
+        (Some(push), Some(token)) => {
+            let publisher = HttpStatusPublisher::new(&push.urls, &token)
+                .inspect_err(|e| tracing::error!(error = %e, "edge push set-up failed"))?;
+            // The URLs only: the token is never logged.
+            tracing::info!(edges = ?push.urls, "pushing status changes to the edges");
+            Some(Arc::new(publisher))
+        }
+        _ => None,
+    };
     let kid = signer.kid.clone();
     let state = WebhookState {
         store: Arc::new(DynamoStore::new(dynamodb_client(&sdk_config, &tuning, None), &config.table_name)),
@@ -34,5 +55,5 @@ async fn main() -> Result<(), lambda_http::Error> {
         policy: config.policy,
     };
     tracing::info!(table = %config.table_name, kid = %kid, "nls-stripe-webhook ready");
-    lambda_http::run(webhook_app(state)).await
+    lambda_http::run(webhook_app_pushing(state, publisher)).await
 }

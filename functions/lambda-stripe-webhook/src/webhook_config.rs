@@ -1,9 +1,10 @@
 //! The function's configuration: read from the environment once, at init. A missing or bad
 //! value fails init with a message naming the variable. No secret lives here: the webhook
-//! secret and the signing key are fetched from Secrets Manager by id.
+//! secret, the signing key and the edges' push token are fetched from Secrets Manager by id.
 
 use chrono::Duration;
 use nls_core::billing::{BillingPolicy, PlanCatalogue};
+use nls_edge_push::{EdgePushSettings, SettingsError};
 
 pub const TABLE_NAME_VAR: &str = "NLS_TABLE_NAME";
 pub const SENDER_ADDRESS_VAR: &str = "NLS_SENDER_ADDRESS";
@@ -25,6 +26,8 @@ pub enum ConfigError {
     NoPlans,
     #[error("{name} is invalid: {reason}")]
     Invalid { name: &'static str, reason: String },
+    #[error(transparent)]
+    EdgePush(#[from] SettingsError),
 }
 
 #[derive(Debug, Clone)]
@@ -35,6 +38,8 @@ pub struct WebhookConfig {
     pub webhook_secret_id: String,
     pub plans: PlanCatalogue,
     pub policy: BillingPolicy,
+    /// Where status changes are pushed; `None` without `NLS_EDGE_PUSH_URLS`.
+    pub edge_push: Option<EdgePushSettings>,
 }
 
 fn required(lookup: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<String, ConfigError> {
@@ -100,6 +105,7 @@ impl WebhookConfig {
                 signature_tolerance: tolerance(&lookup, defaults.signature_tolerance)?,
                 ..defaults
             },
+            edge_push: EdgePushSettings::from_lookup(&lookup)?,
         })
     }
 }
@@ -164,6 +170,10 @@ mod tests {
                 name: TOLERANCE_SECS_VAR,
                 reason: "\"soon\" is not a positive whole number of seconds".into(),
             }),
+        );
+        check(
+            &with(&[(PLANS_VAR, PLANS), ("NLS_EDGE_PUSH_URLS", "https://edge.example")]),
+            Err(ConfigError::EdgePush(SettingsError::NoTokenSecret)),
         );
         assert!(ConfigError::Missing { name: TABLE_NAME_VAR }.to_string().contains("NLS_TABLE_NAME"));
     }

@@ -1,7 +1,7 @@
 //! Admin: licenses. Reads need `read`, changes `write`. Every status change goes through
 //! `issuing::apply_event` (the lifecycle table), every change is one conditional write on the
-//! license version with its audit entry in the same commit, and this process's cached
-//! snapshot of the license is dropped right after.
+//! license version with its audit entry in the same commit; right after, this process's cached
+//! snapshot of the license is dropped and the fresh one is pushed to the edges.
 
 use axum::Json;
 use axum::extract::{Path, State};
@@ -154,7 +154,7 @@ async fn commit_change(
         audit(caller, action, target(&before.id), Some(&before_view), Some(&after_view), after.updated_at);
     let write = Write::UpdateLicense { license: after, expected_version: before.version };
     state.store().commit(None, vec![write, entry]).await?;
-    state.invalidate_license(&before.id);
+    state.license_changed(&before.id).await;
     Ok(after_view)
 }
 

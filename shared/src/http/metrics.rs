@@ -33,6 +33,8 @@ pub struct Metrics {
     hourly: [(AtomicI64, AtomicU64); 24],
     pub snapshot_hits: AtomicU64,
     pub snapshot_misses: AtomicU64,
+    snapshot_pushes_ok: AtomicU64,
+    snapshot_pushes_failed: AtomicU64,
 }
 
 impl Metrics {
@@ -49,6 +51,8 @@ impl Metrics {
             hourly: std::array::from_fn(|_| (AtomicI64::new(-1), AtomicU64::new(0))),
             snapshot_hits: AtomicU64::new(0),
             snapshot_misses: AtomicU64::new(0),
+            snapshot_pushes_ok: AtomicU64::new(0),
+            snapshot_pushes_failed: AtomicU64::new(0),
         }
     }
 
@@ -82,6 +86,17 @@ impl Metrics {
             count.store(0, Relaxed);
         }
         count.fetch_add(1, Relaxed);
+    }
+
+    /// One status push to the edges after a committed change (see `AppState::license_changed`).
+    pub fn record_snapshot_push(&self, ok: bool) {
+        let counter = if ok { &self.snapshot_pushes_ok } else { &self.snapshot_pushes_failed };
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// (pushed, failed) status pushes so far.
+    pub fn snapshot_pushes(&self) -> (u64, u64) {
+        (self.snapshot_pushes_ok.load(Relaxed), self.snapshot_pushes_failed.load(Relaxed))
     }
 
     pub fn validations_by_code(&self) -> impl Iterator<Item = (&'static str, u64)> + '_ {
@@ -147,6 +162,13 @@ impl Metrics {
         for (code, n) in self.validations_by_code() {
             let _ = writeln!(out, "nls_validations_total{{code=\"{code}\"}} {n}");
         }
+        out.push_str(
+            "# HELP nls_snapshot_pushes_total Status pushes to the edges after a change, by outcome.\n",
+        );
+        out.push_str("# TYPE nls_snapshot_pushes_total counter\n");
+        let (ok, failed) = self.snapshot_pushes();
+        let _ = writeln!(out, "nls_snapshot_pushes_total{{outcome=\"ok\"}} {ok}");
+        let _ = writeln!(out, "nls_snapshot_pushes_total{{outcome=\"failed\"}} {failed}");
         let counters = [
             (
                 "nls_snapshot_cache_hits_total",

@@ -40,7 +40,8 @@ use chrono::Duration;
 
 use crate::key_ring::KeyRing;
 use crate::model::{Scope, Timestamp};
-use crate::ports::{ActivationPolicy, Clock, Store, StoreResult};
+use crate::ports::{ActivationPolicy, Clock, StatusPublisher, Store, StoreResult};
+use crate::status_push::push_license_status;
 use crate::validation::Verifier;
 
 use self::app_error::{AppError, DEFAULT_BODY_LIMIT};
@@ -135,6 +136,9 @@ pub struct AppDeps {
 #[derive(Clone)]
 pub struct AppState {
     inner: Arc<Services>,
+    /// Set by [`AppState::with_status_publisher`]; outside `Services` so existing
+    /// constructors keep working.
+    publisher: Option<Arc<dyn StatusPublisher>>,
 }
 
 struct Services {
@@ -181,7 +185,14 @@ impl AppState {
             config,
             metrics,
         };
-        Self { inner: Arc::new(inner) }
+        Self { inner: Arc::new(inner), publisher: None }
+    }
+
+    /// Pushes every committed license change an edge's snapshot reflects to `publisher`
+    /// (docs/edge.md, propagation bound).
+    pub fn with_status_publisher(mut self, publisher: Arc<dyn StatusPublisher>) -> Self {
+        self.publisher = Some(publisher);
+        self
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -224,6 +235,25 @@ impl AppState {
     /// Drops this process's cached view of a license after it changed.
     pub fn invalidate_license(&self, license_id: &str) {
         self.inner.snapshots.invalidate(license_id);
+    }
+
+    /// After a committed status or terms change (admin or billing): drops the cached view and
+    /// pushes the fresh snapshot to the edges. Never fails: the change is committed, so a lost
+    /// push is logged and counted, and the edges' snapshot TTL bounds it. Customer traffic
+    /// (activations, usage) only invalidates: the edge forwarded it and refreshes on its own,
+    /// and a push per request would spend KV writes.
+    pub async fn license_changed(&self, license_id: &str) {
+        self.invalidate_license(license_id);
+        let Some(publisher) = &self.publisher else { return };
+        let metrics = &self.inner.metrics;
+        match push_license_status(&*self.inner.store, &**publisher, license_id, self.now()).await {
+            Ok(true) => metrics.record_snapshot_push(true),
+            Ok(false) => {}
+            Err(e) => {
+                metrics.record_snapshot_push(false);
+                tracing::warn!(license_id, error = %e, "status push to the edges failed; their snapshot TTL bounds the staleness");
+            }
+        }
     }
 
     /// The scope a route needs, checked as soon as the caller is known (before the body is

@@ -513,3 +513,155 @@ async fn silent_deployments_release_their_seat_after_the_lease_and_heartbeats_ke
         (StatusCode::CONFLICT, Some("deployment_not_active"))
     );
 }
+
+/// An in-memory [`StatusPublisher`]: keeps every snapshot it was handed, or fails them all.
+#[derive(Default)]
+struct RecordingPublisher {
+    pushed: std::sync::Mutex<Vec<StatusSnapshot>>,
+    failing: std::sync::atomic::AtomicBool,
+}
+
+impl RecordingPublisher {
+    fn statuses(&self) -> Vec<&'static str> {
+        self.pushed.lock().unwrap().iter().map(|s| s.license.status.as_str()).collect()
+    }
+    fn last(&self) -> StatusSnapshot {
+        self.pushed.lock().unwrap().last().cloned().expect("something was pushed")
+    }
+}
+
+#[async_trait]
+impl StatusPublisher for RecordingPublisher {
+    async fn publish(&self, snapshot: &StatusSnapshot) -> Result<(), PublishError> {
+        if self.failing.load(Ordering::SeqCst) {
+            return Err(PublishError::Unavailable {
+                target: "http://edge.test".into(),
+                reason: "down".into(),
+            });
+        }
+        self.pushed.lock().unwrap().push(snapshot.clone());
+        Ok(())
+    }
+}
+
+/// A harness whose state pushes to `publisher` and accepts Stripe webhooks.
+fn pushing_harness(publisher: Arc<RecordingPublisher>) -> Harness {
+    let h = harness();
+    let billing = webhook_routes::BillingSetup {
+        mailer: Arc::new(crate::billing::scenarios::RecordingMailer::new()),
+        plans: crate::billing::PlanCatalogue::parse(crate::billing::scenarios::fixture("plans")).unwrap(),
+        webhook_secret: crate::billing::scenarios::WEBHOOK_SECRET.to_vec(),
+        policy: crate::billing::BillingPolicy::default(),
+    };
+    let deps = AppDeps {
+        store: h.store.clone(),
+        key_ring: h.ring.clone(),
+        clock: h.clock.clone(),
+        config: HttpConfig::default().with_bootstrap_admin_key(BOOTSTRAP),
+    };
+    let state = AppState::with_billing(deps, billing).with_status_publisher(publisher);
+    Harness { app: router(state.clone()), state, ..h }
+}
+
+impl Harness {
+    async fn metrics_text(&self) -> String {
+        let response =
+            self.app.clone().oneshot(Request::get("/metrics").body(Body::empty()).unwrap()).await.unwrap();
+        String::from_utf8(axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap().to_vec())
+            .unwrap()
+    }
+
+    async fn deliver_stripe(&self, fixture: &str) -> Value {
+        let body = crate::billing::scenarios::fixture(fixture);
+        let signature = crate::billing::stripe_signature::sign_stripe_payload(
+            crate::billing::scenarios::WEBHOOK_SECRET,
+            self.clock.now().timestamp(),
+            body.as_bytes(),
+        );
+        let req = Request::post("/v1/webhooks/stripe")
+            .header("stripe-signature", signature)
+            .body(Body::from(body))
+            .unwrap();
+        let response = self.app.clone().oneshot(req).await.unwrap();
+        assert_eq!(response.status(), StatusCode::OK, "{fixture}");
+        serde_json::from_slice(&axum::body::to_bytes(response.into_body(), usize::MAX).await.unwrap())
+            .unwrap()
+    }
+}
+
+#[tokio::test]
+async fn admin_changes_push_the_fresh_snapshot_and_customer_traffic_does_not() {
+    let publisher = Arc::new(RecordingPublisher::default());
+    let h = pushing_harness(publisher.clone());
+    let (id, key) = h.license(json!({"max_deployments": 3})).await;
+    h.validate(json!({"key": key, "deployment_id": "d1"})).await;
+    let usage = json!({"key": key, "deployment_id": "d1", "batch_id": "b1",
+        "records": [{"metric": "seats", "value": 2, "at": h.clock.now()}]});
+    assert_eq!(h.call("POST", "/v1/usage", None, Some(usage)).await.0, StatusCode::ACCEPTED);
+    assert!(publisher.statuses().is_empty(), "creation, activation and usage push nothing");
+
+    let path = format!("/v1/licenses/{id}");
+    h.admin("POST", &format!("{path}/suspend"), None).await;
+    let suspended = publisher.last();
+    assert_eq!(
+        (suspended.license.id.as_str(), suspended.license.status.as_str()),
+        (id.as_str(), "suspended")
+    );
+    assert_eq!(
+        suspended.live_deployments,
+        vec!["d1".to_owned()],
+        "the whole snapshot, as the GET route reads it"
+    );
+    assert_eq!(suspended.month_usage.get("seats"), Some(&2));
+    assert_eq!(suspended.as_of, h.clock.now());
+
+    h.admin("POST", &format!("{path}/reactivate"), None).await;
+    h.admin("PATCH", &path, Some(json!({"features": ["sso"]}))).await;
+    assert_eq!(publisher.last().license.features, vec!["sso".to_owned()]);
+    h.admin("PATCH", &path, Some(json!({"features": ["sso"]}))).await;
+    let renew_to = h.clock.now() + Duration::days(400);
+    h.admin("POST", &format!("{path}/renew"), Some(json!({"expires_at": renew_to}))).await;
+    assert_eq!(publisher.last().license.expires_at, Some(renew_to));
+    h.admin("DELETE", &path, None).await;
+    assert_eq!(
+        publisher.statuses(),
+        vec!["suspended", "active", "active", "active", "revoked"],
+        "one push per committed change; the no-op PATCH pushes nothing"
+    );
+    assert!(h.metrics_text().await.contains("nls_snapshot_pushes_total{outcome=\"ok\"} 5"));
+}
+
+#[tokio::test]
+async fn a_failed_push_does_not_fail_the_change_and_is_counted() {
+    let publisher = Arc::new(RecordingPublisher::default());
+    publisher.failing.store(true, Ordering::SeqCst);
+    let h = pushing_harness(publisher.clone());
+    let (id, key) = h.license(json!({})).await;
+    let answer = h.admin("POST", &format!("/v1/licenses/{id}/suspend"), None).await;
+    assert_eq!(answer["license"]["status"], "suspended");
+    assert_eq!(h.validate(json!({"key": key})).await["code"], "SUSPENDED", "the change is committed");
+    let text = h.metrics_text().await;
+    assert!(text.contains("nls_snapshot_pushes_total{outcome=\"failed\"} 1"), "{text}");
+    assert!(text.contains("nls_snapshot_pushes_total{outcome=\"ok\"} 0"), "{text}");
+}
+
+#[tokio::test]
+async fn stripe_lifecycle_transitions_are_pushed() {
+    let publisher = Arc::new(RecordingPublisher::default());
+    let h = pushing_harness(publisher.clone());
+    h.clock.set(crate::billing::scenarios::at("2026-11-01T00:00:30Z"));
+    for fixture in &crate::billing::scenarios::LAPSING_HISTORY[..4] {
+        h.deliver_stripe(fixture).await;
+    }
+    let before = publisher.statuses().len();
+    let ack = h.deliver_stripe("invoice.payment_failed").await;
+    let pushed = publisher.last();
+    assert_eq!(Some(pushed.license.id.as_str()), ack["license_id"].as_str());
+    assert_eq!(pushed.license.status.as_str(), "past_due");
+    assert!(pushed.license.grace_ends_at.is_some(), "the edge gets the grace end with the status");
+    h.deliver_stripe("customer.subscription.updated.unpaid").await;
+    assert_eq!(publisher.last().license.status.as_str(), "suspended");
+    assert_eq!(publisher.statuses().len(), before + 2);
+    h.deliver_stripe("customer.created").await;
+    assert_eq!(publisher.statuses().len(), before + 2, "an ignored event pushes nothing");
+}

@@ -8,7 +8,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 
-use crate::billing::{BillingDeps, BillingPolicy, PlanCatalogue, handle_stripe_webhook};
+use crate::billing::{BillingDeps, BillingPolicy, PlanCatalogue, WebhookOutcome, handle_stripe_webhook};
 use crate::http::AppState;
 use crate::http::app_error::AppError;
 use crate::http::wire::{ErrorBody, ErrorDetail};
@@ -46,8 +46,11 @@ pub async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, b
             for warning in &ack.warnings {
                 tracing::warn!(event_id = %ack.event_id, event_type = %ack.event_type, "{warning}");
             }
-            if let Some(license_id) = &ack.license_id {
-                state.snapshots().invalidate(license_id);
+            match (&ack.license_id, ack.outcome) {
+                (Some(license_id), WebhookOutcome::Ignored) => state.invalidate_license(license_id),
+                // A duplicate pushes too: the first delivery's push may have been lost.
+                (Some(license_id), _) => state.license_changed(license_id).await,
+                (None, _) => {}
             }
             axum::Json(ack).into_response()
         }

@@ -26,6 +26,7 @@ use nls_core::renewals::{RenewalsConfig, run_renewals};
 use crate::outbox_mailer::OutboxMailer;
 use nls_core::key_ring::{JwkError, KeyRing};
 use nls_core::ports::{Store, StoreError, SystemClock};
+use nls_edge_push::HttpStatusPublisher;
 use nls_sqlite_store::SqliteStore;
 
 pub use self::logging::LogFormat;
@@ -90,6 +91,11 @@ pub struct ServeArgs {
     /// 0 turns it off, e.g. when an external scheduler runs `nls renewals run`.
     #[arg(long, value_name = "SECONDS", default_value_t = 86_400)]
     pub renewals_every_secs: u64,
+    /// An edge (Worker or Spin) to push each license status change to, as
+    /// `PUT <URL>/v1/internal/snapshots/{id}` (repeatable). The edges' service token comes
+    /// from `NLS_EDGE_PUSH_TOKEN` only: it is a secret, so never a flag.
+    #[arg(long = "edge-push-url", value_name = "URL")]
+    pub edge_push_urls: Vec<String>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -99,6 +105,7 @@ pub enum MailerKind {
 }
 
 pub const STRIPE_SECRET_VAR: &str = "NLS_STRIPE_WEBHOOK_SECRET";
+pub const EDGE_PUSH_TOKEN_VAR: &str = "NLS_EDGE_PUSH_TOKEN";
 pub const PLANS_FILE_VAR: &str = "NLS_PLANS_FILE";
 const RENEWALS_FIRST_RUN_AFTER: StdDuration = StdDuration::from_secs(60);
 
@@ -130,6 +137,24 @@ pub enum ServeError {
     Plans { path: PathBuf, reason: String },
     #[error("{STRIPE_SECRET_VAR} is not valid UTF-8")]
     StripeSecretNotUnicode,
+    #[error(
+        "--edge-push-url needs the edges' service token in {EDGE_PUSH_TOKEN_VAR} (set, non-empty, UTF-8)"
+    )]
+    EdgePushTokenMissing,
+    #[error("--edge-push-url: {0}")]
+    EdgePush(#[from] nls_edge_push::SetupError),
+}
+
+/// The status push to the edges, when `--edge-push-url` is given.
+fn edge_publisher(urls: &[String]) -> Result<Option<Arc<HttpStatusPublisher>>, ServeError> {
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let token = std::env::var(EDGE_PUSH_TOKEN_VAR)
+        .ok()
+        .filter(|t| !t.trim().is_empty())
+        .ok_or(ServeError::EdgePushTokenMissing)?;
+    Ok(Some(Arc::new(HttpStatusPublisher::new(urls, &token)?)))
 }
 
 /// Stripe webhooks are served when `NLS_STRIPE_WEBHOOK_SECRET` is set; the plan catalogue comes
@@ -196,6 +221,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let bootstrap = bootstrap_key()?;
     let config = http_config(&args, bootstrap.as_deref());
     drop(bootstrap);
+    let publisher = edge_publisher(&args.edge_push_urls)?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|source| ServeError::Io { path: args.data_dir.clone(), source })?;
     let signer = signing_key_file::load_or_create(&args.data_dir)?;
@@ -228,6 +254,14 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let state = match billing_setup(Arc::clone(&mailer))? {
         Some(billing) => AppState::with_billing(deps, billing),
         None => AppState::new(deps),
+    };
+    let state = match publisher {
+        Some(publisher) => {
+            // The URLs only: the token is never logged.
+            tracing::info!(edges = ?publisher.edges(), "pushing status changes to the edges");
+            state.with_status_publisher(publisher)
+        }
+        None => state,
     };
     tracing::info!(
         listen = %args.listen,
