@@ -133,7 +133,7 @@ impl HttpStatusPublisher {
     }
 
     async fn push_to(&self, edge: &str, license_id: &str, body: &Bytes) -> Result<(), PublishError> {
-        let url = format!("{edge}{SNAPSHOT_PATH}{}", encode_path_segment(license_id));
+        let url = format!("{edge}{SNAPSHOT_PATH}{}", nls_core::path_segment::encode(license_id));
         match self.attempt(&url, body).await {
             Err(PublishError::Unavailable { .. }) => {
                 tokio::time::sleep(RETRY_DELAY).await;
@@ -188,19 +188,6 @@ impl StatusPublisher for HttpStatusPublisher {
             _ => Err(PublishError::Several { total: self.edges.len(), failures }),
         }
     }
-}
-
-/// Percent-encodes everything but RFC 3986 unreserved characters, so any id is one segment.
-pub fn encode_path_segment(text: &str) -> String {
-    let mut out = String::with_capacity(text.len());
-    for byte in text.bytes() {
-        if byte.is_ascii_alphanumeric() || matches!(byte, b'-' | b'.' | b'_' | b'~') {
-            out.push(char::from(byte));
-        } else {
-            out.push_str(&format!("%{byte:02X}"));
-        }
-    }
-    out
 }
 
 /// hyper-util's client error says "client error (Connect)"; the cause is in its sources.
@@ -263,12 +250,6 @@ impl EdgePushSettings {
 #[cfg(test)]
 mod unit_tests {
     use super::*;
-
-    #[test]
-    fn ids_become_one_path_segment() {
-        assert_eq!(encode_path_segment("lic_01HX-a.b~c"), "lic_01HX-a.b~c");
-        assert_eq!(encode_path_segment("a/b c%é"), "a%2Fb%20c%25%C3%A9");
-    }
 
     #[test]
     fn urls_are_checked_and_trimmed() {

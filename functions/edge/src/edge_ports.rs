@@ -128,26 +128,17 @@ impl<C: HttpClient> HttpOrigin<C> {
     }
 }
 
-/// Path segments are ids from signed keys or client input: escape everything but unreserved.
-pub fn percent_encode(segment: &str) -> String {
-    let mut out = String::with_capacity(segment.len());
-    for b in segment.bytes() {
-        if b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b'~') {
-            out.push(b as char);
-        } else {
-            out.push_str(&format!("%{b:02X}"));
-        }
-    }
-    out
-}
-
 #[async_trait(?Send)]
 impl<C: HttpClient> Origin for HttpOrigin<C> {
     async fn fetch_snapshot(&self, license_id: &str) -> Result<Option<StatusSnapshot>, OriginError> {
         let reply = self
             .call(OutboundRequest {
                 method: "GET",
-                url: format!("{}/v1/internal/snapshots/{}", self.base_url, percent_encode(license_id)),
+                url: format!(
+                    "{}/v1/internal/snapshots/{}",
+                    self.base_url,
+                    nls_core::path_segment::encode(license_id)
+                ),
                 headers: vec![("authorization", format!("Bearer {}", self.service_token))],
                 body: None,
             })
@@ -176,7 +167,11 @@ impl<C: HttpClient> Origin for HttpOrigin<C> {
     async fn release(&self, deployment_id: &str, key: &str) -> Result<OriginReply, OriginError> {
         self.call(OutboundRequest {
             method: "DELETE",
-            url: format!("{}/v1/deployments/{}", self.base_url, percent_encode(deployment_id)),
+            url: format!(
+                "{}/v1/deployments/{}",
+                self.base_url,
+                nls_core::path_segment::encode(deployment_id)
+            ),
             headers: vec![("x-license-key", key.to_owned()), ("x-nls-edge", "1".to_owned())],
             body: None,
         })

@@ -208,23 +208,6 @@ fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, EdgeResponse> {
     })
 }
 
-fn percent_decode(segment: &str) -> Option<String> {
-    let bytes = segment.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        if bytes[i] == b'%' {
-            let hex = std::str::from_utf8(bytes.get(i + 1..i + 3)?).ok()?;
-            out.push(u8::from_str_radix(hex, 16).ok()?);
-            i += 3;
-        } else {
-            out.push(bytes[i]);
-            i += 1;
-        }
-    }
-    String::from_utf8(out).ok()
-}
-
 fn invalid_key(r: nls_core::license_token::KeyRejection) -> EdgeResponse {
     use nls_core::license_token::KeyRejection as R;
     let why = match r {
@@ -773,7 +756,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             }
             None => parse_json::<ReleaseBody>(&req.body)?.key,
         };
-        let deployment_id = percent_decode(raw_id).ok_or_else(|| {
+        let deployment_id = nls_core::path_segment::decode(raw_id).ok_or_else(|| {
             EdgeResponse::error(400, "invalid_request", "the deployment id is not valid UTF-8")
         })?;
         check_id("deployment_id", &deployment_id)?;
@@ -821,7 +804,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         now: Timestamp,
     ) -> Result<EdgeResponse, EdgeResponse> {
         self.check_service_token(req)?;
-        let license_id = percent_decode(raw_id).ok_or_else(|| {
+        let license_id = nls_core::path_segment::decode(raw_id).ok_or_else(|| {
             EdgeResponse::error(400, "invalid_request", "the license id is not valid UTF-8")
         })?;
         let snapshot: nls_core::validation::StatusSnapshot = parse_json(&req.body)?;
