@@ -21,6 +21,8 @@ use crate::nls_server::{TempDir, nls_binary, target_dir};
 
 pub struct ApiLambda {
     runtime: LocalRuntimeApi,
+    /// Dropped after the functions (fields drop after `Drop::drop`), which stops moto.
+    _moto: MotoServer,
     functions: Vec<Child>,
     instances: usize,
     env: Vec<(&'static str, String)>,
@@ -54,7 +56,10 @@ fn run_nls(args: &[&str], env: &[(&'static str, String)]) -> String {
 impl ApiLambda {
     pub fn start(label: &str, options: HostOptions) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
-        let moto = MotoServer::shared();
+        // Its own moto: the races of the other Lambda tests must not queue ahead of this one's
+        // requests (moto serves one request at a time, and the function's DynamoDB client
+        // gives an attempt 1 s, as in production).
+        let moto = MotoServer::start();
         let name = format!("nls-e2e-{label}-{}-{}", std::process::id(), NEXT.fetch_add(1, Ordering::SeqCst));
         let work_dir = TempDir::new(&name);
         let aws = aws_env(&moto.endpoint);
@@ -81,6 +86,7 @@ impl ApiLambda {
         ]);
         let mut lambda = Self {
             runtime,
+            _moto: moto,
             functions: Vec::new(),
             instances: options.instances.max(1),
             env,

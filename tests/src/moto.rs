@@ -114,7 +114,9 @@ pub fn moto_request(
 }
 
 impl MotoServer {
-    fn start() -> Self {
+    /// A server of one's own, stopped when dropped. Tests that share one queue behind each
+    /// other's requests (moto serves one at a time), so heavy users take their own.
+    pub fn start() -> Self {
         let moto_server = find_moto_server();
         let python = moto_server
             .parent()

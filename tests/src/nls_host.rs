@@ -35,7 +35,11 @@ pub trait NlsHost: Send + Sync {
             headers.push(("authorization", b.as_str()));
         }
         let body = body.map(|b| b.to_string()).unwrap_or_default();
-        request(port, method, &format!("{prefix}{path}"), &headers, body.as_bytes()).expect("HTTP request")
+        request(port, method, &format!("{prefix}{path}"), &headers, body.as_bytes()).unwrap_or_else(|e| {
+            let log = self.log_text();
+            let tail = log.char_indices().rev().nth(4000).map_or(log.as_str(), |(at, _)| &log[at..]);
+            panic!("{method} {path}: {e}\nthe host's log, last lines:\n{tail}")
+        })
     }
 
     /// An admin call with the bootstrap key that must succeed; returns the JSON answer.
