@@ -2,11 +2,12 @@
 //! function binaries poll it as they poll AWS's, and tests reach them through its invoke and
 //! function-URL routes. Found at `$NLS_CARGO_LAMBDA`, else `cargo-lambda` on PATH.
 
-use std::io::{Read, Write as _};
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
+
+use crate::http_client::request;
 
 /// The function name every test function runs as; the emulator routes by it.
 pub const FUNCTION_NAME: &str = "_";
@@ -81,21 +82,10 @@ impl LocalRuntimeApi {
 
     /// One synchronous Lambda Invoke with `payload`: (status, raw response body).
     pub fn invoke(&self, payload: &str) -> (u16, String) {
-        let mut stream =
-            TcpStream::connect(("127.0.0.1", self.port)).expect("connect to the runtime emulator");
-        stream.set_read_timeout(Some(Duration::from_secs(120))).expect("timeout");
-        write!(
-            stream,
-            "POST /2015-03-31/functions/{FUNCTION_NAME}/invocations HTTP/1.1\r\nHost: 127.0.0.1\r\n\
-             Connection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n{payload}",
-            payload.len()
-        )
-        .expect("send");
-        let mut response = Vec::new();
-        stream.read_to_end(&mut response).expect("read");
-        let response = String::from_utf8_lossy(&response);
-        let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-        (status, response.split_once("\r\n\r\n").map(|(_, b)| b.to_owned()).unwrap_or_default())
+        let path = format!("/2015-03-31/functions/{FUNCTION_NAME}/invocations");
+        let headers = [("content-type", "application/json")];
+        let response = request(self.port, "POST", &path, &headers, payload.as_bytes()).expect("invoke");
+        (response.status, response.text())
     }
 }
 

@@ -6,11 +6,8 @@
 #[path = "../../aws/tests/moto_support/mod.rs"]
 mod moto_support;
 
-use std::io::{Read, Write as _};
-use std::net::TcpStream;
 use std::path::Path;
 use std::process::{Command, Stdio};
-use std::time::Duration;
 
 use moto_support::MotoServer;
 use nls_core::billing::scenarios::{fixture, relabel};
@@ -18,32 +15,28 @@ use nls_core::billing::stripe_signature::sign_stripe_payload;
 use nls_core::key_ring::SigningKey;
 use nls_core::lifecycle::LicenseStatus;
 use nls_core::ports::{CustomerStore, LicenseStore};
-use nls_tests::lambda_runtime::{ChildGuard, LocalRuntimeApi};
+use nls_tests::http_client::request;
+use nls_tests::lambda_runtime::{ChildGuard, FUNCTION_URL_PREFIX, LocalRuntimeApi};
 use nls_tests::moto::aws_env;
 
 const SENDER: &str = "licenses@nectar.example";
 const WEBHOOK_SECRET: &str = "whsec_lambda_e2e_secret";
 
-/// Delivers `body` as Stripe does (signed now): (status, JSON body or Null).
+/// Delivers `body` as Stripe does (signed with `signature`, or now): (status, JSON body or Null).
+fn deliver_signed(port: u16, body: &str, signature: Option<&str>) -> (u16, serde_json::Value) {
+    let signed_now =
+        sign_stripe_payload(WEBHOOK_SECRET.as_bytes(), chrono::Utc::now().timestamp(), body.as_bytes());
+    let headers = [
+        ("content-type", "application/json; charset=utf-8"),
+        ("stripe-signature", signature.unwrap_or(&signed_now)),
+    ];
+    let path = format!("{FUNCTION_URL_PREFIX}/v1/webhooks/stripe");
+    let response = request(port, "POST", &path, &headers, body.as_bytes()).expect("deliver the event");
+    (response.status, response.json())
+}
+
 fn deliver(port: u16, body: &str) -> (u16, serde_json::Value) {
-    let now = chrono::Utc::now().timestamp();
-    let signature = sign_stripe_payload(WEBHOOK_SECRET.as_bytes(), now, body.as_bytes());
-    let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to the runtime emulator");
-    stream.set_read_timeout(Some(Duration::from_secs(60))).expect("timeout");
-    write!(
-        stream,
-        "POST /lambda-url/_/v1/webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-         Content-Type: application/json; charset=utf-8\r\nStripe-Signature: {signature}\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut response = Vec::new();
-    stream.read_to_end(&mut response).expect("read");
-    let response = String::from_utf8_lossy(&response);
-    let status = response.split_whitespace().nth(1).and_then(|s| s.parse().ok()).unwrap_or(0);
-    let body = response.split_once("\r\n\r\n").map(|(_, b)| b).unwrap_or("");
-    (status, serde_json::from_str(body).unwrap_or(serde_json::Value::Null))
+    deliver_signed(port, body, None)
 }
 
 /// Messages moto's SES accepted for `to`.
@@ -140,17 +133,7 @@ async fn a_signed_checkout_issues_a_license_and_emails_the_key_once() {
     assert_eq!(after, license);
     assert_eq!(ses_messages_to(server, &customer_email).len(), 1);
     // AND a delivery with a wrong signature is refused with its code
-    let mut stream = TcpStream::connect(("127.0.0.1", runtime.port)).expect("connect");
-    let body = &events[0];
-    write!(
-        stream,
-        "POST /lambda-url/_/v1/webhooks/stripe HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\
-         Stripe-Signature: t=1,v1=00\r\nContent-Length: {}\r\n\r\n{body}",
-        body.len()
-    )
-    .expect("send");
-    let mut response = String::new();
-    stream.read_to_string(&mut response).expect("read");
-    assert!(response.starts_with("HTTP/1.1 400"), "{response}");
-    assert!(response.contains("signature_"), "{response}");
+    let (status, refusal) = deliver_signed(runtime.port, &events[0], Some("t=1,v1=00"));
+    assert_eq!(status, 400, "{refusal}");
+    assert!(refusal["error"]["code"].as_str().unwrap_or_default().starts_with("signature_"), "{refusal}");
 }
