@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 use crate::http_client::request;
-use crate::lambda_runtime::{FUNCTION_URL_PREFIX, LocalRuntimeApi};
+use crate::lambda_runtime::{FUNCTION_URL_PREFIX, FunctionLink, LocalRuntimeApi};
 use crate::moto::{MotoServer, aws_env};
 use crate::nls_host::{HostOptions, NlsHost};
 use crate::nls_server::{TempDir, nls_binary, target_dir};
@@ -23,12 +23,18 @@ pub struct ApiLambda {
     runtime: LocalRuntimeApi,
     /// Dropped after the functions (fields drop after `Drop::drop`), which stops moto.
     _moto: MotoServer,
-    functions: Vec<Child>,
+    functions: Vec<FunctionInstance>,
     instances: usize,
     env: Vec<(&'static str, String)>,
     admin_key: String,
     signing_jwk: Value,
     work_dir: TempDir,
+}
+
+struct FunctionInstance {
+    process: Child,
+    /// Dropped after the process is reaped.
+    _link: FunctionLink,
 }
 
 fn api_lambda_binary() -> PathBuf {
@@ -77,7 +83,6 @@ impl ApiLambda {
             LocalRuntimeApi::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions/lambda-api"));
         let admin_key = format!("lambda-e2e-admin-{}-{}", std::process::id(), runtime.port);
         let mut env = aws;
-        env.extend(runtime.function_env());
         env.extend([
             ("NLS_TABLE_NAME", name.clone()),
             ("NLS_SIGNING_KEY_SECRET_ID", secret_id),
@@ -113,22 +118,22 @@ impl NlsHost for ApiLambda {
 
     /// Stops every function instance: SIGTERM (Lambda's shutdown signal), then SIGKILL.
     fn stop(&mut self) {
-        for child in &self.functions {
-            let _ = Command::new("kill").arg("-TERM").arg(child.id().to_string()).status();
+        for function in &self.functions {
+            let _ = Command::new("kill").arg("-TERM").arg(function.process.id().to_string()).status();
         }
         let deadline = Instant::now() + Duration::from_secs(5);
-        for mut child in self.functions.drain(..) {
-            while Instant::now() < deadline && matches!(child.try_wait(), Ok(None)) {
+        for mut function in self.functions.drain(..) {
+            while Instant::now() < deadline && matches!(function.process.try_wait(), Ok(None)) {
                 std::thread::sleep(Duration::from_millis(20));
             }
-            let _ = child.kill();
-            let _ = child.wait();
+            let _ = function.process.kill();
+            let _ = function.process.wait();
         }
     }
     fn kill9(&mut self) {
-        for mut child in self.functions.drain(..) {
-            let _ = child.kill();
-            let _ = child.wait();
+        for mut function in self.functions.drain(..) {
+            let _ = function.process.kill();
+            let _ = function.process.wait();
         }
     }
 
@@ -141,14 +146,16 @@ impl NlsHost for ApiLambda {
                 .append(true)
                 .open(self.log_path())
                 .expect("open the function log");
-            let child = Command::new(api_lambda_binary())
+            let link = self.runtime.connect_function();
+            let process = Command::new(api_lambda_binary())
+                .envs(link.env())
                 .envs(self.env.iter().map(|(k, v)| (k, v)))
                 .env_remove("AWS_PROFILE")
                 .stdout(Stdio::from(log.try_clone().expect("clone the log handle")))
                 .stderr(Stdio::from(log))
                 .spawn()
                 .expect("start nls-api");
-            self.functions.push(child);
+            self.functions.push(FunctionInstance { process, _link: link });
         }
         let deadline = Instant::now() + Duration::from_secs(30);
         loop {
@@ -157,8 +164,8 @@ impl NlsHost for ApiLambda {
             if health.is_ok_and(|r| r.status == 200) {
                 return;
             }
-            for child in &mut self.functions {
-                if let Ok(Some(status)) = child.try_wait() {
+            for function in &mut self.functions {
+                if let Ok(Some(status)) = function.process.try_wait() {
                     panic!("nls-api exited during init: {status}\n{}", self.log_text());
                 }
             }

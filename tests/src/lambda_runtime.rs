@@ -1,6 +1,9 @@
 //! cargo-lambda's local Runtime API (`cargo lambda watch --only-lambda-apis`): the real
 //! function binaries poll it as they poll AWS's, and tests reach them through its invoke and
 //! function-URL routes. Found at `$NLS_CARGO_LAMBDA`, else `cargo-lambda` on PATH.
+//!
+//! Each function process reaches the emulator through a [`FunctionLink`] of its own (see
+//! [`crate::runtime_api_relay`] for why).
 
 use std::net::{TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -8,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::http_client::request;
+use crate::runtime_api_relay::RuntimeApiRelay;
 
 /// The function name every test function runs as; the emulator routes by it.
 pub const FUNCTION_NAME: &str = "_";
@@ -70,14 +74,10 @@ impl LocalRuntimeApi {
         Some(Self { child, port })
     }
 
-    /// What Lambda sets for a function process, pointed at this emulator.
-    pub fn function_env(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt", self.port)),
-            ("AWS_LAMBDA_FUNCTION_NAME", FUNCTION_NAME.to_owned()),
-            ("AWS_LAMBDA_FUNCTION_VERSION", "1".to_owned()),
-            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
-        ]
+    /// A new function process's way in: keep the link for as long as the process runs, and
+    /// drop it after the process is gone.
+    pub fn connect_function(&self) -> FunctionLink {
+        FunctionLink { relay: RuntimeApiRelay::start(self.port) }
     }
 
     /// One synchronous Lambda Invoke with `payload`: (status, raw response body).
@@ -86,6 +86,23 @@ impl LocalRuntimeApi {
         let headers = [("content-type", "application/json")];
         let response = request(self.port, "POST", &path, &headers, payload.as_bytes()).expect("invoke");
         (response.status, response.text())
+    }
+}
+
+/// One function process's connection to the emulator.
+pub struct FunctionLink {
+    relay: RuntimeApiRelay,
+}
+
+impl FunctionLink {
+    /// What Lambda sets for a function process, pointed at the emulator through this link.
+    pub fn env(&self) -> Vec<(&'static str, String)> {
+        vec![
+            ("AWS_LAMBDA_RUNTIME_API", format!("http://127.0.0.1:{}/.rt", self.relay.port)),
+            ("AWS_LAMBDA_FUNCTION_NAME", FUNCTION_NAME.to_owned()),
+            ("AWS_LAMBDA_FUNCTION_VERSION", "1".to_owned()),
+            ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "256".to_owned()),
+        ]
     }
 }
 

@@ -4,6 +4,7 @@
 //! - [`nls_server`] starts `nls serve` on a free port with a temporary data directory;
 //! - [`api_lambda`] starts the `api` Lambda under a local Runtime API, on moto;
 //! - [`lambda_runtime`] starts that Runtime API (cargo-lambda's emulator);
+//! - [`runtime_api_relay`] connects a function process to it;
 //! - [`moto`] starts one moto server per test binary;
 //! - [`http_client`] is a minimal HTTP/1.1 client, so tests can send exactly the bytes they
 //!   mean (malformed JSON, oversize bodies, odd methods) with no client library in the way.
@@ -14,3 +15,4 @@ pub mod lambda_runtime;
 pub mod moto;
 pub mod nls_host;
 pub mod nls_server;
+pub mod runtime_api_relay;

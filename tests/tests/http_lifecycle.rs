@@ -64,6 +64,7 @@ on_both_hosts!(
     the_served_jwks_verifies_issued_keys_and_no_others,
     acknowledged_data_survives_a_restart_and_kill_9,
     logs_are_json_lines_and_never_contain_keys_or_secrets,
+    large_responses_arrive_whole_every_time,
 );
 
 /// Lambda scales out under concurrent requests: the races run across this many instances.
@@ -288,6 +289,21 @@ fn parallel_replays_of_one_usage_batch_count_once(host: Host) {
     assert_eq!(fresh.iter().filter(|f| **f).count(), 1);
     let usage = server.admin("GET", &format!("/v1/licenses/{id}/usage"), None);
     assert_eq!(usage["counters"]["api_calls"], 10);
+}
+
+/// The API description is one of the largest answers (about 36 KB). Through cargo-lambda's
+/// emulator, answers past its first read used to hang or fail about once in 300 (see
+/// `nls_tests::runtime_api_relay`), so this asks many times.
+fn large_responses_arrive_whole_every_time(host: Host) {
+    let server = host.start("large");
+    let first = server.call("GET", "/openapi.json", None, None);
+    assert_eq!(first.status, 200);
+    assert!(first.body.len() > 16 * 1024, "{} bytes is no longer a large answer", first.body.len());
+    assert!(first.json()["paths"]["/v1/licenses/validate"].is_object());
+    for attempt in 1..300 {
+        let again = server.call("GET", "/openapi.json", None, None);
+        assert!(again.status == 200 && again.body == first.body, "attempt {attempt}: {}", again.status);
+    }
 }
 
 fn the_served_jwks_verifies_issued_keys_and_no_others(host: Host) {

@@ -55,9 +55,10 @@ async fn the_scheduled_renewals_lambda_sends_a_due_reminder_once() {
 
     // AND the real binary polling the local Runtime API
     let runtime = LocalRuntimeApi::start(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let link = runtime.connect_function();
     let _function = ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_nls-renewals"))
-            .envs(runtime.function_env())
+            .envs(link.env())
             .envs(aws_env(&server.endpoint))
             .env_remove("AWS_PROFILE")
             .env("NLS_TABLE_NAME", &table.table)

@@ -76,9 +76,10 @@ async fn a_signed_checkout_issues_a_license_and_emails_the_key_once() {
 
     // AND the local Runtime API with the real binary polling it
     let runtime = LocalRuntimeApi::start(Path::new(env!("CARGO_MANIFEST_DIR")));
+    let link = runtime.connect_function();
     let _function = ChildGuard(
         Command::new(env!("CARGO_BIN_EXE_nls-stripe-webhook"))
-            .envs(runtime.function_env())
+            .envs(link.env())
             .envs(aws_env(&server.endpoint))
             .env_remove("AWS_PROFILE")
             .env("NLS_TABLE_NAME", &table.table)
