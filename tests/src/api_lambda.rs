@@ -16,7 +16,7 @@ use serde_json::Value;
 use crate::http_client::request;
 use crate::lambda_runtime::{FUNCTION_URL_PREFIX, FunctionLink, LocalRuntimeApi};
 use crate::moto::{MotoServer, aws_env};
-use crate::nls_host::{HostOptions, NlsHost};
+use crate::nls_host::{EDGE_PUSH_TOKEN, HostOptions, NlsHost};
 use crate::nls_server::{TempDir, nls_binary, target_dir};
 
 pub struct ApiLambda {
@@ -83,6 +83,11 @@ impl ApiLambda {
             LocalRuntimeApi::start(&Path::new(env!("CARGO_MANIFEST_DIR")).join("../functions/lambda-api"));
         let admin_key = format!("lambda-e2e-admin-{}-{}", std::process::id(), runtime.port);
         let mut env = aws;
+        if let Some(url) = options.edge_push_url {
+            let token_id = format!("{name}/edge-push-token");
+            moto.create_secret(&token_id, EDGE_PUSH_TOKEN);
+            env.extend([("NLS_EDGE_PUSH_URLS", url.to_owned()), ("NLS_EDGE_PUSH_TOKEN_SECRET_ID", token_id)]);
+        }
         env.extend([
             ("NLS_TABLE_NAME", name.clone()),
             ("NLS_SIGNING_KEY_SECRET_ID", secret_id),

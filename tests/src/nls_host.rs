@@ -56,6 +56,9 @@ pub trait NlsHost: Send + Sync {
     }
 }
 
+/// The service token hosts push to the edge with in tests.
+pub const EDGE_PUSH_TOKEN: &str = "test-edge-push-token";
+
 /// Which program hosts the router in a test.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Host {
@@ -72,11 +75,13 @@ pub struct HostOptions {
     pub instances: usize,
     /// Debug-level logs as JSON lines.
     pub debug_json_logs: bool,
+    /// An edge to push status changes to, with a service token made up for the test.
+    pub edge_push_url: Option<&'static str>,
 }
 
 impl Default for HostOptions {
     fn default() -> Self {
-        Self { instances: 1, debug_json_logs: false }
+        Self { instances: 1, debug_json_logs: false, edge_push_url: None }
     }
 }
 
@@ -89,12 +94,17 @@ impl Host {
         match self {
             Host::NlsServe => {
                 let dir = TempDir::new(label);
-                let (args, level): (&[&str], &str) = if options.debug_json_logs {
-                    (&["--log-format", "json"], "debug")
+                let (mut args, level) = if options.debug_json_logs {
+                    (vec!["--log-format", "json"], "debug")
                 } else {
-                    (&[], "warn")
+                    (vec![], "warn")
                 };
-                Box::new(NlsServer::start_logging(dir.path(), args, level).owning(dir))
+                let mut env = vec![];
+                if let Some(url) = options.edge_push_url {
+                    args.extend(["--edge-push-url", url]);
+                    env.push(("NLS_EDGE_PUSH_TOKEN", EDGE_PUSH_TOKEN));
+                }
+                Box::new(NlsServer::start_with_env(dir.path(), &args, &env, level).owning(dir))
             }
             Host::ApiLambda => Box::new(ApiLambda::start(label, options)),
         }

@@ -65,6 +65,7 @@ on_both_hosts!(
     acknowledged_data_survives_a_restart_and_kill_9,
     logs_are_json_lines_and_never_contain_keys_or_secrets,
     large_responses_arrive_whole_every_time,
+    a_failed_edge_push_is_logged_as_the_alarm_counts_it,
 );
 
 /// Lambda scales out under concurrent requests: the races run across this many instances.
@@ -304,6 +305,55 @@ fn large_responses_arrive_whole_every_time(host: Host) {
         let again = server.call("GET", "/openapi.json", None, None);
         assert!(again.status == 200 && again.body == first.body, "attempt {attempt}: {}", again.status);
     }
+}
+
+/// The `{ $.fields.<name> = "<value>" }` pattern of template.yaml's metric filters that feed
+/// the alarm on failed status pushes (one per pushing function, all alike).
+fn edge_push_failure_filter() -> (String, String) {
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/../template.yaml"))
+        .expect("template.yaml");
+    let patterns: Vec<(String, String)> = template
+        .lines()
+        .filter(|line| line.contains("FilterPattern:") && line.contains("$.fields."))
+        .map(|line| {
+            let pattern = line.split("$.fields.").nth(1).expect("a field");
+            let (name, rest) = pattern.split_once(" = ").expect("an equality");
+            (name.to_owned(), rest.split('"').nth(1).expect("a quoted value").to_owned())
+        })
+        .collect();
+    assert_eq!(patterns.len(), 2, "{patterns:?}");
+    assert_eq!(patterns[0], patterns[1]);
+    patterns[0].clone()
+}
+
+/// A status change whose push to the (dead) edge fails still commits and answers, and the
+/// failure is one JSON log line that template.yaml's alarm filter matches.
+fn a_failed_edge_push_is_logged_as_the_alarm_counts_it(host: Host) {
+    const DEAD_EDGE: &str = "http://127.0.0.1:1";
+    let options =
+        HostOptions { debug_json_logs: true, edge_push_url: Some(DEAD_EDGE), ..HostOptions::default() };
+    let server = host.start_with("push", options);
+    let (_, id, key) = new_license(&*server, json!({"max_deployments": 1}));
+    let suspended = server.admin("POST", &format!("/v1/licenses/{id}/suspend"), None);
+    assert_eq!(suspended["license"]["status"], "suspended");
+    assert_eq!(server.validate(&json!({"key": key}))["code"], "SUSPENDED");
+
+    let (field, value) = edge_push_failure_filter();
+    // The Lambdas nest an event's fields under `fields`, as the filter reads them; nls serve
+    // writes them at the top level.
+    let fields = |line: &Value| match host {
+        Host::ApiLambda => line["fields"].clone(),
+        Host::NlsServe => line.clone(),
+    };
+    let log = server.log_text();
+    let failures: Vec<Value> = log
+        .lines()
+        .filter_map(|line| serde_json::from_str::<Value>(line).ok())
+        .filter(|line| fields(line)[&field] == json!(value))
+        .collect();
+    assert_eq!(failures.len(), 1, "{log}");
+    assert_eq!((&failures[0]["level"], &fields(&failures[0])["license_id"]), (&json!("WARN"), &json!(id)));
+    assert!(!log.contains(nls_tests::nls_host::EDGE_PUSH_TOKEN), "the push token reached the log");
 }
 
 fn the_served_jwks_verifies_issued_keys_and_no_others(host: Host) {

@@ -53,6 +53,9 @@ use self::webhook_routes::BillingSetup;
 
 pub use self::route_table::{openapi_document, router};
 
+/// The `event` field of the log line for a failed status push (alarmed on in template.yaml).
+pub const EDGE_PUSH_FAILED_EVENT: &str = "edge_push_failed";
+
 /// The validation code for a refused re-activation (churn protection); not one of the core's
 /// codes because it is decided by the store's activation write, not by `decide`.
 pub const ACTIVATION_RATE_LIMITED: &str = "ACTIVATION_RATE_LIMITED";
@@ -251,7 +254,13 @@ impl AppState {
             Ok(false) => {}
             Err(e) => {
                 metrics.record_snapshot_push(false);
-                tracing::warn!(license_id, error = %e, "status push to the edges failed; their snapshot TTL bounds the staleness");
+                // `event` is what template.yaml's metric filters count for the alarm.
+                tracing::warn!(
+                    event = EDGE_PUSH_FAILED_EVENT,
+                    license_id,
+                    error = %e,
+                    "status push to the edges failed; their snapshot TTL bounds the staleness"
+                );
             }
         }
     }
