@@ -85,7 +85,16 @@ fn relay_connection(downstream: TcpStream, shared: &Shared) {
         }
         let response = {
             let mut upstream = shared.upstream.lock().unwrap_or_else(PoisonError::into_inner);
-            match exchange(&mut upstream, shared, &request) {
+            let reused = upstream.is_some();
+            let mut outcome = exchange(&mut upstream, shared, &request);
+            // A reused connection may have been closed by the emulator while idle: one retry
+            // on a fresh one, as a pooled HTTP client does. Repeating a Runtime API call is
+            // harmless (the emulator ignores a response for an invocation it no longer holds).
+            if outcome.is_err() && reused && !shared.stopping.load(Ordering::SeqCst) {
+                *upstream = None;
+                outcome = exchange(&mut upstream, shared, &request);
+            }
+            match outcome {
                 Ok(response) => response,
                 Err(_) => {
                     *upstream = None;
