@@ -22,16 +22,11 @@ pub struct RuntimeApiRelay {
 
 struct Shared {
     emulator_port: u16,
-    upstream: Mutex<Option<Upstream>>,
+    upstream: Mutex<Option<BufReader<TcpStream>>>,
     /// A handle on the upstream socket that does not need the lock, which a long-polling
     /// `GET …/next` holds: shutting it down ends that poll.
     upstream_socket: Mutex<Option<TcpStream>>,
     stopping: AtomicBool,
-}
-
-struct Upstream {
-    writer: TcpStream,
-    reader: BufReader<TcpStream>,
 }
 
 impl RuntimeApiRelay {
@@ -108,18 +103,22 @@ fn relay_connection(downstream: TcpStream, shared: &Shared) {
     }
 }
 
-fn exchange(upstream: &mut Option<Upstream>, shared: &Shared, request: &[u8]) -> io::Result<Vec<u8>> {
+fn exchange(
+    upstream: &mut Option<BufReader<TcpStream>>,
+    shared: &Shared,
+    request: &[u8],
+) -> io::Result<Vec<u8>> {
     let connection = match upstream {
         Some(connection) => connection,
         None => {
             let socket = TcpStream::connect(("127.0.0.1", shared.emulator_port))?;
             *shared.upstream_socket.lock().unwrap_or_else(PoisonError::into_inner) =
                 Some(socket.try_clone()?);
-            upstream.insert(Upstream { reader: BufReader::new(socket.try_clone()?), writer: socket })
+            upstream.insert(BufReader::new(socket))
         }
     };
-    connection.writer.write_all(request)?;
-    read_message(&mut connection.reader, Message::Response)?
+    connection.get_mut().write_all(request)?;
+    read_message(connection, Message::Response)?
         .ok_or_else(|| io::Error::new(io::ErrorKind::UnexpectedEof, "the emulator closed the connection"))
 }
 

@@ -54,7 +54,7 @@ use self::webhook_routes::BillingSetup;
 pub use self::route_table::{openapi_document, router};
 
 /// The `event` field of the log line for a failed status push (alarmed on in template.yaml).
-pub const EDGE_PUSH_FAILED_EVENT: &str = "edge_push_failed";
+const EDGE_PUSH_FAILED_EVENT: &str = "edge_push_failed";
 
 /// The validation code for a refused re-activation (churn protection); not one of the core's
 /// codes because it is decided by the store's activation write, not by `decide`.
