@@ -14,6 +14,7 @@ pub mod path_segment;
 pub mod ports;
 pub mod receipt;
 pub mod renewals;
+pub mod staff_accounts;
 pub mod status_push;
 pub mod validation;
 

@@ -27,6 +27,9 @@ struct State {
     webhook_events: BTreeMap<String, WebhookEventRecord>,
     notifications: BTreeMap<NotificationKey, NotificationRecord>,
     validation_logs: Vec<ValidationLogEntry>,
+    staff_users: BTreeMap<String, StaffUser>,
+    /// token hash → session
+    sessions: BTreeMap<String, StaffSession>,
 }
 
 #[derive(Default)]
@@ -98,6 +101,23 @@ fn apply_writes(state: &mut State, writes: Vec<Write>) -> StoreResult<()> {
             Write::PutApiKey(k) => {
                 state.api_keys.insert(k.id.clone(), k);
             }
+            Write::CreateStaffUser(u) => {
+                let email_taken = state.staff_users.values().any(|o| o.email == u.email);
+                if state.staff_users.contains_key(&u.id) || email_taken {
+                    return Err(StoreError::AlreadyExists(format!("staff user {}", u.id)));
+                }
+                state.staff_users.insert(u.id.clone(), u);
+            }
+            Write::UpdateStaffUser { user, expected_version } => {
+                let slot = state
+                    .staff_users
+                    .get_mut(&user.id)
+                    .ok_or_else(|| StoreError::NotFound(format!("staff user {}", user.id)))?;
+                if slot.version != expected_version || slot.email != user.email {
+                    return Err(StoreError::Conflict(format!("staff user {}", user.id)));
+                }
+                *slot = user;
+            }
             Write::Audit(e) => state.audit.push(e),
         }
     }
@@ -118,12 +138,14 @@ impl UnitOfWork for MemoryStore {
             customers: state.customers.clone(),
             licenses: state.licenses.clone(),
             api_keys: state.api_keys.clone(),
+            staff_users: state.staff_users.clone(),
             ..State::default()
         };
         apply_writes(&mut staged, writes)?;
         state.customers = staged.customers;
         state.licenses = staged.licenses;
         state.api_keys = staged.api_keys;
+        state.staff_users = staged.staff_users;
         state.audit.extend(staged.audit);
         if let Some(OnceGuard::WebhookEvent(event)) = guard {
             state.webhook_events.insert(event.event_id.clone(), event);
@@ -383,5 +405,42 @@ impl ValidationLogStore for MemoryStore {
             .take(limit)
             .cloned()
             .collect())
+    }
+}
+
+#[async_trait]
+impl StaffStore for MemoryStore {
+    async fn get_staff_user(&self, id: &str) -> StoreResult<Option<StaffUser>> {
+        Ok(self.lock().staff_users.get(id).cloned())
+    }
+    async fn find_staff_user_by_email(&self, email: &str) -> StoreResult<Option<StaffUser>> {
+        let email = email.to_lowercase();
+        Ok(self.lock().staff_users.values().find(|u| u.email == email).cloned())
+    }
+    async fn list_staff_users(&self) -> StoreResult<Vec<StaffUser>> {
+        let mut users: Vec<StaffUser> = self.lock().staff_users.values().cloned().collect();
+        users.sort_by(|a, b| a.email.cmp(&b.email));
+        Ok(users)
+    }
+    async fn create_session(&self, session: &StaffSession) -> StoreResult<()> {
+        let mut state = self.lock();
+        if state.sessions.contains_key(&session.token_sha256) {
+            return Err(StoreError::AlreadyExists("session".into()));
+        }
+        state.sessions.insert(session.token_sha256.clone(), session.clone());
+        Ok(())
+    }
+    async fn get_session(&self, token_sha256: &str) -> StoreResult<Option<StaffSession>> {
+        Ok(self.lock().sessions.get(token_sha256).cloned())
+    }
+    async fn touch_session(&self, token_sha256: &str, last_seen_at: Timestamp) -> StoreResult<()> {
+        if let Some(session) = self.lock().sessions.get_mut(token_sha256) {
+            session.last_seen_at = session.last_seen_at.max(last_seen_at);
+        }
+        Ok(())
+    }
+    async fn delete_session(&self, token_sha256: &str) -> StoreResult<()> {
+        self.lock().sessions.remove(token_sha256);
+        Ok(())
     }
 }

@@ -252,3 +252,72 @@ pub struct ValidationLogEntry {
     #[serde(default)]
     pub client_ip: Option<String>,
 }
+
+/// A staff user's role in the admin portal. Ordered: each role can do what the ones before it
+/// can (`viewer` < `support` < `billing` < `admin`); the role → action table is
+/// `http::portal` (one place, enforced server-side).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum StaffRole {
+    Viewer,
+    Support,
+    Billing,
+    Admin,
+}
+
+impl StaffRole {
+    pub const ALL: [StaffRole; 4] = [Self::Viewer, Self::Support, Self::Billing, Self::Admin];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::Support => "support",
+            Self::Billing => "billing",
+            Self::Admin => "admin",
+        }
+    }
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+/// A person who signs in to the admin portal. The password is kept only as an argon2id PHC
+/// string; the audit log names the user by `id`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffUser {
+    /// `stf_...`
+    pub id: String,
+    /// Lower case; unique across staff users.
+    pub email: String,
+    pub name: String,
+    pub role: StaffRole,
+    /// argon2id, PHC string format (`$argon2id$v=19$...`).
+    pub password_hash: String,
+    /// Base32 secret of the RFC 6238 second factor, when the user enrolled one.
+    #[serde(default)]
+    pub totp_secret: Option<String>,
+    #[serde(default)]
+    pub disabled: bool,
+    /// Sessions created before this instant are void: set on password change and on disable,
+    /// so revocation needs no scan of the session table.
+    pub sessions_valid_after: Timestamp,
+    /// Optimistic concurrency: bumped by every update.
+    pub version: u64,
+    pub created_at: Timestamp,
+    pub updated_at: Timestamp,
+}
+
+/// A signed-in portal session. The cookie holds a random token; only its SHA-256 is stored.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StaffSession {
+    /// Hex SHA-256 of the cookie token.
+    pub token_sha256: String,
+    pub user_id: String,
+    /// The token every form of this session must carry (CSRF); random, per session.
+    pub csrf_token: String,
+    pub created_at: Timestamp,
+    /// Idle timeout: the session ends when this is older than the idle limit.
+    pub last_seen_at: Timestamp,
+    /// Absolute timeout.
+    pub expires_at: Timestamp,
+}

@@ -118,6 +118,14 @@ pub enum Write {
         expected_version: u64,
     },
     PutApiKey(ApiKeyRecord),
+    /// Fails with `AlreadyExists` if the id or the (lower-case) email is taken.
+    CreateStaffUser(StaffUser),
+    /// Writes `user` (whose `version` is already bumped) only if the stored version is
+    /// `expected_version`; otherwise `Conflict`. The email may not change.
+    UpdateStaffUser {
+        user: StaffUser,
+        expected_version: u64,
+    },
     Audit(AuditEntry),
 }
 
@@ -284,6 +292,46 @@ pub trait ValidationLogStore: Send + Sync {
     ) -> StoreResult<Vec<ValidationLogEntry>>;
 }
 
+/// Staff users and their portal sessions. Users are created and changed through
+/// [`UnitOfWork::commit`] (`CreateStaffUser`, `UpdateStaffUser`) so each change is audited in
+/// the same commit; sessions are written directly (a login is not an admin mutation).
+///
+/// The default methods answer `Unavailable` for stores that have not implemented staff
+/// accounts yet; every store of the origin must override all of them (conformance suite).
+#[async_trait]
+pub trait StaffStore: Send + Sync {
+    async fn get_staff_user(&self, _id: &str) -> StoreResult<Option<StaffUser>> {
+        Err(staff_unsupported())
+    }
+    /// `email` is matched lower case.
+    async fn find_staff_user_by_email(&self, _email: &str) -> StoreResult<Option<StaffUser>> {
+        Err(staff_unsupported())
+    }
+    /// Every staff user, ordered by email (a small set: no paging).
+    async fn list_staff_users(&self) -> StoreResult<Vec<StaffUser>> {
+        Err(staff_unsupported())
+    }
+    /// Creates the session; `AlreadyExists` if the token hash is taken.
+    async fn create_session(&self, _session: &StaffSession) -> StoreResult<()> {
+        Err(staff_unsupported())
+    }
+    async fn get_session(&self, _token_sha256: &str) -> StoreResult<Option<StaffSession>> {
+        Err(staff_unsupported())
+    }
+    /// Moves `last_seen_at` forward (idle timeout). A missing session is not an error.
+    async fn touch_session(&self, _token_sha256: &str, _last_seen_at: Timestamp) -> StoreResult<()> {
+        Err(staff_unsupported())
+    }
+    /// Logout. A missing session is not an error.
+    async fn delete_session(&self, _token_sha256: &str) -> StoreResult<()> {
+        Err(staff_unsupported())
+    }
+}
+
+fn staff_unsupported() -> StoreError {
+    StoreError::Unavailable("this store does not keep staff accounts".into())
+}
+
 /// Everything a full origin needs. Edge adapters implement only the parts they serve.
 pub trait Store:
     UnitOfWork
@@ -295,6 +343,7 @@ pub trait Store:
     + AuditStore
     + NotificationStore
     + ValidationLogStore
+    + StaffStore
 {
 }
 
@@ -308,6 +357,7 @@ impl<T> Store for T where
         + AuditStore
         + NotificationStore
         + ValidationLogStore
+        + StaffStore
 {
 }
 

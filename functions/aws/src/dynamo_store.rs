@@ -446,6 +446,11 @@ impl DynamoStore {
                 Write::PutApiKey(k) => {
                     add(self.put(api_key_item(&k), None, vec![])?, OnConditionFailed::Unconditional)
                 }
+                Write::CreateStaffUser(_) | Write::UpdateStaffUser { .. } => {
+                    return Err(StoreError::Unavailable(
+                        "this store does not keep staff accounts yet".into(),
+                    ));
+                }
                 Write::Audit(e) => {
                     add(self.put(audit_item(&e), None, vec![])?, OnConditionFailed::Unconditional)
                 }
@@ -1117,3 +1122,7 @@ impl ValidationLogStore for DynamoStore {
         Ok(entries)
     }
 }
+
+// Staff accounts: not implemented on DynamoDB yet (the trait's defaults answer `Unavailable`).
+#[async_trait]
+impl StaffStore for DynamoStore {}

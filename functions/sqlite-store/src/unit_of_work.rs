@@ -138,6 +138,9 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> StoreResult<()> {
             )
             .map_err(sql_failure)?;
         }
+        Write::CreateStaffUser(_) | Write::UpdateStaffUser { .. } => {
+            return Err(StoreError::Unavailable("this store does not keep staff accounts yet".into()));
+        }
         Write::Audit(entry) => {
             let item = format!("audit entry {}", entry.id);
             tx.execute(

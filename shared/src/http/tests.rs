@@ -157,6 +157,31 @@ impl ValidationLogStore for CountingStore {
     }
 }
 
+#[async_trait]
+impl StaffStore for CountingStore {
+    async fn get_staff_user(&self, id: &str) -> StoreResult<Option<StaffUser>> {
+        self.inner.get_staff_user(id).await
+    }
+    async fn find_staff_user_by_email(&self, email: &str) -> StoreResult<Option<StaffUser>> {
+        self.inner.find_staff_user_by_email(email).await
+    }
+    async fn list_staff_users(&self) -> StoreResult<Vec<StaffUser>> {
+        self.inner.list_staff_users().await
+    }
+    async fn create_session(&self, session: &StaffSession) -> StoreResult<()> {
+        self.inner.create_session(session).await
+    }
+    async fn get_session(&self, token_sha256: &str) -> StoreResult<Option<StaffSession>> {
+        self.inner.get_session(token_sha256).await
+    }
+    async fn touch_session(&self, token_sha256: &str, last_seen_at: Timestamp) -> StoreResult<()> {
+        self.inner.touch_session(token_sha256, last_seen_at).await
+    }
+    async fn delete_session(&self, token_sha256: &str) -> StoreResult<()> {
+        self.inner.delete_session(token_sha256).await
+    }
+}
+
 struct Harness {
     app: Router,
     state: AppState,
