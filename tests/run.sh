@@ -44,6 +44,19 @@ step "template.yaml lints"
 cfn-lint template.yaml
 SAM_CLI_TELEMETRY=0 sam validate --lint -t template.yaml
 
+step "operations: Prometheus alert rules and their unit tests, infra YAML, runbook links"
+# promtool (Debian package prometheus) also checks a live /metrics in the workspace tests.
+apt_packages=(prometheus yamllint)
+missing=()
+for package in "${apt_packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
+if [ ${#missing[@]} -gt 0 ]; then
+  sudo=$([ "$(id -u)" = 0 ] || echo sudo)
+  $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${missing[@]}"
+fi
+yamllint --strict -c infra/.yamllint.yml infra/
+promtool check config infra/prometheus/prometheus.yml
+promtool test rules infra/prometheus/nls-rules.test.yml infra/prometheus/nls-rules-days.test.yml
+
 step "sam build: the three arm64 Lambdas through cargo-lambda, as a deployer builds them"
 # Its own target dir: an aarch64 release build that must not hold the main build's lock.
 # Cold, this is the slowest step of the run (about 20 minutes on 2 cores); cached, a minute.
