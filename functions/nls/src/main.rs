@@ -3,6 +3,7 @@
 //! The subcommands and their output are a contract that outside tools use (docs/cli.md).
 //! Every failure is one line on stderr and a non-zero exit; nothing here panics on input.
 
+mod backup_command;
 mod dynamodb_command;
 mod key_commands;
 mod outbox_mailer;
@@ -35,6 +36,10 @@ enum Command {
     /// The scheduled renewal and expiry notices.
     #[command(subcommand)]
     Renewals(renewals_command::RenewalsCommand),
+    /// Back up `nls serve`'s store while it runs (and its keys, with --include-keys).
+    Backup(backup_command::BackupArgs),
+    /// Restore a data dir from `nls backup`'s file.
+    Restore(backup_command::RestoreArgs),
     /// DynamoDB set-up for running `nls serve --store dynamodb` locally.
     #[command(subcommand)]
     Dynamodb(dynamodb_command::DynamodbCommand),
@@ -48,6 +53,8 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS).map_err(|e| e.to_string()),
         Command::Renewals(cmd) => renewals_command::run(cmd).map_err(|e| e.to_string()),
         Command::Dynamodb(cmd) => dynamodb_command::run(cmd),
+        Command::Backup(args) => backup_command::run_backup(args).map_err(|e| e.to_string()),
+        Command::Restore(args) => backup_command::run_restore(args).map_err(|e| e.to_string()),
     };
     outcome.unwrap_or_else(|message| {
         eprintln!("nls: error: {message}");

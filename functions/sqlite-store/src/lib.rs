@@ -10,6 +10,7 @@
 //! - **Encoding.** See [`schema`]: records are JSON, the columns queries filter on are explicit.
 //!   A row that does not decode is `StoreError::Corrupt` naming the item, never a panic.
 
+pub mod backup;
 mod deployments;
 mod notifications;
 mod records;

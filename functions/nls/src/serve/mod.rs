@@ -7,7 +7,7 @@
 //! acknowledged was committed (fsynced) by the store before the answer was sent.
 
 mod logging;
-mod signing_key_file;
+pub(crate) mod signing_key_file;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -24,7 +24,7 @@ use nls_core::ports::Mailer;
 use nls_core::renewals::{RenewalsConfig, run_renewals};
 
 use crate::outbox_mailer::OutboxMailer;
-use nls_core::key_ring::{JwkError, KeyRing};
+use nls_core::key_ring::JwkError;
 use nls_core::ports::{Store, StoreError, SystemClock};
 use nls_edge_push::HttpStatusPublisher;
 use nls_sqlite_store::SqliteStore;
@@ -224,12 +224,8 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let publisher = edge_publisher(&args.edge_push_urls)?;
     std::fs::create_dir_all(&args.data_dir)
         .map_err(|source| ServeError::Io { path: args.data_dir.clone(), source })?;
-    let signer = signing_key_file::load_or_create(&args.data_dir)?;
-    let kid = signer.kid.clone();
-    let key_ring = KeyRing::with_signer(signer, Vec::new()).map_err(|source| ServeError::SigningKey {
-        path: signing_key_file::path_in(&args.data_dir),
-        source,
-    })?;
+    let key_ring = signing_key_file::load_ring(&args.data_dir)?;
+    let kid = key_ring.signer().map(|signer| signer.kid.clone()).unwrap_or_default();
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
     let store: Arc<dyn Store> = match args.store {

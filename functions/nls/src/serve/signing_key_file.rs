@@ -1,19 +1,47 @@
-//! The server's signing key: a private Ed25519 JWK in the data directory, created on first
-//! start (mode 0600, written to a temporary file and renamed so a crash never leaves half a
-//! key) and reused afterwards, so keys issued before a restart keep verifying.
+//! The server's keys in the data directory: the signing key, a private Ed25519 JWK created on
+//! first start and reused afterwards (so keys issued before a restart keep verifying), and,
+//! after a rotation (`nls keys rotate`), the retired signers' public keys in a JWKS that the
+//! server keeps trusting until `nls keys retire`. Every write goes to a temporary file (mode
+//! 0600) that is fsynced and renamed, so a crash never leaves half a key.
 
 use std::fs;
 use std::io::Write as _;
 use std::path::{Path, PathBuf};
 
-use nls_core::key_ring::SigningKey;
+use nls_core::key_ring::{Jwks, KeyRing, SigningKey, VerifyingKey};
 
 use super::ServeError;
 
 pub const SIGNING_KEY_FILE: &str = "signing-key.jwk";
+/// Public keys still trusted for verification (a JWKS), written by `nls keys rotate`.
+pub const TRUSTED_KEYS_FILE: &str = "trusted-keys.json";
+/// Every key file of a data dir (what `nls backup --include-keys` carries).
+pub const KEY_FILES: [&str; 2] = [SIGNING_KEY_FILE, TRUSTED_KEYS_FILE];
 
 pub fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join(SIGNING_KEY_FILE)
+}
+
+/// The signer, created if missing, and the verifiers kept from earlier rotations.
+pub fn load_ring(data_dir: &Path) -> Result<KeyRing, ServeError> {
+    let signer = load_or_create(data_dir)?;
+    let verifiers = read_trusted(data_dir)?;
+    let path = data_dir.join(TRUSTED_KEYS_FILE);
+    KeyRing::with_signer(signer, verifiers).map_err(|source| ServeError::SigningKey { path, source })
+}
+
+/// The verifiers of `trusted-keys.json`; none when it does not exist.
+pub fn read_trusted(data_dir: &Path) -> Result<Vec<VerifyingKey>, ServeError> {
+    let path = data_dir.join(TRUSTED_KEYS_FILE);
+    let json = match fs::read_to_string(&path) {
+        Ok(json) => json,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ServeError::Io { path, source }),
+    };
+    let key_error = |source| ServeError::SigningKey { path: path.clone(), source };
+    let jwks: Jwks = serde_json::from_str(&json)
+        .map_err(|e| key_error(nls_core::key_ring::JwkError::Json(e.to_string())))?;
+    jwks.keys.iter().map(|jwk| VerifyingKey::from_jwk(jwk).map_err(key_error)).collect()
 }
 
 pub fn load_or_create(data_dir: &Path) -> Result<SigningKey, ServeError> {
@@ -25,20 +53,26 @@ pub fn load_or_create(data_dir: &Path) -> Result<SigningKey, ServeError> {
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
             let key = SigningKey::generate();
             let json = serde_json::to_string_pretty(&key.to_private_jwk()).expect("a JWK serializes");
-            let tmp = data_dir.join(format!("{SIGNING_KEY_FILE}.tmp"));
-            let _ = fs::remove_file(&tmp);
-            let mut file = private_file(&tmp).map_err(io)?;
-            file.write_all(json.as_bytes()).map_err(io)?;
-            file.sync_all().map_err(io)?;
-            fs::rename(&tmp, &path).map_err(io)?;
-            if let Ok(dir) = fs::File::open(data_dir) {
-                let _ = dir.sync_all();
-            }
+            write_private(data_dir, SIGNING_KEY_FILE, json.as_bytes()).map_err(io)?;
             tracing::info!(kid = %key.kid, path = %path.display(), "generated a new signing key");
             Ok(key)
         }
         Err(e) => Err(io(e)),
     }
+}
+
+/// Writes `data_dir/name` atomically with mode 0600, replacing it if it exists.
+pub fn write_private(data_dir: &Path, name: &str, content: &[u8]) -> std::io::Result<()> {
+    let tmp = data_dir.join(format!("{name}.tmp"));
+    let _ = fs::remove_file(&tmp);
+    let mut file = private_file(&tmp)?;
+    file.write_all(content)?;
+    file.sync_all()?;
+    fs::rename(&tmp, data_dir.join(name))?;
+    if let Ok(dir) = fs::File::open(data_dir) {
+        let _ = dir.sync_all();
+    }
+    Ok(())
 }
 
 #[cfg(unix)]
