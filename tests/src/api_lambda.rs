@@ -17,7 +17,7 @@ use crate::http_client::request;
 use crate::lambda_runtime::{FUNCTION_URL_PREFIX, FunctionLink, LocalRuntimeApi};
 use crate::moto::{MotoServer, aws_env};
 use crate::nls_host::{EDGE_PUSH_TOKEN, HostOptions, NlsHost};
-use crate::nls_server::{TempDir, nls_binary, target_dir};
+use crate::nls_server::{TempDir, run_nls, target_dir};
 
 pub struct ApiLambda {
     runtime: LocalRuntimeApi,
@@ -47,16 +47,6 @@ fn api_lambda_binary() -> PathBuf {
         bin.display()
     );
     bin
-}
-
-fn run_nls(args: &[&str], env: &[(&'static str, String)]) -> String {
-    let output = Command::new(nls_binary())
-        .args(args)
-        .envs(env.iter().map(|(k, v)| (k, v)))
-        .output()
-        .expect("run nls");
-    assert!(output.status.success(), "nls {args:?}: {}", String::from_utf8_lossy(&output.stderr));
-    String::from_utf8_lossy(&output.stdout).into_owned()
 }
 
 impl ApiLambda {

@@ -29,6 +29,17 @@ pub fn nls_binary() -> PathBuf {
     bin
 }
 
+/// Runs `nls ARGS` with extra environment variables; asserts success and returns stdout.
+pub fn run_nls(args: &[&str], env: &[(&'static str, String)]) -> String {
+    let output = Command::new(nls_binary())
+        .args(args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run nls");
+    assert!(output.status.success(), "nls {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    String::from_utf8_lossy(&output.stdout).into_owned()
+}
+
 /// A data directory under the system temp dir, removed on drop.
 pub struct TempDir(PathBuf);
 

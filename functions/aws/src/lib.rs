@@ -10,6 +10,7 @@ pub mod request_counter;
 pub mod secrets;
 pub mod ses_mailer;
 mod store_errors;
+pub mod table_copy;
 pub mod table_keys;
 pub mod table_schema;
 

@@ -1,9 +1,13 @@
-//! `nls dynamodb create-table`: creates the single table (GSIs and TTL, docs/dynamodb.md) for
-//! local use against a DynamoDB-compatible endpoint; `sam deploy` creates it in AWS.
+//! `nls dynamodb ...`: `create-table` creates the single table (GSIs and TTL,
+//! docs/dynamodb.md) for local use against a DynamoDB-compatible endpoint (`sam deploy`
+//! creates it in AWS); `export` and `import` copy every item to and from a file
+//! (`nls_aws::table_copy`), for restores (docs/runbooks/restore-from-backup.md).
 
+use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
+use nls_aws::table_copy::{CopyReport, export_table, import_table};
 
 #[derive(Subcommand)]
 pub enum DynamodbCommand {
@@ -12,20 +16,59 @@ pub enum DynamodbCommand {
         #[arg(long)]
         table: String,
     },
+    /// Write every item of the table to FILE (JSON Lines, DynamoDB JSON), a page at a time.
+    Export {
+        #[arg(long)]
+        table: String,
+        #[arg(long, value_name = "FILE")]
+        out: PathBuf,
+        /// Continue an interrupted export from FILE.progress.
+        #[arg(long)]
+        resume: bool,
+    },
+    /// Write every item of FILE (from `export`) into the table; items with the same key are
+    /// replaced.
+    Import {
+        #[arg(long)]
+        table: String,
+        #[arg(long = "in", value_name = "FILE")]
+        input: PathBuf,
+        /// Skip what an interrupted import already wrote (FILE.progress).
+        #[arg(long)]
+        resume: bool,
+    },
 }
 
 pub fn run(cmd: DynamodbCommand) -> Result<ExitCode, String> {
-    let DynamodbCommand::CreateTable { table } = cmd;
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
-    runtime.block_on(async {
-        let store = nls_aws::from_env(table.clone()).await;
-        nls_aws::create_table(store.client(), &table)
-            .await
-            .map_err(|e| format!("creating table {table}: {e}"))
-    })?;
-    eprintln!("created table {table}");
+    let print = |report: CopyReport| println!("{}", serde_json::to_string(&report).unwrap_or_default());
+    match cmd {
+        DynamodbCommand::CreateTable { table } => {
+            runtime.block_on(async {
+                let store = nls_aws::from_env(table.clone()).await;
+                nls_aws::create_table(store.client(), &table)
+                    .await
+                    .map_err(|e| format!("creating table {table}: {e}"))
+            })?;
+            eprintln!("created table {table}");
+        }
+        DynamodbCommand::Export { table, out, resume } => {
+            let report = runtime.block_on(async {
+                let store = nls_aws::from_env(table.clone()).await;
+                export_table(store.client(), &table, &out, resume).await
+            });
+            print(report.map_err(|e| e.to_string())?);
+        }
+        DynamodbCommand::Import { table, input, resume } => {
+            let report = runtime.block_on(async {
+                let store = nls_aws::from_env(table.clone()).await;
+                import_table(store.client(), &table, &input, resume).await
+            });
+            print(report.map_err(|e| e.to_string())?);
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

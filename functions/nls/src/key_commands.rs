@@ -13,6 +13,8 @@ use nls_core::key_ring::{Jwk, JwkError, Jwks, KeyRing, SigningKey, VerifyingKey}
 use nls_core::license_token::{inspect_license_key, verify_license_key};
 use nls_core::validation::{ValidationCode, ValidationRequest, decide};
 
+use crate::serve::signing_key_file;
+
 #[derive(Debug, thiserror::Error)]
 pub enum CliError {
     #[error("{path}: {source}")]
@@ -29,6 +31,14 @@ pub enum CliError {
     Signing(String),
     #[error("cannot inspect: {0}")]
     Inspect(String),
+    #[error("{0}")]
+    KeyRing(String),
+    #[error("{kid:?} is the current signing key; rotate first")]
+    RetireSigner { kid: String },
+    #[error("{kid:?} is not a trusted verifier in {dir}")]
+    UnknownKid { kid: String, dir: PathBuf },
+    #[error("{0}")]
+    Reissue(String),
 }
 
 fn io_err(path: &Path) -> impl FnOnce(std::io::Error) -> CliError + '_ {
@@ -50,6 +60,20 @@ pub enum KeysCommand {
         #[arg(long, value_name = "FILE")]
         key: PathBuf,
     },
+    /// A new signing key (new kid) for a data dir; the old one stays trusted as a verifier.
+    /// Restart `nls serve` to sign with it.
+    Rotate {
+        #[arg(long, value_name = "DIR", default_value = "nls-data")]
+        data_dir: PathBuf,
+    },
+    /// Stop trusting a verifier kept by `rotate` (after `nls license reissue --all`): keys it
+    /// signed then answer BAD_SIGNATURE. Restart `nls serve` to apply.
+    Retire {
+        #[arg(long, value_name = "DIR", default_value = "nls-data")]
+        data_dir: PathBuf,
+        #[arg(long)]
+        kid: String,
+    },
 }
 
 #[derive(Subcommand)]
@@ -61,6 +85,8 @@ pub enum LicenseCommand {
         /// The key, or `-` to read it from stdin.
         key: String,
     },
+    /// Re-issue live licenses' keys with the current signer, audited, and email them.
+    Reissue(crate::reissue_command::ReissueArgs),
     /// Verify a key against a JWKS; exit 0 only when it is valid.
     Verify {
         /// The key, or `-` to read it from stdin.
@@ -118,7 +144,55 @@ pub fn run_keys(cmd: KeysCommand) -> Result<ExitCode, CliError> {
             print_json(&serde_json::to_value(jwks).unwrap_or_default());
             Ok(ExitCode::SUCCESS)
         }
+        KeysCommand::Rotate { data_dir } => rotate(&data_dir),
+        KeysCommand::Retire { data_dir, kid } => retire(&data_dir, &kid),
     }
+}
+
+/// The trusted verifiers file is written before the new signer: a crash in between leaves the
+/// old signer in place and its key trusted twice over, never a signer nobody trusts.
+fn rotate(data_dir: &Path) -> Result<ExitCode, CliError> {
+    let signer_path = signing_key_file::path_in(data_dir);
+    let old = read_signing_key(&signer_path)?;
+    let mut trusted =
+        signing_key_file::read_trusted(data_dir).map_err(|e| CliError::KeyRing(e.to_string()))?;
+    let new = SigningKey::generate();
+    trusted.retain(|k| k.kid != old.kid);
+    trusted.push(old.verifying_key());
+    write_trusted(data_dir, &trusted)?;
+    let json = serde_json::to_string_pretty(&new.to_private_jwk()).unwrap_or_default();
+    signing_key_file::write_private(data_dir, signing_key_file::SIGNING_KEY_FILE, json.as_bytes())
+        .map_err(io_err(&signer_path))?;
+    let kids: Vec<&str> = trusted.iter().map(|k| k.kid.as_str()).collect();
+    print_json(&serde_json::json!({"kid": new.kid, "previous_kid": old.kid, "verifiers": kids}));
+    eprintln!("rotated: restart nls serve to sign with {}", new.kid);
+    Ok(ExitCode::SUCCESS)
+}
+
+fn retire(data_dir: &Path, kid: &str) -> Result<ExitCode, CliError> {
+    let signer = read_signing_key(&signing_key_file::path_in(data_dir))?;
+    if signer.kid == kid {
+        return Err(CliError::RetireSigner { kid: kid.to_owned() });
+    }
+    let mut trusted =
+        signing_key_file::read_trusted(data_dir).map_err(|e| CliError::KeyRing(e.to_string()))?;
+    let count = trusted.len();
+    trusted.retain(|k| k.kid != kid);
+    if trusted.len() == count {
+        return Err(CliError::UnknownKid { kid: kid.to_owned(), dir: data_dir.to_owned() });
+    }
+    write_trusted(data_dir, &trusted)?;
+    let kids: Vec<&str> = trusted.iter().map(|k| k.kid.as_str()).collect();
+    print_json(&serde_json::json!({"kid": signer.kid, "retired": kid, "verifiers": kids}));
+    eprintln!("retired {kid}: restart nls serve to stop trusting it");
+    Ok(ExitCode::SUCCESS)
+}
+
+fn write_trusted(data_dir: &Path, trusted: &[VerifyingKey]) -> Result<(), CliError> {
+    let jwks = Jwks { keys: trusted.iter().map(VerifyingKey::to_jwk).collect() };
+    let json = serde_json::to_string_pretty(&jwks).unwrap_or_default();
+    signing_key_file::write_private(data_dir, signing_key_file::TRUSTED_KEYS_FILE, json.as_bytes())
+        .map_err(io_err(&data_dir.join(signing_key_file::TRUSTED_KEYS_FILE)))
 }
 
 pub fn run_license(cmd: LicenseCommand) -> Result<ExitCode, CliError> {
@@ -147,6 +221,7 @@ pub fn run_license(cmd: LicenseCommand) -> Result<ExitCode, CliError> {
             println!("{key}");
             Ok(ExitCode::SUCCESS)
         }
+        LicenseCommand::Reissue(args) => crate::reissue_command::run(args).map_err(CliError::Reissue),
         LicenseCommand::Inspect { key } => {
             let key = key_argument(key)?;
             let (header, claims, checksum_ok) =

@@ -7,6 +7,7 @@ mod backup_command;
 mod dynamodb_command;
 mod key_commands;
 mod outbox_mailer;
+mod reissue_command;
 mod renewals_command;
 mod serve;
 
@@ -25,7 +26,7 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// Signing keys: generate one, print a JWKS.
+    /// Signing keys: generate one, print a JWKS, rotate and retire a data dir's keys.
     #[command(subcommand)]
     Keys(KeysCommand),
     /// Issue, inspect and verify license keys offline.
