@@ -6,6 +6,7 @@
 mod dynamodb_command;
 mod key_commands;
 mod outbox_mailer;
+mod registry_command;
 mod renewals_command;
 mod serve;
 
@@ -38,6 +39,9 @@ enum Command {
     /// DynamoDB set-up for running `nls serve --store dynamodb` locally.
     #[command(subcommand)]
     Dynamodb(dynamodb_command::DynamodbCommand),
+    /// The Docker Registry token service: the certificate the registry trusts.
+    #[command(subcommand)]
+    Registry(registry_command::RegistryCommand),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS).map_err(|e| e.to_string()),
         Command::Renewals(cmd) => renewals_command::run(cmd).map_err(|e| e.to_string()),
         Command::Dynamodb(cmd) => dynamodb_command::run(cmd),
+        Command::Registry(cmd) => registry_command::run(cmd),
     };
     outcome.unwrap_or_else(|message| {
         eprintln!("nls: error: {message}");
