@@ -29,6 +29,14 @@ export PATH="$venv/bin:$PATH"
 export NLS_PYTHON="$venv/bin/python"
 export NLS_MOTO_SERVER="$venv/bin/moto_server"
 
+step "container registry tools (the CNCF registry and skopeo, for the registry token tests)"
+# tests/tests/registry_tokens.rs drives the real registry with skopeo (docs/distribution.md).
+if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null; then
+  sudo_if_needed=$([ "$(id -u)" = 0 ] || echo sudo)
+  $sudo_if_needed apt-get -o DPkg::Lock::Timeout=600 update -qq
+  DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get -o DPkg::Lock::Timeout=600 install -y -qq docker-registry skopeo >/dev/null
+fi
+
 step "format and lints"
 cargo fmt --all -- --check
 cargo clippy --workspace --all-targets --locked -- -D warnings

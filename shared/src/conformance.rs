@@ -84,7 +84,12 @@ fn customer(name: &str, stripe: Option<&str>) -> Customer {
 }
 
 fn license_for(customer_id: &str, max: Option<u32>, expires_at: Option<Timestamp>) -> License {
-    let terms = LicenseTerms { max_deployments: max, expires_at, ..LicenseTerms::default() };
+    // Every license carries a registry grant, so each store is seen to round-trip it.
+    let registry = Some(crate::registry_token::RegistryGrant {
+        repositories: vec!["nectar/app".into(), "nectar/worker-*".into()],
+        actions: vec!["pull".into()],
+    });
+    let terms = LicenseTerms { max_deployments: max, expires_at, registry, ..LicenseTerms::default() };
     new_license(customer_id, terms, t0())
 }
 
@@ -603,6 +608,12 @@ async fn validation_logs_newest_first(store: Arc<dyn Store>) {
             deployment_id: Some(format!("d{i}")),
             fingerprint: None,
             client_ip: Some("127.0.0.1".into()),
+            // One registry entry among them: every store round-trips it.
+            registry: (i == 3).then(|| crate::model::RegistryAccessRecord {
+                repository: "nectar/app".into(),
+                requested: vec!["pull".into(), "push".into()],
+                granted: vec!["pull".into()],
+            }),
         })
         .collect();
     store.append_validation_logs(&entries).await.expect("append");
@@ -611,4 +622,5 @@ async fn validation_logs_newest_first(store: Arc<dyn Store>) {
         got.iter().map(|e| e.deployment_id.clone().unwrap_or_default()).collect::<Vec<_>>(),
         ["d3", "d2"]
     );
+    assert_eq!(got[0].registry, entries[3].registry);
 }

@@ -49,6 +49,9 @@ pub struct LicenseTerms {
     pub expires_at: Option<Timestamp>,
     pub offline_days: Option<u32>,
     pub grace_days: Option<u32>,
+    /// The container images the license may pull (docs/distribution.md).
+    #[serde(default)]
+    pub registry: Option<crate::registry_token::RegistryGrant>,
 }
 
 pub const DEFAULT_TIER: &str = "standard";
@@ -71,6 +74,7 @@ pub fn new_license(customer_id: &str, terms: LicenseTerms, now: Timestamp) -> Li
         stripe_subscription_id: None,
         stripe_price_id: None,
         billing_event_at: None,
+        registry: terms.registry,
         version: 1,
         created_at: now,
         updated_at: now,

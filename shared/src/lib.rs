@@ -13,6 +13,7 @@ pub mod model;
 pub mod path_segment;
 pub mod ports;
 pub mod receipt;
+pub mod registry_token;
 pub mod renewals;
 pub mod staff_accounts;
 pub mod status_push;

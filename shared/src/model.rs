@@ -7,6 +7,7 @@ use chrono::{DateTime, Datelike, Utc};
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::LicenseStatus;
+pub use crate::registry_token::RegistryGrant;
 
 pub type Timestamp = DateTime<Utc>;
 
@@ -55,6 +56,9 @@ pub struct License {
     /// state back.
     #[serde(default)]
     pub billing_event_at: Option<i64>,
+    /// Which container images the license may pull (docs/distribution.md); `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryGrant>,
     /// Optimistic concurrency: bumped by every update.
     pub version: u64,
     pub created_at: Timestamp,
@@ -163,20 +167,36 @@ pub enum Scope {
     Read,
     Write,
     Admin,
+    /// Push images through the registry token service; grants nothing in the admin API, and no
+    /// admin scope grants it (docs/distribution.md).
+    #[serde(rename = "registry:push")]
+    RegistryPush,
 }
 
 impl Scope {
-    /// `admin` implies `write`, which implies `read`.
+    pub const ALL: [Scope; 4] = [Self::Read, Self::Write, Self::Admin, Self::RegistryPush];
+
+    /// `admin` implies `write`, which implies `read`; `registry:push` stands apart.
     pub fn grants(self, needed: Scope) -> bool {
-        self >= needed
+        match (self, needed) {
+            (Self::RegistryPush, _) | (_, Self::RegistryPush) => self == needed,
+            _ => self >= needed,
+        }
+    }
+    /// One of `read`, `write`, `admin`: the scopes of the admin API.
+    pub fn is_admin_api(self) -> bool {
+        self != Self::RegistryPush
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Admin => "admin",
+            Self::RegistryPush => "registry:push",
+        }
     }
     pub fn parse(s: &str) -> Option<Self> {
-        match s {
-            "read" => Some(Self::Read),
-            "write" => Some(Self::Write),
-            "admin" => Some(Self::Admin),
-            _ => None,
-        }
+        Self::ALL.into_iter().find(|scope| scope.as_str() == s)
     }
 }
 
@@ -251,6 +271,17 @@ pub struct ValidationLogEntry {
     pub fingerprint: Option<String>,
     #[serde(default)]
     pub client_ip: Option<String>,
+    /// Set for a registry token request (codes `REGISTRY_GRANTED`, `REGISTRY_DENIED`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryAccessRecord>,
+}
+
+/// What a registry token request asked for one repository and what it was granted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct RegistryAccessRecord {
+    pub repository: String,
+    pub requested: Vec<String>,
+    pub granted: Vec<String>,
 }
 
 /// A staff user's role in the admin portal. Ordered: each role can do what the ones before it

@@ -260,6 +260,8 @@ pub fn license_item(l: &License) -> Item {
         .set_opt("stripe_subscription_id", l.stripe_subscription_id.as_deref().map(s))
         .set_opt("stripe_price_id", l.stripe_price_id.as_deref().map(s))
         .set_opt("billing_event_at", l.billing_event_at.map(n))
+        // The registry grant as JSON text, like audit values: it is read and written whole.
+        .set_opt("registry", l.registry.as_ref().and_then(|g| serde_json::to_string(g).ok()).map(s))
         .set("version", n(l.version))
         .set("created_at", ts(l.created_at))
         .set("updated_at", ts(l.updated_at))
@@ -287,6 +289,11 @@ pub fn license_from_item(item: &Item) -> StoreResult<License> {
         stripe_subscription_id: r.opt_string("stripe_subscription_id")?,
         stripe_price_id: r.opt_string("stripe_price_id")?,
         billing_event_at: r.opt_number("billing_event_at")?,
+        registry: r
+            .opt_json("registry")?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| r.corrupt(format!("attribute `registry` is not a registry grant: {e}")))?,
         version: r.number("version")?,
         created_at: r.timestamp("created_at")?,
         updated_at: r.timestamp("updated_at")?,
@@ -377,16 +384,8 @@ pub fn counter_totals_from_item(item: &Item) -> StoreResult<BTreeMap<String, u64
 
 // ---- API keys ----
 
-fn scope_name(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Read => "read",
-        Scope::Write => "write",
-        Scope::Admin => "admin",
-    }
-}
-
 pub fn api_key_item(k: &ApiKeyRecord) -> Item {
-    let scopes: Vec<String> = k.scopes.iter().map(|sc| scope_name(*sc).to_owned()).collect();
+    let scopes: Vec<String> = k.scopes.iter().map(|sc| sc.as_str().to_owned()).collect();
     ItemBuilder::keyed(api_key_pk(&k.id), API_KEY_ITEM_SK)
         .set(KIND_PK, s(KIND_API_KEY))
         .set(KIND_SK, s(&k.id))
@@ -516,6 +515,7 @@ pub fn validation_log_item(e: &ValidationLogEntry, sk: String, expires_epoch_sec
         .set_opt("deployment_id", e.deployment_id.as_deref().map(s))
         .set_opt("fingerprint", e.fingerprint.as_deref().map(s))
         .set_opt("client_ip", e.client_ip.as_deref().map(s))
+        .set_opt("registry", e.registry.as_ref().and_then(|r| serde_json::to_string(r).ok()).map(s))
         .set(TTL_ATTRIBUTE, n(expires_epoch_seconds))
         .build()
 }
@@ -529,5 +529,10 @@ pub fn validation_log_from_item(item: &Item) -> StoreResult<ValidationLogEntry> 
         deployment_id: r.opt_string("deployment_id")?,
         fingerprint: r.opt_string("fingerprint")?,
         client_ip: r.opt_string("client_ip")?,
+        registry: r
+            .opt_json("registry")?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| r.corrupt(format!("attribute `registry` is not a registry access record: {e}")))?,
     })
 }

@@ -51,6 +51,10 @@ fn license(id: &str, customer_id: &str) -> License {
         stripe_subscription_id: None,
         stripe_price_id: None,
         billing_event_at: None,
+        registry: Some(nls_core::model::RegistryGrant {
+            repositories: vec!["nectar/app".into(), "nectar/worker-*".into()],
+            actions: vec!["pull".into()],
+        }),
         version: 1,
         created_at: now(),
         updated_at: now(),
@@ -627,6 +631,11 @@ async fn api_keys_audit_and_validation_logs_round_trip() {
             deployment_id: Some(format!("d{i}")),
             fingerprint: None,
             client_ip: Some("203.0.113.7".into()),
+            registry: (i == 1).then(|| nls_core::model::RegistryAccessRecord {
+                repository: "nectar/app".into(),
+                requested: vec!["pull".into()],
+                granted: vec!["pull".into()],
+            }),
         })
         .collect();
     t.store.append_validation_logs(&logs).await.unwrap();

@@ -5,6 +5,7 @@
 use chrono::Duration;
 use nls_core::http::HttpConfig;
 use nls_core::http::rate_limit::RateLimit;
+use nls_core::http::registry_routes::RegistryConfig;
 use nls_edge_push::{EdgePushSettings, SettingsError};
 
 pub const TABLE_NAME_VAR: &str = "NLS_TABLE_NAME";
@@ -17,6 +18,11 @@ pub const SNAPSHOT_TTL_MS_VAR: &str = "NLS_SNAPSHOT_TTL_MS";
 pub const IP_RATE_LIMIT_VAR: &str = "NLS_IP_RATE_LIMIT";
 pub const API_KEY_RATE_LIMIT_VAR: &str = "NLS_API_KEY_RATE_LIMIT";
 pub const CORS_ORIGINS_VAR: &str = "NLS_CORS_ORIGINS";
+/// Secrets Manager id of the registry token key (a private P-256 JWK, docs/distribution.md);
+/// unset: `GET /v1/registry/token` answers 404 `UNSUPPORTED`.
+pub const REGISTRY_KEY_SECRET_VAR: &str = "NLS_REGISTRY_KEY_SECRET_ID";
+pub const REGISTRY_ISSUER_VAR: &str = "NLS_REGISTRY_ISSUER";
+pub const REGISTRY_SERVICE_VAR: &str = "NLS_REGISTRY_SERVICE";
 /// Hex SHA-256 of a bootstrap admin key: lets a deployment accept an admin key without the
 /// key itself ever being in the function's configuration.
 pub const BOOTSTRAP_KEY_SHA256_VAR: &str = "NLS_BOOTSTRAP_ADMIN_KEY_SHA256";
@@ -43,6 +49,14 @@ pub struct ApiConfig {
     pub http: HttpConfig,
     /// Where status changes are pushed; `None` without `NLS_EDGE_PUSH_URLS`.
     pub edge_push: Option<EdgePushSettings>,
+    /// The registry token service, when `NLS_REGISTRY_KEY_SECRET_ID` is set.
+    pub registry: Option<RegistrySettings>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RegistrySettings {
+    pub key_secret_id: String,
+    pub config: RegistryConfig,
 }
 
 fn required(lookup: &impl Fn(&str) -> Option<String>, name: &'static str) -> Result<String, ConfigError> {
@@ -143,6 +157,14 @@ impl ApiConfig {
             signing_key_secret_id: required(&lookup, SIGNING_KEY_SECRET_VAR)?,
             http,
             edge_push: EdgePushSettings::from_lookup(&lookup)?,
+            registry: lookup(REGISTRY_KEY_SECRET_VAR).filter(|id| !id.trim().is_empty()).map(
+                |key_secret_id| {
+                    let issuer = lookup(REGISTRY_ISSUER_VAR).unwrap_or_else(|| "nls".to_owned());
+                    let service =
+                        lookup(REGISTRY_SERVICE_VAR).unwrap_or_else(|| "nectar-registry".to_owned());
+                    RegistrySettings { key_secret_id, config: RegistryConfig::new(&issuer, &service) }
+                },
+            ),
         })
     }
 }
@@ -187,6 +209,22 @@ mod tests {
             }),
         );
         check(&[base[0], base[1], (BOOTSTRAP_KEY_SHA256_VAR, &"ab".repeat(32))], Ok(()));
+        let map = HashMap::from([
+            (TABLE_NAME_VAR, "nls"),
+            (SIGNING_KEY_SECRET_VAR, "k"),
+            (REGISTRY_KEY_SECRET_VAR, "nls/registry-key"),
+            (REGISTRY_SERVICE_VAR, "reg.example"),
+        ]);
+        let config = ApiConfig::from_lookup(|name| map.get(name).map(|v| v.to_string())).unwrap();
+        let registry = config.registry.expect("registry settings");
+        assert_eq!(
+            (
+                registry.key_secret_id.as_str(),
+                registry.config.issuer.as_str(),
+                registry.config.service.as_str()
+            ),
+            ("nls/registry-key", "nls", "reg.example")
+        );
         check(
             &[base[0], base[1], ("NLS_EDGE_PUSH_URLS", "https://edge.example")],
             Err(ConfigError::EdgePush(SettingsError::NoTokenSecret)),

@@ -6,9 +6,11 @@ use std::sync::Arc;
 
 use nls_aws::secrets::{fetch_secret_string, fetch_signing_key};
 use nls_aws::{ClientTuning, DynamoStore, dynamodb_client, load_sdk_config};
+use nls_core::http::registry_routes::RegistryTokenService;
 use nls_core::http::{AppDeps, AppState};
 use nls_core::key_ring::KeyRing;
 use nls_core::ports::SystemClock;
+use nls_core::registry_token::RegistrySigningKey;
 use nls_edge_push::HttpStatusPublisher;
 use nls_lambda_api::api_app;
 use nls_lambda_api::api_config::ApiConfig;
@@ -38,6 +40,19 @@ async fn main() -> Result<(), lambda_http::Error> {
         clock: Arc::new(SystemClock),
         config: config.http,
     });
+    let state = match &config.registry {
+        // Kept like the license ring (Secrets Manager), and separate from it.
+        Some(registry) => {
+            let jwk = fetch_secret_string(&secrets, &registry.key_secret_id)
+                .await
+                .inspect_err(|e| tracing::error!(error = %e, "no registry signing key"))?;
+            let key = RegistrySigningKey::parse_jwk_json(&jwk)
+                .inspect_err(|e| tracing::error!(error = %e, "bad registry signing key"))?;
+            tracing::info!(kid = key.kid(), "serving registry tokens");
+            state.with_registry(RegistryTokenService::new(key, registry.config.clone()))
+        }
+        None => state,
+    };
     let state = match (&config.edge_push, push_token) {
         (Some(push), Some(token)) => {
             let publisher = HttpStatusPublisher::new(&push.urls, &token)

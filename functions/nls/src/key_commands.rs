@@ -215,6 +215,8 @@ pub fn run_license(cmd: LicenseCommand) -> Result<ExitCode, CliError> {
                 expires_at,
                 offline_days: args.offline_days,
                 grace_days: args.grace_days,
+                // An offline key carries no registry grant: image pulls need the origin.
+                registry: None,
             };
             let license = new_license(&args.customer, terms, now);
             let key = issue_key(&ring, &license, now).map_err(|e| CliError::Signing(e.to_string()))?;

@@ -8,6 +8,7 @@ mod dynamodb_command;
 mod key_commands;
 mod outbox_mailer;
 mod reissue_command;
+mod registry_command;
 mod renewals_command;
 mod serve;
 
@@ -44,6 +45,9 @@ enum Command {
     /// DynamoDB set-up for running `nls serve --store dynamodb` locally.
     #[command(subcommand)]
     Dynamodb(dynamodb_command::DynamodbCommand),
+    /// The Docker Registry token service: the certificate the registry trusts.
+    #[command(subcommand)]
+    Registry(registry_command::RegistryCommand),
 }
 
 fn main() -> ExitCode {
@@ -56,6 +60,7 @@ fn main() -> ExitCode {
         Command::Dynamodb(cmd) => dynamodb_command::run(cmd),
         Command::Backup(args) => backup_command::run_backup(args).map_err(|e| e.to_string()),
         Command::Restore(args) => backup_command::run_restore(args).map_err(|e| e.to_string()),
+        Command::Registry(cmd) => registry_command::run(cmd),
     };
     outcome.unwrap_or_else(|message| {
         eprintln!("nls: error: {message}");

@@ -117,6 +117,7 @@ async fn writes_survive_reopening_the_file() {
         deployment_id: Some("d".to_owned()),
         fingerprint: None,
         client_ip: Some("::1".to_owned()),
+        registry: None,
     };
 
     let (license, activated) = {

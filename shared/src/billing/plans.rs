@@ -20,6 +20,9 @@ pub struct Plan {
     /// Absent means unlimited.
     #[serde(default)]
     pub max_deployments: Option<u32>,
+    /// The container images a license of this plan may pull (docs/distribution.md).
+    #[serde(default)]
+    pub registry: Option<crate::registry_token::RegistryGrant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -36,6 +39,8 @@ pub enum PlanCatalogueError {
     DuplicatePrice(String),
     #[error("a plan in the catalogue has an empty {0}")]
     Empty(&'static str),
+    #[error("plan {0:?}: {1}")]
+    Registry(String, crate::registry_token::GrantError),
 }
 
 /// Stripe price id → plan.
@@ -58,6 +63,9 @@ impl PlanCatalogue {
             }
             if plan.tier.trim().is_empty() {
                 return Err(PlanCatalogueError::Empty("tier"));
+            }
+            if let Some(grant) = &plan.registry {
+                grant.check().map_err(|e| PlanCatalogueError::Registry(plan.stripe_price.clone(), e))?;
             }
             if by_price.contains_key(&plan.stripe_price) {
                 return Err(PlanCatalogueError::DuplicatePrice(plan.stripe_price));
@@ -88,7 +96,8 @@ mod tests {
     fn a_catalogue_parses_and_looks_up_by_price() {
         let catalogue = PlanCatalogue::parse(
             r#"{"plans":[
-                {"stripe_price":"price_basic","tier":"basic","features":["sso"],"limits":{"api_calls":1000},"max_deployments":2},
+                {"stripe_price":"price_basic","tier":"basic","features":["sso"],"limits":{"api_calls":1000},"max_deployments":2,
+                 "registry":{"repositories":["nectar/app","nectar/worker-*"],"actions":["pull"]}},
                 {"stripe_price":"price_ent","tier":"enterprise"}
             ]}"#,
         )
@@ -97,9 +106,12 @@ mod tests {
         assert_eq!(basic.tier, "basic");
         assert_eq!(basic.limits.get("api_calls"), Some(&1000));
         assert_eq!(basic.max_deployments, Some(2));
+        let registry = basic.registry.as_ref().expect("a registry grant");
+        assert_eq!(registry.repositories, ["nectar/app", "nectar/worker-*"]);
         let ent = catalogue.plan_for_price("price_ent").expect("enterprise");
         assert_eq!(ent.max_deployments, None);
         assert!(ent.features.is_empty());
+        assert_eq!(ent.registry, None);
         assert!(catalogue.plan_for_price("price_unknown").is_none());
     }
 
@@ -113,6 +125,9 @@ mod tests {
             r#"{"plans":[{"stripe_price":"p","tier":"x","seats":3}]}"#,
             r#"{"plans":[{"stripe_price":"","tier":"x"}]}"#,
             r#"{"plans":[{"stripe_price":"p","tier":"x"},{"stripe_price":"p","tier":"y"}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","registry":{"repositories":["a"],"actions":["push"]}}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","registry":{"repositories":["A B"]}}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","registry":{"repos":["a"]}}]}"#,
         ] {
             assert!(PlanCatalogue::parse(bad).is_err(), "{bad}");
         }

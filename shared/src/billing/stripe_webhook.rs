@@ -470,6 +470,7 @@ async fn apply_once(
                 expires_at: paid_through.map(|at| at + deps.policy.period_grace),
                 offline_days: None,
                 grace_days: None,
+                registry: plan.registry.clone(),
             };
             let mut license = new_license(&customer.id, terms, now);
             license.id = observation.subscription_id.map(license_id_for_subscription).unwrap_or(license.id);
@@ -522,6 +523,7 @@ async fn apply_once(
                     next.features = plan.features.clone();
                     next.limits = plan.limits.clone();
                     next.max_deployments = plan.max_deployments;
+                    next.registry = plan.registry.clone();
                     next.stripe_price_id = Some(plan.stripe_price.clone());
                     if entitlements_changed {
                         // The key carries tier and features: a new key (emailed after the

@@ -37,11 +37,7 @@ impl Caller {
 }
 
 pub fn scope_name(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Read => "read",
-        Scope::Write => "write",
-        Scope::Admin => "admin",
-    }
+    scope.as_str()
 }
 
 /// The SHA-256 of an API key token, as stored.
@@ -104,19 +100,25 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, AppErro
             return Ok(Caller { actor: BOOTSTRAP_ACTOR.to_owned(), scope: Scope::Admin });
         }
     }
+    let record = verify_api_key(state, token).await?;
+    // `registry:push` is no admin scope: a key holding only that may not use the admin API.
+    let scope = record.scopes.iter().copied().filter(|s| s.is_admin_api()).max();
+    let scope = scope.ok_or(AppError::InsufficientScope { needed: "read" })?;
+    Ok(Caller { actor: record.id, scope })
+}
+
+/// The stored, unrevoked record of an API key token (`nls_<key id>_<secret>`), after its
+/// per-key rate limit. The bootstrap key is not an API key record and is not accepted here.
+pub(crate) async fn verify_api_key(state: &AppState, token: &str) -> Result<ApiKeyRecord, AppError> {
     let id = key_id_of(token).ok_or(AppError::InvalidCredentials)?;
     let record = state.store().get_api_key(id).await?.ok_or(AppError::InvalidCredentials)?;
-    let stored = hex_lower(&presented);
+    let stored = hex_lower(&token_sha256(token));
     let matches = bool::from(stored.as_bytes().ct_eq(record.secret_sha256.as_bytes()));
     if !matches || record.revoked_at.is_some() {
         return Err(AppError::InvalidCredentials);
     }
     state.check_api_key_rate(&record.id)?;
-    let scope = record.scopes.iter().copied().max().unwrap_or(Scope::Read);
-    if record.scopes.is_empty() {
-        return Err(AppError::InsufficientScope { needed: "read" });
-    }
-    Ok(Caller { actor: record.id, scope })
+    Ok(record)
 }
 
 #[cfg(test)]

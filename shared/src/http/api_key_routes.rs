@@ -27,14 +27,17 @@ pub async fn create_api_key(
         return Err(AppError::invalid("`name` must be 1 to 256 characters"));
     }
     if body.scopes.is_empty() {
-        return Err(AppError::invalid("`scopes` must name at least one of read, write, admin"));
+        return Err(AppError::invalid(
+            "`scopes` must name at least one of read, write, admin, registry:push",
+        ));
     }
     let scopes = body
         .scopes
         .iter()
         .map(|s| {
-            Scope::parse(s)
-                .ok_or_else(|| AppError::invalid(format!("unknown scope {s:?}: use read, write or admin")))
+            Scope::parse(s).ok_or_else(|| {
+                AppError::invalid(format!("unknown scope {s:?}: use read, write, admin or registry:push"))
+            })
         })
         .collect::<Result<Vec<_>, _>>()?;
     let now = state.now();

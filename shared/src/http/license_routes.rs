@@ -15,8 +15,8 @@ use crate::http::audit_routes::{audit, page_request};
 use crate::http::wire::{
     CreateLicenseRequest, DeploymentList, DeploymentView, HistoryQuery, LicenseEnvelope, LicenseListQuery,
     LicensePage, LicenseView, NotificationList, NotificationView, OfflineFileIssued, OfflineFileRequest,
-    OfflineFileView, RenewLicenseRequest, UpdateLicenseRequest, UsageQuery, UsageView, ValidationHistory,
-    ValidationLogView,
+    OfflineFileView, RegistryGrantBody, RenewLicenseRequest, UpdateLicenseRequest, UsageQuery, UsageView,
+    ValidationHistory, ValidationLogView,
 };
 use crate::issuing::{LicenseTerms, apply_event, issue_key, license_claims, new_id, new_license};
 use crate::lifecycle::{LicenseStatus, LifecycleEvent};
@@ -89,6 +89,7 @@ pub async fn create_license(
     if state.store().get_customer(&body.customer_id).await?.is_none() {
         return Err(AppError::not_found("customer_not_found", format!("customer {}", body.customer_id)));
     }
+    let registry = body.registry.map(RegistryGrantBody::into_grant).transpose()?;
     let now = state.now();
     let terms = LicenseTerms {
         tier: body.tier,
@@ -98,6 +99,7 @@ pub async fn create_license(
         expires_at: body.expires_at,
         offline_days: body.offline_days,
         grace_days: body.grace_days,
+        registry,
     };
     let license = new_license(&body.customer_id, terms, now);
     let key = sign_key(&state, &license)?;
@@ -172,12 +174,20 @@ pub async fn update_license(
         body.features.as_deref().unwrap_or_default(),
         body.limits.as_ref().unwrap_or(&Default::default()),
     )?;
+    let registry = match body.registry {
+        Some(Some(grant)) => Some(Some(grant.into_grant()?)),
+        Some(None) => Some(None),
+        None => None,
+    };
     let before = load(&state, &id).await?;
     if before.status == LicenseStatus::Revoked {
         return Err(AppError::InvalidTransition("a revoked license cannot be changed".to_owned()));
     }
     let now = state.now();
     let mut after = before.clone();
+    if let Some(registry) = registry {
+        after.registry = registry;
+    }
     if let Some(tier) = body.tier {
         after.tier = tier;
     }

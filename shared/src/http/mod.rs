@@ -24,6 +24,7 @@ pub mod license_routes;
 pub mod metrics;
 pub mod public_routes;
 pub mod rate_limit;
+pub mod registry_routes;
 pub mod request_layers;
 pub mod route_table;
 pub mod snapshot_cache;
@@ -142,6 +143,8 @@ pub struct AppState {
     /// Set by [`AppState::with_status_publisher`]; outside `Services` so existing
     /// constructors keep working.
     publisher: Option<Arc<dyn StatusPublisher>>,
+    /// Set by [`AppState::with_registry`] (`registry_routes`): the registry token service.
+    registry: Option<Arc<registry_routes::RegistryTokenService>>,
 }
 
 struct Services {
@@ -188,7 +191,7 @@ impl AppState {
             config,
             metrics,
         };
-        Self { inner: Arc::new(inner), publisher: None }
+        Self { inner: Arc::new(inner), publisher: None, registry: None }
     }
 
     /// Pushes every committed license change an edge's snapshot reflects to `publisher`

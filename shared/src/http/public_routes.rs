@@ -55,6 +55,50 @@ pub(crate) async fn snapshot_for(
     Ok(snapshot.map(|s| state.snapshots().put(s, now)))
 }
 
+pub(crate) const NOT_ON_RECORD: &str = "this license is not on record";
+
+/// A license key, verified and looked up as `POST /v1/licenses/validate` does before it decides.
+pub(crate) struct CheckedKey {
+    pub key: Arc<VerifiedLicense>,
+    pub entry: Option<Arc<SnapshotEntry>>,
+    /// The store was unavailable: only the key's own claims can be judged.
+    pub degraded: bool,
+}
+
+pub(crate) enum KeyCheck {
+    /// Not a key of ours: malformed, bad checksum or signature.
+    Refused(ValidationCode),
+    /// Signed by us, but the store no longer holds the license (it was deleted).
+    NotOnRecord(String),
+    Checked(CheckedKey),
+}
+
+/// The first half of a validation, shared with every route a license key authenticates by
+/// status (the registry token service): verify the key, then read its license's snapshot.
+pub(crate) async fn check_license_key(
+    state: &AppState,
+    key: &str,
+    now: Timestamp,
+) -> Result<KeyCheck, AppError> {
+    let key = match state.verifier().verify(key) {
+        Ok(key) => key,
+        Err(rejection) => return Ok(KeyCheck::Refused(ValidationCode::from(rejection))),
+    };
+    let (entry, degraded) = match snapshot_for(state, &key.claims.sub, now).await {
+        Ok(entry) => (entry, false),
+        // Fail soft: the signature still proves the key; say the answer is degraded.
+        Err(AppError::Unavailable(why)) => {
+            tracing::warn!(error = %why, "store unavailable; validating from the key alone");
+            (None, true)
+        }
+        Err(other) => return Err(other),
+    };
+    if entry.is_none() && !degraded {
+        return Ok(KeyCheck::NotOnRecord(key.claims.sub.clone()));
+    }
+    Ok(KeyCheck::Checked(CheckedKey { key, entry, degraded }))
+}
+
 pub async fn validate(
     State(state): State<AppState>,
     client_ip: Option<axum::Extension<ClientIp>>,
@@ -75,31 +119,20 @@ pub async fn validate(
         receipt: None,
         degraded: false,
     };
-    let key = match state.verifier().verify(&body.key) {
-        Ok(key) => key,
-        Err(rejection) => {
-            let code = ValidationCode::from(rejection);
+    let CheckedKey { key, entry, degraded } = match check_license_key(&state, &body.key, now).await? {
+        KeyCheck::Checked(checked) => checked,
+        KeyCheck::Refused(code) => {
             state.metrics().record_validation(code.as_str(), now);
             return Ok(Json(rejected(code)).into_response());
         }
+        KeyCheck::NotOnRecord(license_id) => {
+            let mut answer = rejected(ValidationCode::Revoked);
+            answer.warning = Some(NOT_ON_RECORD.to_owned());
+            record(&state, &license_id, ValidationCode::Revoked.as_str(), &body, client_ip, now);
+            return Ok(Json(answer).into_response());
+        }
     };
     let license_id = key.claims.sub.as_str();
-    let (entry, degraded) = match snapshot_for(&state, license_id, now).await {
-        Ok(entry) => (entry, false),
-        // Fail soft: the signature still proves the key; say the answer is degraded.
-        Err(AppError::Unavailable(why)) => {
-            tracing::warn!(error = %why, "store unavailable; validating from the key alone");
-            (None, true)
-        }
-        Err(other) => return Err(other),
-    };
-    if entry.is_none() && !degraded {
-        // Signed by us but unknown to the store: the record was deleted.
-        let mut answer = rejected(ValidationCode::Revoked);
-        answer.warning = Some("this license is not on record".to_owned());
-        record(&state, license_id, ValidationCode::Revoked.as_str(), &body, client_ip, now);
-        return Ok(Json(answer).into_response());
-    }
     // A plain check-in answered from this snapshot before: the same bytes again.
     let plain = body.features.is_empty() && body.metrics.is_empty();
     if let Some(cached) = entry
@@ -235,6 +268,7 @@ fn record(
         deployment_id: body.deployment_id.clone(),
         fingerprint: body.fingerprint.clone(),
         client_ip: ip.map(|ip| ip.to_string()),
+        registry: None,
     });
 }
 
@@ -346,13 +380,15 @@ pub async fn health() -> Json<HealthAnswer> {
 pub async fn metrics(State(state): State<AppState>) -> Response {
     let dropped = state.validation_log().dropped();
     let pending = state.validation_log().len() as u64;
-    let text = state.metrics().render(&[
+    let mut series = vec![
         (
             "nls_validation_log_dropped_total",
             "Validation history entries dropped because the store fell behind.",
             dropped,
         ),
         ("nls_validation_log_pending", "Validation history entries waiting for the next flush.", pending),
-    ]);
+    ];
+    series.extend(state.registry().map(|r| r.metric_series()).into_iter().flatten());
+    let text = state.metrics().render(&series);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

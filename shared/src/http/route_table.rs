@@ -32,6 +32,8 @@ pub enum Access {
     ApiKey(&'static str),
     /// A `Stripe-Signature` over the raw body.
     Stripe,
+    /// HTTP Basic, the password a license key or an API key with `registry:push`.
+    RegistryBasic,
 }
 
 type SchemaFn = fn(&mut Vec<(String, RefOr<Schema>)>) -> String;
@@ -84,7 +86,7 @@ const WRITE: Access = Access::ApiKey("write");
 const ADMIN: Access = Access::ApiKey("admin");
 
 pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
-    use Access::{Anyone, LicenseKey, Stripe};
+    use Access::{Anyone, LicenseKey, RegistryBasic, Stripe};
     use Method as M;
     vec![
         (
@@ -115,6 +117,17 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
                 .body::<ReleaseDeploymentRequest>()
                 .answer::<DeploymentReleased>(200),
             delete(public::release_deployment),
+        ),
+        (
+            doc(
+                M::GET,
+                "/v1/registry/token",
+                "Docker Registry v2 token (HTTP Basic: license key or a registry:push API key)",
+                RegistryBasic,
+            )
+            .query::<RegistryTokenQuery>()
+            .answer::<RegistryTokenAnswer>(200),
+            get(crate::http::registry_routes::registry_token),
         ),
         (doc(M::GET, "/.well-known/jwks.json", "Public signing keys (JWKS)", Anyone), get(public::jwks)),
         (doc(M::GET, "/health", "Liveness", Anyone).answer::<HealthAnswer>(200), get(public::health)),
@@ -352,6 +365,12 @@ pub fn openapi_document() -> Value {
             }
             Access::Stripe => {
                 op.insert("x-authentication".into(), json!("Stripe-Signature"));
+            }
+            Access::RegistryBasic => {
+                op.insert(
+                    "x-authentication".into(),
+                    json!("HTTP Basic: license key or registry:push API key"),
+                );
             }
             Access::Anyone => {}
         }

@@ -261,6 +261,35 @@ pub struct CreateLicenseRequest {
     pub offline_days: Option<u32>,
     #[serde(default)]
     pub grace_days: Option<u32>,
+    /// The container images this license may pull (docs/distribution.md).
+    #[serde(default)]
+    pub registry: Option<RegistryGrantBody>,
+}
+
+/// A license's registry entitlement: repository names or globs (`*` within one path
+/// component) and the actions, of which customers only ever get `pull`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryGrantBody {
+    #[serde(default)]
+    pub repositories: Vec<String>,
+    #[serde(default)]
+    pub actions: Vec<String>,
+}
+
+impl RegistryGrantBody {
+    /// The domain grant, checked: 400 when a repository or an action is not allowed.
+    pub fn into_grant(self) -> Result<crate::model::RegistryGrant, crate::http::app_error::AppError> {
+        let grant = crate::model::RegistryGrant { repositories: self.repositories, actions: self.actions };
+        grant.check().map_err(|e| crate::http::app_error::AppError::invalid(e.to_string()))?;
+        Ok(grant)
+    }
+}
+
+impl From<&crate::model::RegistryGrant> for RegistryGrantBody {
+    fn from(g: &crate::model::RegistryGrant) -> Self {
+        Self { repositories: g.repositories.clone(), actions: g.actions.clone() }
+    }
 }
 
 /// Absent fields are left as they are; `null` clears a nullable one (unlimited, perpetual).
@@ -282,6 +311,10 @@ pub struct UpdateLicenseRequest {
     pub offline_days: Option<u32>,
     #[serde(default)]
     pub grace_days: Option<u32>,
+    /// `null` removes the license's registry access.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(value_type = Option<RegistryGrantBody>)]
+    pub registry: Option<Option<RegistryGrantBody>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -306,6 +339,9 @@ pub struct LicenseView {
     /// `jti` of the most recently issued key.
     pub key_id: String,
     pub stripe_subscription_id: Option<String>,
+    /// Absent: no registry access.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryGrantBody>,
     pub version: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -327,6 +363,7 @@ impl From<&License> for LicenseView {
             grace_ends_at: l.grace_ends_at,
             key_id: l.key_id.clone(),
             stripe_subscription_id: l.stripe_subscription_id.clone(),
+            registry: l.registry.as_ref().map(RegistryGrantBody::from),
             version: l.version,
             created_at: l.created_at,
             updated_at: l.updated_at,
@@ -423,6 +460,17 @@ pub struct ValidationLogView {
     pub deployment_id: Option<String>,
     pub fingerprint: Option<String>,
     pub client_ip: Option<String>,
+    /// A registry token request (codes `REGISTRY_GRANTED`, `REGISTRY_DENIED`): the repository,
+    /// the actions asked for and those granted.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registry: Option<RegistryAccessView>,
+}
+
+#[derive(Debug, Clone, Serialize, ToSchema)]
+pub struct RegistryAccessView {
+    pub repository: String,
+    pub requested: Vec<String>,
+    pub granted: Vec<String>,
 }
 
 impl From<&ValidationLogEntry> for ValidationLogView {
@@ -433,8 +481,36 @@ impl From<&ValidationLogEntry> for ValidationLogView {
             deployment_id: e.deployment_id.clone(),
             fingerprint: e.fingerprint.clone(),
             client_ip: e.client_ip.clone(),
+            registry: e.registry.as_ref().map(|r| RegistryAccessView {
+                repository: r.repository.clone(),
+                requested: r.requested.clone(),
+                granted: r.granted.clone(),
+            }),
         }
     }
+}
+
+/// `GET /v1/registry/token`: the answer of the Docker Registry token protocol (token.md).
+#[derive(Debug, Serialize, ToSchema)]
+pub struct RegistryTokenAnswer {
+    pub token: String,
+    /// The same token (OAuth 2 clients read this name).
+    pub access_token: String,
+    pub expires_in: i64,
+    pub issued_at: DateTime<Utc>,
+}
+
+/// `GET /v1/registry/token` query: `scope` may repeat.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct RegistryTokenQuery {
+    /// The registry's name; must be the one this server was configured with.
+    pub service: String,
+    /// `repository:<name>:<actions>`, repeatable.
+    #[serde(default)]
+    pub scope: Option<String>,
+    /// The user name (ignored: the password decides).
+    #[serde(default)]
+    pub account: Option<String>,
 }
 
 /// One email in a license's communication log.

@@ -18,13 +18,13 @@ use axum::extract::{ConnectInfo, Request};
 use chrono::Duration;
 use nls_core::billing::{BillingPolicy, PlanCatalogue};
 use nls_core::http::rate_limit::RateLimit;
+use nls_core::http::registry_routes::{RegistryConfig, RegistryTokenService};
 use nls_core::http::webhook_routes::BillingSetup;
 use nls_core::http::{AppDeps, AppState, ClientIp, HttpConfig, router};
 use nls_core::ports::Mailer;
 use nls_core::renewals::{RenewalsConfig, run_renewals};
 
 use crate::outbox_mailer::OutboxMailer;
-use nls_core::key_ring::JwkError;
 use nls_core::ports::{Store, StoreError, SystemClock};
 use nls_edge_push::HttpStatusPublisher;
 use nls_sqlite_store::SqliteStore;
@@ -96,6 +96,31 @@ pub struct ServeArgs {
     /// from `NLS_EDGE_PUSH_TOKEN` only: it is a secret, so never a flag.
     #[arg(long = "edge-push-url", value_name = "URL")]
     pub edge_push_urls: Vec<String>,
+    #[command(flatten)]
+    pub registry: RegistryArgs,
+}
+
+/// The Docker Registry token service (`GET /v1/registry/token`, docs/distribution.md).
+#[derive(Debug, clap::Args)]
+pub struct RegistryArgs {
+    /// The tokens' `iss`: the registry's `auth.token.issuer`.
+    #[arg(long, value_name = "NAME", default_value = "nls")]
+    pub registry_issuer: String,
+    /// The registry's `auth.token.service`: token requests must name it; the tokens' `aud`.
+    #[arg(long, value_name = "NAME", default_value = "nectar-registry")]
+    pub registry_service: String,
+    /// How long a registry token lasts.
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(1..=3600))]
+    pub registry_token_ttl_secs: u32,
+}
+
+impl RegistryArgs {
+    fn config(&self) -> RegistryConfig {
+        RegistryConfig {
+            token_ttl: Duration::seconds(i64::from(self.registry_token_ttl_secs)),
+            ..RegistryConfig::new(&self.registry_issuer, &self.registry_service)
+        }
+    }
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -123,8 +148,8 @@ pub enum ServeError {
     BootstrapKeyNotUnicode,
     #[error("{path}: {source}")]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("signing key {path}: {source}")]
-    SigningKey { path: PathBuf, source: JwkError },
+    #[error("signing key {path}: {reason}")]
+    SigningKey { path: PathBuf, reason: String },
     #[error("opening the store {path}: {source}")]
     Store { path: PathBuf, source: StoreError },
     #[error("starting the async runtime: {0}")]
@@ -226,6 +251,8 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         .map_err(|source| ServeError::Io { path: args.data_dir.clone(), source })?;
     let key_ring = signing_key_file::load_ring(&args.data_dir)?;
     let kid = key_ring.signer().map(|signer| signer.kid.clone()).unwrap_or_default();
+    let registry_key = signing_key_file::load_or_create_registry_key(&args.data_dir)?;
+    let registry = RegistryTokenService::new(registry_key, args.registry.config());
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
     let store: Arc<dyn Store> = match args.store {
@@ -251,6 +278,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         Some(billing) => AppState::with_billing(deps, billing),
         None => AppState::new(deps),
     };
+    let state = state.with_registry(registry);
     let state = match publisher {
         Some(publisher) => {
             // The URLs only: the token is never logged.
