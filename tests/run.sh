@@ -88,4 +88,21 @@ tests/edge/run.sh all
 step "Node client against nls serve"
 clients/node/run-tests.sh
 
+step "customer install package: shellcheck, yamllint, Kubernetes schemas (offline), install.sh --dry-run"
+if ! command -v shellcheck >/dev/null || ! command -v yamllint >/dev/null; then
+  apt-get -o DPkg::Lock::Timeout=600 update -qq
+  apt-get -o DPkg::Lock::Timeout=600 install -y -qq shellcheck yamllint
+fi
+# kubernetes-validate bundles the Kubernetes JSON schemas: the check needs no network.
+package_venv="$NLS_TOOLS_DIR/venv-customer-package"
+package_tools=("kubernetes-validate==1.37.0")
+stamp="$package_venv/.installed-$(printf '%s ' "${package_tools[@]}" | sha256sum | cut -c1-12)"
+if [ ! -e "$stamp" ]; then
+  python3 -m venv "$package_venv"
+  "$package_venv/bin/pip" install --quiet "${package_tools[@]}"
+  touch "$stamp"
+fi
+KUBERNETES_VALIDATE="$package_venv/bin/kubernetes-validate" KUBERNETES_VALIDATE_PYTHON="$package_venv/bin/python" \
+  distribution/customer/tests/check-package.sh
+
 printf '\nall checks and tests passed\n'

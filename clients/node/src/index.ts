@@ -3,6 +3,7 @@
 // machine are the Rust core (clients/core) compiled to wasm.
 
 export { LicenseClient } from "./client";
+export { configFromEnv, LicenseConfigError, OFFLINE_FILE_NAME } from "./env";
 export { requireValidLicense, requireFeature, checkUsageLimit, WARNING_HEADER } from "./express";
 export type { Middleware, ResponseLike, Next } from "./express";
 export { UsageSpool } from "./spool";

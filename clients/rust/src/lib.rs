@@ -16,15 +16,18 @@
 //!   receipt cached on disk, offline mode then grace then fail closed, clock-rollback
 //!   detection, heartbeats, and usage reporting through an fsync'd on-disk spool.
 //! - [`middleware`]: tower/axum guards answering 402/403 with a JSON error code.
+//! - [`env_config`]: the `NECTAR_LICENSE_*` environment ([`ClientConfig::from_env`]).
 //! - The decisions themselves live in `nls-client-core` (pure, shared with the Node package).
 
 pub mod durable_file;
+pub mod env_config;
 pub mod http_transport;
 pub mod license_client;
 #[cfg(feature = "axum")]
 pub mod middleware;
 pub mod usage_spool;
 
+pub use env_config::{ConfigError, LicenseSettings};
 pub use license_client::{ClientConfig, ClientError, Clock, FlushReport, LicenseClient, SystemClock};
 pub use nls_client_core::{
     AnswerOutcome, GraceReason, InvalidCode, LicenseInfo, LicenseState, LimitCheck, Policy, ProofSource,

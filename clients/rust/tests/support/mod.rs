@@ -148,6 +148,15 @@ impl Server {
         assert_eq!(status, 200, "revoke: {body}");
     }
 
+    pub fn suspend(&self, license_id: &str) {
+        let (status, body) = self.admin("POST", &format!("/v1/licenses/{license_id}/suspend"), None);
+        assert_eq!(status, 200, "suspend: {body}");
+    }
+
+    pub fn port(&self) -> u16 {
+        self.url.rsplit(':').next().and_then(|p| p.parse().ok()).expect("the server URL ends with its port")
+    }
+
     pub fn usage_counter(&self, license_id: &str, metric: &str) -> u64 {
         let (status, body) = self.admin("GET", &format!("/v1/licenses/{license_id}/usage"), None);
         assert_eq!(status, 200, "usage: {body}");
