@@ -50,6 +50,14 @@ pub const CASES: &[(&str, Case)] = &[
     ("notification_claims", |s| Box::pin(notification_claims(s))),
     ("concurrent_notification_claims_one_winner", |s| Box::pin(concurrent_notification_claims_one_winner(s))),
     ("validation_logs_newest_first", |s| Box::pin(validation_logs_newest_first(s))),
+    ("staff_users_get_find_and_list", |s| Box::pin(staff_users_get_find_and_list(s))),
+    ("staff_email_is_unique", |s| Box::pin(staff_email_is_unique(s))),
+    ("concurrent_staff_creates_one_email_one_winner", |s| {
+        Box::pin(concurrent_staff_creates_one_email_one_winner(s))
+    }),
+    ("staff_updates_are_versioned", |s| Box::pin(staff_updates_are_versioned(s))),
+    ("staff_sessions_lifecycle", |s| Box::pin(staff_sessions_lifecycle(s))),
+    ("staff_commit_with_audit_is_all_or_nothing", |s| Box::pin(staff_commit_with_audit_is_all_or_nothing(s))),
 ];
 
 /// Runs every case against fresh stores from `make_store`.
@@ -611,4 +619,230 @@ async fn validation_logs_newest_first(store: Arc<dyn Store>) {
         got.iter().map(|e| e.deployment_id.clone().unwrap_or_default()).collect::<Vec<_>>(),
         ["d3", "d2"]
     );
+}
+
+/// A staff user as `nls staff create` would make it (lower-case email, version 1), with times
+/// that carry nanoseconds so a store that rounds them fails the round trip.
+fn staff_user(email: &str, role: StaffRole) -> StaffUser {
+    let at = t0() + Duration::nanoseconds(123_456_789);
+    StaffUser {
+        id: new_id("stf"),
+        email: email.to_owned(),
+        name: format!("Staff {email}"),
+        role,
+        // Not a real hash: stores keep the string as given.
+        password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${}", email.len()),
+        totp_secret: None,
+        disabled: false,
+        sessions_valid_after: at,
+        version: 1,
+        created_at: at,
+        updated_at: at,
+    }
+}
+
+async fn create_staff(store: &Arc<dyn Store>, user: &StaffUser) {
+    let entry = audit("cli", &format!("staff_user:{}", user.id), t0());
+    store
+        .commit(None, vec![Write::CreateStaffUser(user.clone()), Write::Audit(entry)])
+        .await
+        .expect("create staff user");
+}
+
+async fn staff_users_get_find_and_list(store: Arc<dyn Store>) {
+    let mut carol = staff_user("carol@nectar.example", StaffRole::Admin);
+    carol.totp_secret = Some("JBSWY3DPEHPK3PXP".into());
+    let alice = staff_user("alice@nectar.example", StaffRole::Viewer);
+    let bob = StaffUser { disabled: true, ..staff_user("bob@nectar.example", StaffRole::Billing) };
+    for user in [&carol, &alice, &bob] {
+        create_staff(&store, user).await;
+    }
+
+    assert_eq!(store.get_staff_user(&carol.id).await.expect("get"), Some(carol.clone()), "exact round trip");
+    assert_eq!(store.get_staff_user(&bob.id).await.expect("get"), Some(bob.clone()));
+    assert!(store.get_staff_user("stf_missing").await.expect("get").is_none());
+
+    let found = store.find_staff_user_by_email("Alice@Nectar.EXAMPLE").await.expect("find");
+    assert_eq!(found, Some(alice.clone()), "the email is matched lower case");
+    assert!(store.find_staff_user_by_email("dave@nectar.example").await.expect("find").is_none());
+    assert!(store.find_staff_user_by_email("alice@nectar").await.expect("find").is_none(), "no prefix match");
+
+    let listed = store.list_staff_users().await.expect("list");
+    assert_eq!(listed, vec![alice, bob, carol], "ordered by email");
+}
+
+async fn staff_email_is_unique(store: Arc<dyn Store>) {
+    let first = staff_user("ops@nectar.example", StaffRole::Support);
+    create_staff(&store, &first).await;
+
+    let same_email = staff_user("ops@nectar.example", StaffRole::Admin);
+    let dup = store.commit(None, vec![Write::CreateStaffUser(same_email.clone())]).await;
+    assert!(matches!(dup, Err(StoreError::AlreadyExists(_))), "a taken email: {dup:?}");
+    assert!(store.get_staff_user(&same_email.id).await.expect("get").is_none());
+
+    let same_id = StaffUser { email: "other@nectar.example".into(), ..first.clone() };
+    let dup = store.commit(None, vec![Write::CreateStaffUser(same_id)]).await;
+    assert!(matches!(dup, Err(StoreError::AlreadyExists(_))), "a taken id: {dup:?}");
+    assert!(store.find_staff_user_by_email("other@nectar.example").await.expect("find").is_none());
+
+    assert_eq!(store.list_staff_users().await.expect("list"), vec![first.clone()]);
+    assert_eq!(store.find_staff_user_by_email("ops@nectar.example").await.expect("find"), Some(first));
+}
+
+async fn concurrent_staff_creates_one_email_one_winner(store: Arc<dyn Store>) {
+    let tasks: Vec<_> = (0..10)
+        .map(|_| {
+            let store = Arc::clone(&store);
+            let user = staff_user("race@nectar.example", StaffRole::Admin);
+            tokio::spawn(async move { store.commit(None, vec![Write::CreateStaffUser(user)]).await })
+        })
+        .collect();
+    let mut created = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(CommitOutcome::Applied) => created += 1,
+            Err(StoreError::AlreadyExists(_) | StoreError::Conflict(_)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(created, 1, "one account per email");
+    assert_eq!(store.list_staff_users().await.expect("list").len(), 1);
+}
+
+async fn staff_updates_are_versioned(store: Arc<dyn Store>) {
+    let user = staff_user("ann@nectar.example", StaffRole::Support);
+    create_staff(&store, &user).await;
+
+    let later = t0() + Duration::minutes(5) + Duration::nanoseconds(7);
+    let disabled = StaffUser {
+        disabled: true,
+        role: StaffRole::Billing,
+        sessions_valid_after: later,
+        updated_at: later,
+        version: 2,
+        ..user.clone()
+    };
+    store
+        .commit(None, vec![Write::UpdateStaffUser { user: disabled.clone(), expected_version: 1 }])
+        .await
+        .expect("v1→v2");
+    assert_eq!(store.get_staff_user(&user.id).await.expect("get"), Some(disabled.clone()));
+    assert_eq!(
+        store.find_staff_user_by_email("ann@nectar.example").await.expect("find"),
+        Some(disabled.clone()),
+        "the email still finds the updated user"
+    );
+
+    let stale = StaffUser { name: "stale".into(), version: 2, ..user.clone() };
+    let result = store.commit(None, vec![Write::UpdateStaffUser { user: stale, expected_version: 1 }]).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "stale version: {result:?}");
+
+    let renamed = StaffUser { email: "ann2@nectar.example".into(), version: 3, ..disabled.clone() };
+    let result =
+        store.commit(None, vec![Write::UpdateStaffUser { user: renamed, expected_version: 2 }]).await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "the email may not change: {result:?}");
+    assert!(store.find_staff_user_by_email("ann2@nectar.example").await.expect("find").is_none());
+    assert_eq!(store.get_staff_user(&user.id).await.expect("get"), Some(disabled), "nothing changed");
+
+    let ghost = staff_user("ghost@nectar.example", StaffRole::Viewer);
+    let result = store.commit(None, vec![Write::UpdateStaffUser { user: ghost, expected_version: 1 }]).await;
+    assert!(matches!(result, Err(StoreError::NotFound(_))), "update of a missing user: {result:?}");
+    assert!(store.find_staff_user_by_email("ghost@nectar.example").await.expect("find").is_none());
+}
+
+fn session(token_sha256: &str, user_id: &str) -> StaffSession {
+    let at = t0() + Duration::nanoseconds(987_654_321);
+    StaffSession {
+        token_sha256: token_sha256.to_owned(),
+        user_id: user_id.to_owned(),
+        csrf_token: format!("csrf-{token_sha256}"),
+        created_at: at,
+        last_seen_at: at,
+        expires_at: at + Duration::hours(12),
+    }
+}
+
+async fn staff_sessions_lifecycle(store: Arc<dyn Store>) {
+    let user = staff_user("sam@nectar.example", StaffRole::Viewer);
+    create_staff(&store, &user).await;
+    let (a, b) = ("a1".repeat(32), "b2".repeat(32));
+    let first = session(&a, &user.id);
+    store.create_session(&first).await.expect("create");
+    store.create_session(&session(&b, &user.id)).await.expect("a second session of the same user");
+    assert_eq!(store.get_session(&a).await.expect("get"), Some(first.clone()), "exact round trip");
+    assert!(store.get_session(&"c3".repeat(32)).await.expect("get").is_none());
+
+    let taken = StaffSession { user_id: "stf_other".into(), ..first.clone() };
+    let dup = store.create_session(&taken).await;
+    assert!(matches!(dup, Err(StoreError::AlreadyExists(_))), "a taken token hash: {dup:?}");
+    assert_eq!(store.get_session(&a).await.expect("get"), Some(first.clone()), "the first session stays");
+
+    let seen = first.last_seen_at + Duration::minutes(3) + Duration::nanoseconds(1);
+    store.touch_session(&a, seen).await.expect("touch");
+    let touched = store.get_session(&a).await.expect("get").expect("exists");
+    assert_eq!(touched, StaffSession { last_seen_at: seen, ..first.clone() }, "only last_seen_at moves");
+    store.touch_session(&a, seen - Duration::minutes(1)).await.expect("touch with an older time");
+    let after = store.get_session(&a).await.expect("get").expect("exists");
+    assert_eq!(after.last_seen_at, seen, "last_seen_at never moves backwards");
+    store.touch_session(&"c3".repeat(32), seen).await.expect("touching a missing session is not an error");
+    assert!(store.get_session(&"c3".repeat(32)).await.expect("get").is_none(), "touch creates nothing");
+
+    store.delete_session(&a).await.expect("logout");
+    assert!(store.get_session(&a).await.expect("get").is_none());
+    assert!(store.get_session(&b).await.expect("get").is_some(), "other sessions stay");
+    store.delete_session(&a).await.expect("a second logout is not an error");
+    store.create_session(&first).await.expect("a deleted token hash can be used again");
+}
+
+async fn staff_commit_with_audit_is_all_or_nothing(store: Arc<dyn Store>) {
+    let existing = staff_user("kim@nectar.example", StaffRole::Admin);
+    create_staff(&store, &existing).await;
+    let audit_rows = |store: Arc<dyn Store>| async move {
+        let filter = AuditFilter { actor: Some("portal".into()), ..Default::default() };
+        store.list_audit(&filter, &PageRequest::first(10)).await.expect("audit").items
+    };
+
+    let newcomer = staff_user("lee@nectar.example", StaffRole::Viewer);
+    let result = store
+        .commit(
+            None,
+            vec![
+                Write::CreateStaffUser(newcomer.clone()),
+                Write::Audit(audit("portal", &format!("staff_user:{}", newcomer.id), t0())),
+                Write::CreateStaffUser(staff_user("kim@nectar.example", StaffRole::Viewer)),
+            ],
+        )
+        .await;
+    assert!(matches!(result, Err(StoreError::AlreadyExists(_))), "{result:?}");
+    assert!(store.get_staff_user(&newcomer.id).await.expect("get").is_none(), "no partial commit");
+    assert!(store.find_staff_user_by_email("lee@nectar.example").await.expect("find").is_none());
+    assert!(audit_rows(Arc::clone(&store)).await.is_empty(), "no audit row from a failed commit");
+
+    let disabled = StaffUser { disabled: true, version: 2, ..existing.clone() };
+    let result = store
+        .commit(
+            None,
+            vec![
+                Write::Audit(audit("portal", &format!("staff_user:{}", existing.id), t0())),
+                Write::UpdateStaffUser { user: disabled.clone(), expected_version: 7 },
+            ],
+        )
+        .await;
+    assert!(matches!(result, Err(StoreError::Conflict(_))), "{result:?}");
+    assert!(audit_rows(Arc::clone(&store)).await.is_empty(), "no audit row from a conflicting update");
+    assert_eq!(store.get_staff_user(&existing.id).await.expect("get"), Some(existing.clone()));
+
+    let entry = audit("portal", &format!("staff_user:{}", existing.id), t0());
+    store
+        .commit(
+            None,
+            vec![
+                Write::UpdateStaffUser { user: disabled.clone(), expected_version: 1 },
+                Write::Audit(entry.clone()),
+            ],
+        )
+        .await
+        .expect("update with its audit entry");
+    assert_eq!(store.get_staff_user(&existing.id).await.expect("get"), Some(disabled));
+    assert_eq!(audit_rows(Arc::clone(&store)).await, vec![entry], "the change and its audit entry together");
 }

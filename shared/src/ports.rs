@@ -296,6 +296,9 @@ pub trait ValidationLogStore: Send + Sync {
 /// [`UnitOfWork::commit`] (`CreateStaffUser`, `UpdateStaffUser`) so each change is audited in
 /// the same commit; sessions are written directly (a login is not an admin mutation).
 ///
+/// A store may drop a session once its `expires_at` has passed (DynamoDB's TTL; SQLite when
+/// the next session is created), but need not do so promptly: readers check `expires_at`.
+///
 /// The default methods answer `Unavailable` for stores that have not implemented staff
 /// accounts yet; every store of the origin must override all of them (conformance suite).
 #[async_trait]

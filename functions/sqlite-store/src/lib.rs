@@ -15,6 +15,7 @@ mod notifications;
 mod records;
 mod row_codec;
 mod schema;
+mod staff_accounts;
 mod unit_of_work;
 mod usage;
 

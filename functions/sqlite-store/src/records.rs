@@ -344,7 +344,3 @@ impl ValidationLogStore for SqliteStore {
         .await
     }
 }
-
-// Staff accounts: not implemented on SQLite yet (the trait's defaults answer `Unavailable`).
-#[async_trait]
-impl StaffStore for SqliteStore {}

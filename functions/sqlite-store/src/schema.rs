@@ -110,6 +110,25 @@ const MIGRATIONS: &[&str] = &[
     );
     CREATE INDEX validation_logs_by_license ON validation_logs (license_id, seq);
     "#,
+    // 2: staff accounts and their portal sessions. `email` is UNIQUE: the store, not a
+    // read-then-write in the caller, keeps one account per (lower-case) email.
+    r#"
+    CREATE TABLE staff_users (
+        id TEXT PRIMARY KEY NOT NULL,
+        email TEXT NOT NULL UNIQUE,
+        record TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    -- Keyed by the SHA-256 of the cookie token; `expires_at_s` lets expired sessions be
+    -- purged through an index.
+    CREATE TABLE staff_sessions (
+        token_sha256 TEXT PRIMARY KEY NOT NULL,
+        user_id TEXT NOT NULL,
+        expires_at_s INTEGER NOT NULL,
+        record TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX staff_sessions_by_expiry ON staff_sessions (expires_at_s);
+    "#,
 ];
 
 /// Brings the schema to the newest version, in one transaction.
@@ -148,6 +167,19 @@ mod tests {
         migrate(&mut connection).unwrap();
         let version: i64 = connection.pragma_query_value(None, "user_version", |r| r.get(0)).unwrap();
         assert_eq!(version, MIGRATIONS.len() as i64);
+    }
+
+    #[test]
+    fn a_version_1_database_gains_the_staff_tables_and_keeps_its_rows() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch(MIGRATIONS[0]).unwrap();
+        connection.pragma_update(None, "user_version", 1).unwrap();
+        connection.execute("INSERT INTO customers (id, record) VALUES ('cus_1', '{}')", []).unwrap();
+        migrate(&mut connection).unwrap();
+        let customers: i64 =
+            connection.query_row("SELECT count(*) FROM customers", [], |r| r.get(0)).unwrap();
+        let staff: i64 = connection.query_row("SELECT count(*) FROM staff_users", [], |r| r.get(0)).unwrap();
+        assert_eq!((customers, staff), (1, 0));
     }
 
     #[test]

@@ -138,8 +138,37 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> StoreResult<()> {
             )
             .map_err(sql_failure)?;
         }
-        Write::CreateStaffUser(_) | Write::UpdateStaffUser { .. } => {
-            return Err(StoreError::Unavailable("this store does not keep staff accounts yet".into()));
+        Write::CreateStaffUser(user) => {
+            let item = format!("staff user {}", user.id);
+            // Both the id and the email are unique keys: either taken refuses the insert.
+            let inserted = tx
+                .execute(
+                    "INSERT INTO staff_users (id, email, record) VALUES (?1, ?2, ?3) ON CONFLICT DO NOTHING",
+                    params![user.id, user.email, to_json(&item, &user)?],
+                )
+                .map_err(sql_failure)?;
+            if inserted == 0 {
+                return Err(StoreError::AlreadyExists(item));
+            }
+        }
+        Write::UpdateStaffUser { user, expected_version } => {
+            let item = format!("staff user {}", user.id);
+            let stored = tx
+                .query_row("SELECT record FROM staff_users WHERE id = ?1", [&user.id], |row| {
+                    Ok(record_at::<StaffUser>(row, 0, &|| item.clone()))
+                })
+                .optional()
+                .map_err(sql_failure)?
+                .transpose()?
+                .ok_or_else(|| StoreError::NotFound(item.clone()))?;
+            if stored.version != expected_version || stored.email != user.email {
+                return Err(StoreError::Conflict(item));
+            }
+            tx.execute(
+                "UPDATE staff_users SET record = ?2 WHERE id = ?1",
+                params![user.id, to_json(&item, &user)?],
+            )
+            .map_err(sql_failure)?;
         }
         Write::Audit(entry) => {
             let item = format!("audit entry {}", entry.id);

@@ -343,3 +343,32 @@ fn a_file_that_is_not_a_database_is_refused() {
         Ok(_) => panic!("a text file opened as a store"),
     }
 }
+
+fn staff_session(token_sha256: &str, created_at: Timestamp, lifetime: Duration) -> StaffSession {
+    StaffSession {
+        token_sha256: token_sha256.to_owned(),
+        user_id: "stf_1".to_owned(),
+        csrf_token: "csrf".to_owned(),
+        created_at,
+        last_seen_at: created_at,
+        expires_at: created_at + lifetime,
+    }
+}
+
+#[tokio::test]
+async fn a_new_session_purges_only_sessions_that_expired_before_it_began() {
+    let store = SqliteStore::open_in_memory().expect("open");
+    let ends_first = staff_session("a", t0(), Duration::minutes(5));
+    let ends_later = staff_session("b", t0(), Duration::hours(12));
+    store.create_session(&ends_first).await.expect("a");
+    store.create_session(&ends_later).await.expect("b");
+    // The purge compares whole seconds, rounding in the session's favour: 1 ns after its
+    // expiry, in the same second, `a` stays (a reader checks `expires_at` anyway).
+    let same_second = ends_first.expires_at + Duration::nanoseconds(1);
+    store.create_session(&staff_session("c", same_second, Duration::hours(1))).await.expect("c");
+    assert!(store.get_session("a").await.expect("get a").is_some());
+    let next_second = ends_first.expires_at + Duration::seconds(1);
+    store.create_session(&staff_session("d", next_second, Duration::hours(1))).await.expect("d");
+    assert!(store.get_session("a").await.expect("get a").is_none(), "expired before d began: purged");
+    assert_eq!(store.get_session("b").await.expect("get b"), Some(ends_later), "still live: kept");
+}
