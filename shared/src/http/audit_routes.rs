@@ -56,7 +56,7 @@ pub async fn list_audit_log(
     }))
 }
 
-const ALL_STATUSES: [LicenseStatus; 5] = [
+pub const ALL_STATUSES: [LicenseStatus; 5] = [
     LicenseStatus::Active,
     LicenseStatus::PastDue,
     LicenseStatus::Suspended,
@@ -66,8 +66,7 @@ const ALL_STATUSES: [LicenseStatus; 5] = [
 
 /// Licenses counted page by page through the store's filter. Fine for the local server's
 /// scale; a cloud store would keep counters instead.
-pub async fn stats(State(state): State<AppState>, caller: Caller) -> Result<Json<StatsView>, AppError> {
-    caller.require(Scope::Read)?;
+pub async fn licenses_by_status(state: &AppState) -> Result<BTreeMap<String, u64>, AppError> {
     let mut licenses_by_status = BTreeMap::new();
     for status in ALL_STATUSES {
         let filter = LicenseFilter { status: Some(status), ..LicenseFilter::default() };
@@ -83,6 +82,12 @@ pub async fn stats(State(state): State<AppState>, caller: Caller) -> Result<Json
         }
         licenses_by_status.insert(status.as_str().to_owned(), count);
     }
+    Ok(licenses_by_status)
+}
+
+pub async fn stats(State(state): State<AppState>, caller: Caller) -> Result<Json<StatsView>, AppError> {
+    caller.require(Scope::Read)?;
+    let licenses_by_status = licenses_by_status(&state).await?;
     let now = state.now();
     let validations_per_hour = state
         .metrics()

@@ -38,7 +38,7 @@ fn target(id: &str) -> String {
     format!("customer:{id}")
 }
 
-async fn load(state: &AppState, id: &str) -> Result<Customer, AppError> {
+pub async fn load(state: &AppState, id: &str) -> Result<Customer, AppError> {
     state
         .store()
         .get_customer(id)
@@ -52,6 +52,16 @@ pub async fn create_customer(
     JsonBody(body): JsonBody<CreateCustomerRequest>,
 ) -> Result<(StatusCode, Json<CustomerEnvelope>), AppError> {
     caller.require(Scope::Write)?;
+    let view = create(&state, &caller, body).await?;
+    Ok((StatusCode::CREATED, Json(CustomerEnvelope { customer: view })))
+}
+
+/// Creates a customer, audited as `caller` (the API and the portal both call this).
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    body: CreateCustomerRequest,
+) -> Result<CustomerView, AppError> {
     check_text("name", &body.name)?;
     check_email(&body.email)?;
     if let Some(s) = &body.stripe_customer_id {
@@ -69,9 +79,9 @@ pub async fn create_customer(
     };
     let view = CustomerView::from(&customer);
     let entry =
-        audit::<CustomerView, _>(&caller, "customer.create", target(&customer.id), None, Some(&view), now);
+        audit::<CustomerView, _>(caller, "customer.create", target(&customer.id), None, Some(&view), now);
     state.store().commit(None, vec![Write::CreateCustomer(customer), entry]).await?;
-    Ok((StatusCode::CREATED, Json(CustomerEnvelope { customer: view })))
+    Ok(view)
 }
 
 pub async fn list_customers(
@@ -104,7 +114,17 @@ pub async fn update_customer(
     JsonBody(body): JsonBody<UpdateCustomerRequest>,
 ) -> Result<Json<CustomerEnvelope>, AppError> {
     caller.require(Scope::Write)?;
-    let before = load(&state, &id).await?;
+    Ok(Json(CustomerEnvelope { customer: update(&state, &caller, &id, body).await? }))
+}
+
+/// Changes a customer, audited as `caller`.
+pub async fn update(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: UpdateCustomerRequest,
+) -> Result<CustomerView, AppError> {
+    let before = load(state, id).await?;
     let mut after = before.clone();
     if let Some(name) = body.name {
         check_text("name", &name)?;
@@ -123,9 +143,9 @@ pub async fn update_customer(
     let now = state.now();
     after.updated_at = now;
     let (before_view, after_view) = (CustomerView::from(&before), CustomerView::from(&after));
-    let entry = audit(&caller, "customer.update", target(&id), Some(&before_view), Some(&after_view), now);
+    let entry = audit(caller, "customer.update", target(id), Some(&before_view), Some(&after_view), now);
     state.store().commit(None, vec![Write::UpdateCustomer(after), entry]).await?;
-    Ok(Json(CustomerEnvelope { customer: after_view }))
+    Ok(after_view)
 }
 
 /// Refused while the customer still has licenses, so no license points at nobody.

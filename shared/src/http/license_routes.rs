@@ -66,7 +66,7 @@ fn check_terms(
     Ok(())
 }
 
-async fn load(state: &AppState, id: &str) -> Result<License, AppError> {
+pub async fn load(state: &AppState, id: &str) -> Result<License, AppError> {
     state
         .store()
         .get_license(id)
@@ -85,6 +85,15 @@ pub async fn create_license(
     JsonBody(body): JsonBody<CreateLicenseRequest>,
 ) -> Result<(StatusCode, Json<LicenseEnvelope>), AppError> {
     caller.require(Scope::Write)?;
+    Ok((StatusCode::CREATED, Json(create(&state, &caller, body).await?)))
+}
+
+/// Issues a license and its key, audited as `caller` (the API and the portal both call this).
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    body: CreateLicenseRequest,
+) -> Result<LicenseEnvelope, AppError> {
     check_terms(body.tier.as_deref(), &body.features, &body.limits)?;
     if state.store().get_customer(&body.customer_id).await?.is_none() {
         return Err(AppError::not_found("customer_not_found", format!("customer {}", body.customer_id)));
@@ -102,12 +111,21 @@ pub async fn create_license(
         registry,
     };
     let license = new_license(&body.customer_id, terms, now);
-    let key = sign_key(&state, &license)?;
+    let key = sign_key(state, &license)?;
     let view = LicenseView::from(&license);
     let entry =
-        audit::<LicenseView, _>(&caller, "license.create", target(&license.id), None, Some(&view), now);
+        audit::<LicenseView, _>(caller, "license.create", target(&license.id), None, Some(&view), now);
     state.store().commit(None, vec![Write::CreateLicense(license), entry]).await?;
-    Ok((StatusCode::CREATED, Json(LicenseEnvelope { license: view, key: Some(key) })))
+    Ok(LicenseEnvelope { license: view, key: Some(key) })
+}
+
+/// A `status` filter value, refused as `invalid_query` when unknown.
+pub fn parse_status_filter(status: &str) -> Result<LicenseStatus, AppError> {
+    LicenseStatus::parse(status).ok_or_else(|| {
+        AppError::InvalidQuery(format!(
+            "unknown status {status:?}: use active, past_due, suspended, expired or revoked"
+        ))
+    })
 }
 
 pub async fn list_licenses(
@@ -116,14 +134,7 @@ pub async fn list_licenses(
     QueryParams(query): QueryParams<LicenseListQuery>,
 ) -> Result<Json<LicensePage>, AppError> {
     caller.require(Scope::Read)?;
-    let status = match query.status.as_deref() {
-        None => None,
-        Some(s) => Some(LicenseStatus::parse(s).ok_or_else(|| {
-            AppError::InvalidQuery(format!(
-                "unknown status {s:?}: use active, past_due, suspended, expired or revoked"
-            ))
-        })?),
-    };
+    let status = query.status.as_deref().map(parse_status_filter).transpose()?;
     let filter =
         LicenseFilter { customer_id: query.customer_id, status, expires_before: query.expires_before };
     let page = state.store().list_licenses(&filter, &page_request(query.limit, query.cursor)).await?;
@@ -169,6 +180,16 @@ pub async fn update_license(
     JsonBody(body): JsonBody<UpdateLicenseRequest>,
 ) -> Result<Json<LicenseEnvelope>, AppError> {
     caller.require(Scope::Write)?;
+    Ok(Json(update(&state, &caller, &id, body).await?))
+}
+
+/// Changes a license's terms, audited as `caller`; `key` is set when the key was re-issued.
+pub async fn update(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: UpdateLicenseRequest,
+) -> Result<LicenseEnvelope, AppError> {
     check_terms(
         body.tier.as_deref(),
         body.features.as_deref().unwrap_or_default(),
@@ -179,7 +200,7 @@ pub async fn update_license(
         Some(None) => Some(None),
         None => None,
     };
-    let before = load(&state, &id).await?;
+    let before = load(state, id).await?;
     if before.status == LicenseStatus::Revoked {
         return Err(AppError::InvalidTransition("a revoked license cannot be changed".to_owned()));
     }
@@ -214,29 +235,61 @@ pub async fn update_license(
         after.key_id = new_id("key");
     }
     if after == before {
-        return Ok(Json(LicenseEnvelope { license: LicenseView::from(&before), key: None }));
+        return Ok(LicenseEnvelope { license: LicenseView::from(&before), key: None });
     }
     after.version += 1;
     after.updated_at = now;
-    let key = if reissue { Some(sign_key(&state, &after)?) } else { None };
-    let view = commit_change(&state, &caller, "license.update", &before, after).await?;
-    Ok(Json(LicenseEnvelope { license: view, key }))
+    let key = if reissue { Some(sign_key(state, &after)?) } else { None };
+    let view = commit_change(state, caller, "license.update", &before, after).await?;
+    Ok(LicenseEnvelope { license: view, key })
 }
 
-async fn lifecycle(
+/// A status change staff make by hand (admin API or portal).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StaffStatusChange {
+    Suspend,
+    Reactivate,
+    Revoke,
+    /// Sets a new expiry. Keys already issued keep working: the stored expiry wins at validation.
+    Renew {
+        expires_at: chrono::DateTime<chrono::Utc>,
+    },
+}
+
+/// Applies `change` through the lifecycle table, audited as `caller`, and pushes the result.
+pub async fn change_status(
     state: &AppState,
     caller: &Caller,
     id: &str,
-    event: LifecycleEvent,
-    action: &str,
-    renew_to: Option<chrono::DateTime<chrono::Utc>>,
-) -> Result<Json<LicenseEnvelope>, AppError> {
+    change: StaffStatusChange,
+) -> Result<LicenseView, AppError> {
+    let (event, action, renew_to) = match change {
+        StaffStatusChange::Suspend => (LifecycleEvent::Suspend, "license.suspend", None),
+        StaffStatusChange::Reactivate => (LifecycleEvent::Reactivate, "license.reactivate", None),
+        StaffStatusChange::Revoke => (LifecycleEvent::Revoke, "license.revoke", None),
+        StaffStatusChange::Renew { expires_at } => {
+            if expires_at <= state.now() {
+                return Err(AppError::invalid("`expires_at` must be in the future"));
+            }
+            (LifecycleEvent::Renew, "license.renew", Some(expires_at))
+        }
+    };
     let before = load(state, id).await?;
     let mut after = apply_event(&before, event, state.now())?;
     if let Some(expires_at) = renew_to {
         after.expires_at = Some(expires_at);
     }
-    let view = commit_change(state, caller, action, &before, after).await?;
+    commit_change(state, caller, action, &before, after).await
+}
+
+async fn change_status_answer(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    change: StaffStatusChange,
+) -> Result<Json<LicenseEnvelope>, AppError> {
+    caller.require(Scope::Write)?;
+    let view = change_status(state, caller, id, change).await?;
     Ok(Json(LicenseEnvelope { license: view, key: None }))
 }
 
@@ -245,8 +298,7 @@ pub async fn suspend_license(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<LicenseEnvelope>, AppError> {
-    caller.require(Scope::Write)?;
-    lifecycle(&state, &caller, &id, LifecycleEvent::Suspend, "license.suspend", None).await
+    change_status_answer(&state, &caller, &id, StaffStatusChange::Suspend).await
 }
 
 pub async fn reactivate_license(
@@ -254,22 +306,17 @@ pub async fn reactivate_license(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<LicenseEnvelope>, AppError> {
-    caller.require(Scope::Write)?;
-    lifecycle(&state, &caller, &id, LifecycleEvent::Reactivate, "license.reactivate", None).await
+    change_status_answer(&state, &caller, &id, StaffStatusChange::Reactivate).await
 }
 
-/// Sets a new expiry. Keys already issued keep working: the stored expiry wins at validation.
 pub async fn renew_license(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<String>,
     JsonBody(body): JsonBody<RenewLicenseRequest>,
 ) -> Result<Json<LicenseEnvelope>, AppError> {
-    caller.require(Scope::Write)?;
-    if body.expires_at <= state.now() {
-        return Err(AppError::invalid("`expires_at` must be in the future"));
-    }
-    lifecycle(&state, &caller, &id, LifecycleEvent::Renew, "license.renew", Some(body.expires_at)).await
+    let change = StaffStatusChange::Renew { expires_at: body.expires_at };
+    change_status_answer(&state, &caller, &id, change).await
 }
 
 pub async fn revoke_license(
@@ -277,8 +324,7 @@ pub async fn revoke_license(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<LicenseEnvelope>, AppError> {
-    caller.require(Scope::Write)?;
-    lifecycle(&state, &caller, &id, LifecycleEvent::Revoke, "license.revoke", None).await
+    change_status_answer(&state, &caller, &id, StaffStatusChange::Revoke).await
 }
 
 pub async fn license_deployments(
@@ -327,16 +373,25 @@ pub async fn license_validations(
 ) -> Result<Json<ValidationHistory>, AppError> {
     caller.require(Scope::Read)?;
     load(&state, &id).await?;
-    // Reads its own writes: whatever this process buffered is flushed first.
-    if let Err(e) = state.flush_validation_log().await {
-        tracing::warn!(error = %e, "could not flush the validation log before reading it");
-    }
     let limit = query.limit.unwrap_or(100).clamp(1, 1000) as usize;
-    let entries = state.store().list_validation_logs(&id, limit).await?;
+    let entries = validation_history(&state, &id, limit).await?;
     Ok(Json(ValidationHistory {
         license_id: id,
         items: entries.iter().map(ValidationLogView::from).collect(),
     }))
+}
+
+/// A license's latest validations, newest first. Reads its own writes: whatever this process
+/// buffered is flushed first.
+pub async fn validation_history(
+    state: &AppState,
+    id: &str,
+    limit: usize,
+) -> Result<Vec<crate::model::ValidationLogEntry>, AppError> {
+    if let Err(e) = state.flush_validation_log().await {
+        tracing::warn!(error = %e, "could not flush the validation log before reading it");
+    }
+    Ok(state.store().list_validation_logs(id, limit).await?)
 }
 
 /// `GET /v1/licenses/{id}/notifications`: every email sent (or claimed) about this license.

@@ -10,7 +10,7 @@
 //! from it); `public_routes` serves license-key routes; `customer_routes`, `license_routes`,
 //! `api_key_routes` and `audit_routes` serve the admin API; `wire` holds the JSON types;
 //! `app_error` the one error type; `request_layers` the middleware (security headers, CORS,
-//! per-IP rate limit, metrics).
+//! per-IP rate limit, metrics); `portal` the admin portal's HTML pages at `/admin/`.
 //!
 //! Handler futures are `Send`, like the ports (see `ports`).
 
@@ -22,6 +22,7 @@ pub mod customer_routes;
 pub mod internal_routes;
 pub mod license_routes;
 pub mod metrics;
+pub mod portal;
 pub mod public_routes;
 pub mod rate_limit;
 pub mod registry_routes;
@@ -162,6 +163,8 @@ struct Services {
     route_scopes: HashMap<(Method, &'static str), Scope>,
     /// Present when this host accepts Stripe webhooks.
     billing: Option<BillingSetup>,
+    /// The portal's sign-in rate limits.
+    portal_logins: portal::login_pages::LoginLimits,
 }
 
 impl AppState {
@@ -176,7 +179,9 @@ impl AppState {
 
     fn build(deps: AppDeps, billing: Option<BillingSetup>) -> Self {
         let AppDeps { store, key_ring, clock, config } = deps;
-        let metrics = Metrics::new(&route_table::route_keys(), &public_routes::all_validation_codes());
+        let mut route_keys = route_table::route_keys();
+        route_keys.extend(portal::routes().into_iter().map(|(method, path, _)| (method, path)));
+        let metrics = Metrics::new(&route_keys, &public_routes::all_validation_codes());
         let inner = Services {
             verifier: Arc::new(Verifier::new(Arc::clone(&key_ring))),
             snapshots: SnapshotCache::new(config.snapshot_ttl, 100_000),
@@ -185,6 +190,7 @@ impl AppState {
             api_key_buckets: config.api_key_rate_limit.map(|l| TokenBuckets::new(l, 10_000)),
             route_scopes: route_table::route_scopes(),
             billing,
+            portal_logins: portal::login_pages::LoginLimits::default(),
             store,
             key_ring,
             clock,
@@ -224,6 +230,9 @@ impl AppState {
     }
     pub fn metrics(&self) -> &Metrics {
         &self.inner.metrics
+    }
+    pub(crate) fn portal_login_limits(&self) -> &portal::login_pages::LoginLimits {
+        &self.inner.portal_logins
     }
     pub(crate) fn snapshots(&self) -> &SnapshotCache {
         &self.inner.snapshots

@@ -45,7 +45,8 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
         next.run(req).await
     };
 
-    if response.status().as_u16() >= 400 && !is_json(response.headers()) {
+    // The portal answers its own errors as HTML pages; everything else gets the API's JSON.
+    if response.status().as_u16() >= 400 && !is_json(response.headers()) && !is_html(response.headers()) {
         response = as_json_error(response, state.config().body_limit_bytes);
     }
     set_security_headers(response.headers_mut());
@@ -86,6 +87,10 @@ fn preflight() -> Response {
     response
 }
 
+fn is_html(headers: &HeaderMap) -> bool {
+    headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"text/html"))
+}
+
 fn is_json(headers: &HeaderMap) -> bool {
     headers.get(header::CONTENT_TYPE).is_some_and(|v| v.as_bytes().starts_with(b"application/json"))
 }
@@ -113,10 +118,13 @@ fn set_security_headers(headers: &mut HeaderMap) {
     headers.insert(header::X_CONTENT_TYPE_OPTIONS, HeaderValue::from_static("nosniff"));
     headers.insert(header::X_FRAME_OPTIONS, HeaderValue::from_static("DENY"));
     headers.insert(header::REFERRER_POLICY, HeaderValue::from_static("no-referrer"));
-    headers.insert(
-        header::CONTENT_SECURITY_POLICY,
-        HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
-    );
+    // A portal page sets its own policy (its stylesheet and script); the API's is the strictest.
+    if !headers.contains_key(header::CONTENT_SECURITY_POLICY) {
+        headers.insert(
+            header::CONTENT_SECURITY_POLICY,
+            HeaderValue::from_static("default-src 'none'; frame-ancestors 'none'"),
+        );
+    }
     headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static("max-age=31536000"));
     if !headers.contains_key(header::CACHE_CONTROL) {
         headers.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));

@@ -291,6 +291,10 @@ pub fn router(state: AppState) -> Router {
     for (doc, method_router) in routes() {
         router = router.route(doc.path, method_router);
     }
+    // The admin portal's HTML pages: same router and middleware, not in /openapi.json.
+    for (_, path, method_router) in crate::http::portal::routes() {
+        router = router.route(path, method_router);
+    }
     router
         .fallback(request_layers::route_not_found)
         .method_not_allowed_fallback(request_layers::method_not_allowed)

@@ -1,0 +1,98 @@
+//! The role → action table: the one place the portal decides who may do what. Every page and
+//! every form handler asks [`allows`] (through `session_auth::Staff::require`) before it does
+//! anything, and templates ask it before they show a button, so a hidden button and a refused
+//! POST can never disagree.
+
+use crate::http::admin_auth::Caller;
+use crate::model::{Scope, StaffRole};
+
+/// Everything a staff user can ask the portal to do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PortalAction {
+    /// Every page: licenses, customers, audit log, dashboard.
+    Read,
+    SuspendLicense,
+    ReactivateLicense,
+    RenewLicense,
+    CreateLicense,
+    EditLicense,
+    CreateCustomer,
+    RevokeLicense,
+}
+
+impl PortalAction {
+    pub const ALL: [PortalAction; 8] = [
+        Self::Read,
+        Self::SuspendLicense,
+        Self::ReactivateLicense,
+        Self::RenewLicense,
+        Self::CreateLicense,
+        Self::EditLicense,
+        Self::CreateCustomer,
+        Self::RevokeLicense,
+    ];
+}
+
+/// The least role allowed each action; roles are ordered `viewer` < `support` < `billing` <
+/// `admin` (issue 11: support suspends and reactivates, billing also renews and creates and
+/// edits licenses and customers, admin does everything).
+pub const fn minimum_role(action: PortalAction) -> StaffRole {
+    use PortalAction::*;
+    match action {
+        Read => StaffRole::Viewer,
+        SuspendLicense | ReactivateLicense => StaffRole::Support,
+        RenewLicense | CreateLicense | EditLicense | CreateCustomer => StaffRole::Billing,
+        RevokeLicense => StaffRole::Admin,
+    }
+}
+
+pub fn allows(role: StaffRole, action: PortalAction) -> bool {
+    role >= minimum_role(action)
+}
+
+/// The audit log's name for a staff user.
+pub fn staff_actor(user_id: &str) -> String {
+    format!("staff:{user_id}")
+}
+
+/// The caller the shared handler bodies audit as. Its scope mirrors the role for anything
+/// that reads it, but the portal's own checks are [`allows`], made before the call.
+pub fn staff_caller(user_id: &str, role: StaffRole) -> Caller {
+    let scope = match role {
+        StaffRole::Viewer => Scope::Read,
+        StaffRole::Support | StaffRole::Billing => Scope::Write,
+        StaffRole::Admin => Scope::Admin,
+    };
+    Caller { actor: staff_actor(user_id), scope }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn each_role_can_do_what_the_issue_gives_it() {
+        use PortalAction::*;
+        let check = |role: StaffRole, can: &[PortalAction]| {
+            for action in PortalAction::ALL {
+                assert_eq!(allows(role, action), can.contains(&action), "{role:?} {action:?}");
+            }
+        };
+        check(StaffRole::Viewer, &[Read]);
+        check(StaffRole::Support, &[Read, SuspendLicense, ReactivateLicense]);
+        check(
+            StaffRole::Billing,
+            &[
+                Read,
+                SuspendLicense,
+                ReactivateLicense,
+                RenewLicense,
+                CreateLicense,
+                EditLicense,
+                CreateCustomer,
+            ],
+        );
+        check(StaffRole::Admin, &PortalAction::ALL);
+        assert_eq!(staff_caller("stf_1", StaffRole::Support).actor, "staff:stf_1");
+    }
+}
