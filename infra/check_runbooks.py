@@ -10,31 +10,16 @@
 Prints every problem and exits 1 if there is one.
 """
 
-import pathlib
 import re
 import sys
 
 import yaml
 
-REPO = pathlib.Path(__file__).resolve().parent.parent
+from infra_check import REPO, load_template, report
+
 RUNBOOKS = REPO / "docs" / "runbooks"
 SECTIONS = ["What it means", "Confirm", "Mitigate", "Recover", "Verify"]
 ALARM_LINK = re.compile(r"Runbook: \$\{RunbookBaseUrl\}([a-z0-9-]+)\.md$")
-
-
-class TemplateLoader(yaml.SafeLoader):
-    """Reads CloudFormation's short tags (!Ref, !Sub, ...) as their plain value."""
-
-
-def _any_tag(loader, _suffix, node):
-    if isinstance(node, yaml.ScalarNode):
-        return loader.construct_scalar(node)
-    if isinstance(node, yaml.SequenceNode):
-        return loader.construct_sequence(node)
-    return loader.construct_mapping(node)
-
-
-TemplateLoader.add_multi_constructor("!", _any_tag)
 
 
 def page_problems(page):
@@ -49,7 +34,7 @@ def page_problems(page):
 def main():
     problems = []
     linked = {}
-    template = yaml.load((REPO / "template.yaml").read_text(), Loader=TemplateLoader)
+    template = load_template()
     for name, resource in template["Resources"].items():
         if resource.get("Type") != "AWS::CloudWatch::Alarm":
             continue
@@ -82,10 +67,7 @@ def main():
         problems += page_problems(page)
         if f"]({page}.md)" not in index:
             problems.append(f"docs/runbooks/{page}.md is not listed in docs/runbooks/README.md")
-    for problem in problems:
-        print(problem, file=sys.stderr)
-    print(f"{len(linked)} alarms and alerts, {len(pages)} runbooks, {len(problems)} problems")
-    return 1 if problems else 0
+    return report(problems, f"{len(linked)} alarms and alerts, {len(pages)} runbooks")
 
 
 if __name__ == "__main__":

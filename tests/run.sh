@@ -65,6 +65,7 @@ yamllint --strict -c infra/.yamllint.yml infra/
 promtool check config infra/prometheus/prometheus.yml
 promtool test rules infra/prometheus/nls-rules.test.yml infra/prometheus/nls-rules-days.test.yml
 "$NLS_PYTHON" infra/check_runbooks.py
+"$NLS_PYTHON" infra/check_dashboard.py
 
 step "sam build: the three arm64 Lambdas through cargo-lambda, as a deployer builds them"
 # Its own target dir: an aarch64 release build that must not hold the main build's lock.

@@ -4,11 +4,10 @@
 
 use std::sync::Arc;
 
-use nls_aws::secrets::{fetch_secret_string, fetch_signing_key};
+use nls_aws::secrets::{fetch_secret_string, fetch_signing_ring};
 use nls_aws::{ClientTuning, DynamoStore, dynamodb_client, load_sdk_config};
 use nls_core::http::registry_routes::RegistryTokenService;
 use nls_core::http::{AppDeps, AppState};
-use nls_core::key_ring::KeyRing;
 use nls_core::ports::SystemClock;
 use nls_core::registry_token::RegistrySigningKey;
 use nls_edge_push::HttpStatusPublisher;
@@ -28,12 +27,11 @@ async fn main() -> Result<(), lambda_http::Error> {
             None => Ok(None),
         }
     };
-    let (signer, push_token) =
-        tokio::join!(fetch_signing_key(&secrets, &config.signing_key_secret_id), push_token);
-    let signer = signer.inspect_err(|e| tracing::error!(error = %e, "no signing key"))?;
+    let (key_ring, push_token) =
+        tokio::join!(fetch_signing_ring(&secrets, &config.signing_key_secret_id), push_token);
+    let key_ring = key_ring.inspect_err(|e| tracing::error!(error = %e, "no signing key"))?;
     let push_token = push_token.inspect_err(|e| tracing::error!(error = %e, "no edge push token"))?;
-    let kid = signer.kid.clone();
-    let key_ring = KeyRing::with_signer(signer, Vec::new())?;
+    let kid = key_ring.signer().map(|signer| signer.kid.clone()).unwrap_or_default();
     let state = AppState::new(AppDeps {
         store: Arc::new(DynamoStore::new(dynamodb, config.table_name.clone())),
         key_ring: Arc::new(key_ring),

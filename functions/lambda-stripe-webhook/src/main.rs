@@ -4,9 +4,8 @@
 
 use std::sync::Arc;
 
-use nls_aws::secrets::{fetch_secret_string, fetch_signing_key};
+use nls_aws::secrets::{fetch_secret_string, fetch_signing_ring};
 use nls_aws::{ClientTuning, DynamoStore, SesMailer, dynamodb_client, load_sdk_config, sesv2_client};
-use nls_core::key_ring::KeyRing;
 use nls_core::ports::StatusPublisher;
 use nls_core::ports::SystemClock;
 use nls_edge_push::HttpStatusPublisher;
@@ -28,8 +27,8 @@ async fn main() -> Result<(), lambda_http::Error> {
             None => Ok(None),
         }
     };
-    let (signer, webhook_secret, push_token) = tokio::try_join!(
-        fetch_signing_key(&secrets, &config.signing_key_secret_id),
+    let (key_ring, webhook_secret, push_token) = tokio::try_join!(
+        fetch_signing_ring(&secrets, &config.signing_key_secret_id),
         fetch_webhook_secret(&secrets, &config.webhook_secret_id),
         push_token,
     )
@@ -44,12 +43,12 @@ async fn main() -> Result<(), lambda_http::Error> {
         }
         _ => None,
     };
-    let kid = signer.kid.clone();
+    let kid = key_ring.signer().map(|signer| signer.kid.clone()).unwrap_or_default();
     let state = WebhookState {
         store: Arc::new(DynamoStore::new(dynamodb_client(&sdk_config, &tuning, None), &config.table_name)),
         mailer: Arc::new(SesMailer::new(sesv2_client(&sdk_config, &tuning), &config.sender_address)),
         clock: Arc::new(SystemClock),
-        key_ring: KeyRing::with_signer(signer, Vec::new())?,
+        key_ring,
         plans: config.plans,
         webhook_secret,
         policy: config.policy,
