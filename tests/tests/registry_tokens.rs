@@ -313,6 +313,19 @@ fn skopeo_pushes_and_pulls_exactly_what_each_credential_allows() {
     );
     assert!(history.iter().any(|e| e["code"] == "SUSPENDED" && e["registry"].is_null()), "{history:?}");
 
+    // Staff tokens are in the audit log, under the API key, with what they granted.
+    let staff_id = staff_key_id(&staff);
+    let audit = s.admin("GET", &format!("/v1/audit-log?target=api_key:{staff_id}&limit=100"), None);
+    let pushes: Vec<&Value> =
+        audit["items"].as_array().unwrap().iter().filter(|e| e["action"] == "registry.token").collect();
+    assert!(
+        pushes.iter().any(|e| e["actor"] == staff_id.as_str()
+            && e["after"]["client_ip"] == "127.0.0.1"
+            && e["after"]["access"].as_array().unwrap().iter().any(|a| a["repository"] == "nectar/internal"
+                && a["granted"].as_array().unwrap().iter().any(|g| g == "push"))),
+        "{audit}"
+    );
+
     let metrics = request(s.server.port, "GET", "/metrics", &[], b"").unwrap().text();
     let value = |name: &str| -> u64 {
         metrics
@@ -324,6 +337,12 @@ fn skopeo_pushes_and_pulls_exactly_what_each_credential_allows() {
     assert!(value("nls_registry_scopes_granted_total") >= 4, "{metrics}");
     assert!(value("nls_registry_scopes_denied_total") >= 1);
     assert!(value("nls_registry_token_requests_refused_total") >= 3);
+}
+
+/// `ak_...` out of `user:nls_<key id>_<secret>`.
+fn staff_key_id(creds: &str) -> String {
+    let token = creds.split_once(':').unwrap().1.strip_prefix("nls_").unwrap();
+    token.rsplit_once('_').unwrap().0.to_owned()
 }
 
 fn sign_with(key: &RegistrySigningKey, repository: &str, exp_offset: chrono::Duration) -> String {

@@ -355,6 +355,9 @@ pub async fn each_event_has_its_effect(store: Arc<dyn Store>) {
     assert_eq!((license.status, license.tier.as_str()), (LicenseStatus::Active, "basic"));
     assert_eq!(license.expires_at, Some(from_unix(T1) + grace));
     assert_eq!(license.max_deployments, Some(2));
+    // The plan's registry grant comes with the license (docs/distribution.md).
+    let registry = license.registry.as_ref().map(|r| r.repositories.clone());
+    assert_eq!(registry, Some(vec!["nectar/app".to_owned()]));
     assert_eq!(license.id, super::license_id_for_subscription(FIXTURE_SUBSCRIPTION));
     assert_eq!(h.mailer.count(), 0, "no email known yet: the key waits for checkout");
 
@@ -379,6 +382,7 @@ pub async fn each_event_has_its_effect(store: Arc<dyn Store>) {
     let upgraded = h.license(FIXTURE_SUBSCRIPTION).await.expect("license");
     assert_eq!(upgraded.tier, "pro");
     assert_eq!(upgraded.max_deployments, Some(10));
+    assert_eq!(upgraded.registry.as_ref().map(|r| r.repositories.len()), Some(2), "the new plan's images");
     assert!(upgraded.features.contains(&"sso".to_owned()));
     assert_ne!(upgraded.key_id, license.key_id, "a tier change re-issues the key");
     assert_eq!(ack.notices_sent, vec!["key_delivery"], "the new key is emailed");

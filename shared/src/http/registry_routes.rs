@@ -20,8 +20,9 @@ use base64::Engine as _;
 use chrono::Duration;
 use serde::Serialize;
 
-use crate::http::admin_auth::{API_KEY_PREFIX, verify_api_key};
+use crate::http::admin_auth::{API_KEY_PREFIX, Caller, verify_api_key};
 use crate::http::app_error::AppError;
+use crate::http::audit_routes::audit;
 use crate::http::public_routes::{CheckedKey, KeyCheck, NOT_ON_RECORD, check_license_key};
 use crate::http::rate_limit::{RateLimit, TokenBuckets};
 use crate::http::wire::RegistryTokenAnswer;
@@ -264,6 +265,9 @@ async fn answer(
     };
     let decisions = decide_scopes(requester, &scopes);
     record_decisions(state, service, &who, &decisions, ip, now);
+    if let Authenticated::Staff { key_id } = &who {
+        audit_staff_grant(state, key_id, &decisions, ip, now).await?;
+    }
     let claims = RegistryClaims::new(
         &config.issuer,
         who.subject(),
@@ -364,6 +368,31 @@ fn record_decisions(
             record_entry(state, license_id, code, ip, Some(access), now);
         }
     }
+}
+
+/// A staff token can push: it goes in the audit log (`registry.token`, target the API key),
+/// written before the token is handed out.
+async fn audit_staff_grant(
+    state: &AppState,
+    key_id: &str,
+    decisions: &[ScopeDecision],
+    ip: Option<IpAddr>,
+    now: crate::model::Timestamp,
+) -> Result<(), RegistryError> {
+    let caller = Caller { actor: key_id.to_owned(), scope: Scope::RegistryPush };
+    let access: Vec<RegistryAccessRecord> = decisions
+        .iter()
+        .map(|d| RegistryAccessRecord {
+            repository: d.scope.name.clone(),
+            requested: d.scope.actions.clone(),
+            granted: d.granted.clone(),
+        })
+        .collect();
+    let after = serde_json::json!({"access": access, "client_ip": ip.map(|ip| ip.to_string())});
+    let entry =
+        audit::<(), _>(&caller, "registry.token", format!("api_key:{key_id}"), None, Some(&after), now);
+    state.store().commit(None, vec![entry]).await.map_err(AppError::from)?;
+    Ok(())
 }
 
 fn record_entry(
