@@ -41,6 +41,10 @@ impl Install {
     }
 
     fn run(&self, args: &[&str]) -> Output {
+        self.run_with_env(args, &[])
+    }
+
+    fn run_with_env(&self, args: &[&str], env: &[(&str, &str)]) -> Output {
         let mut cmd = Command::new(CLI);
         for var in
             ["NECTAR_LICENSE_SERVER", "NECTAR_LICENSE_KEY", "NECTAR_LICENSE_JWKS", "NECTAR_LICENSE_DATA_DIR"]
@@ -56,7 +60,8 @@ impl Install {
             .arg("--data-dir")
             .arg(&self.data_dir)
             .args(["--timeout", "5"])
-            .args(args);
+            .args(args)
+            .envs(env.iter().copied());
         cmd.output().expect("run nectar-license")
     }
 
@@ -356,6 +361,29 @@ fn each_network_time_and_state_failure_has_its_exit_code() {
     assert_eq!(status.status.code(), Some(0), "{}", text(&status));
     let json: serde_json::Value = serde_json::from_slice(&install.run(&["status", "--json"]).stdout).unwrap();
     assert!(matches!(json["state"].as_str(), Some("valid" | "offline")), "{json:#}");
+}
+
+#[test]
+fn proxy_settings_are_honoured_and_shown() {
+    let server = Server::start(3600);
+    let (_, key) = server.issue_license(serde_json::json!({}));
+    let install = Install::new(&server.url, &key, &server.jwks());
+    // A proxy nobody listens on: the client goes through it, so the TCP check fails there.
+    let dead_proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let proxy = format!("http://ops:s3cret-proxy-pass@127.0.0.1:{dead_proxy}");
+    let through = install.run_with_env(&["diagnose"], &[("HTTP_PROXY", &proxy)]);
+    let shown = text(&through);
+    assert_eq!(through.status.code(), Some(21), "{shown}");
+    assert!(shown.contains(&format!("through proxy 127.0.0.1:{dead_proxy}")), "{shown}");
+    assert!(
+        shown.contains("HTTP_PROXY=http://***@127.0.0.1") && !shown.contains("s3cret-proxy-pass"),
+        "{shown}"
+    );
+    // NO_PROXY names the server: direct, and everything passes.
+    let direct = install.run_with_env(&["diagnose"], &[("HTTP_PROXY", &proxy), ("NO_PROXY", "127.0.0.1")]);
+    let shown = text(&direct);
+    assert_eq!(direct.status.code(), Some(0), "{shown}");
+    assert!(shown.contains("direct: NO_PROXY matches"), "{shown}");
 }
 
 #[test]
