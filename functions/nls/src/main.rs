@@ -11,6 +11,7 @@ mod reissue_command;
 mod registry_command;
 mod renewals_command;
 mod serve;
+mod staff_command;
 
 use std::process::ExitCode;
 
@@ -48,6 +49,9 @@ enum Command {
     /// The Docker Registry token service: the certificate the registry trusts.
     #[command(subcommand)]
     Registry(registry_command::RegistryCommand),
+    /// Staff users of the admin portal: create, disable, reset a password, list.
+    #[command(subcommand)]
+    Staff(staff_command::StaffCommand),
 }
 
 fn main() -> ExitCode {
@@ -61,6 +65,7 @@ fn main() -> ExitCode {
         Command::Backup(args) => backup_command::run_backup(args).map_err(|e| e.to_string()),
         Command::Restore(args) => backup_command::run_restore(args).map_err(|e| e.to_string()),
         Command::Registry(cmd) => registry_command::run(cmd),
+        Command::Staff(cmd) => staff_command::run(cmd).map_err(|e| e.to_string()),
     };
     outcome.unwrap_or_else(|message| {
         eprintln!("nls: error: {message}");
