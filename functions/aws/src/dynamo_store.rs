@@ -7,7 +7,9 @@
 //! - webhook events: the event item (`attribute_not_exists`) in the same transaction as the
 //!   event's writes;
 //! - notices: a conditional put that only succeeds on a new or stale claim;
-//! - licenses: optimistic `version` on every update.
+//! - licenses and staff users: optimistic `version` on every update;
+//! - staff emails: a `STAFF_EMAIL#` claim item (`attribute_not_exists`) in the user's
+//!   transaction.
 
 use std::collections::hash_map::RandomState;
 use std::collections::{BTreeMap, HashMap};
@@ -111,8 +113,13 @@ struct IdOrderedPartition {
 enum OnConditionFailed {
     Duplicate,
     Error(fn(String) -> StoreError, String),
-    /// Optimistic license version: `NotFound` if the license is gone, else `Conflict`.
-    LicenseVersion(String),
+    /// An optimistic version check on the item at `pk`/`sk`: `NotFound` naming `what` if the
+    /// item is gone, else `Conflict`.
+    Versioned {
+        pk: String,
+        sk: &'static str,
+        what: String,
+    },
     /// The item has no condition, so this cannot happen.
     Unconditional,
 }
@@ -441,16 +448,39 @@ impl DynamoStore {
                         Some("version = :expected"),
                         vec![(":expected", n(expected_version))],
                     )?,
-                    OnConditionFailed::LicenseVersion(license.id.clone()),
+                    OnConditionFailed::Versioned {
+                        pk: license_pk(&license.id),
+                        sk: LICENSE_ITEM_SK,
+                        what: format!("license {}", license.id),
+                    },
                 ),
                 Write::PutApiKey(k) => {
                     add(self.put(api_key_item(&k), None, vec![])?, OnConditionFailed::Unconditional)
                 }
-                Write::CreateStaffUser(_) | Write::UpdateStaffUser { .. } => {
-                    return Err(StoreError::Unavailable(
-                        "this store does not keep staff accounts yet".into(),
-                    ));
+                Write::CreateStaffUser(u) => {
+                    // The email claim item makes the email unique, in the same transaction.
+                    let taken =
+                        OnConditionFailed::Error(StoreError::AlreadyExists, format!("staff user {}", u.id));
+                    add(
+                        self.put(staff_user_item(&u), Some("attribute_not_exists(pk)"), vec![])?,
+                        taken.clone(),
+                    );
+                    let claim = staff_email_claim_item(&u.email, &u.id);
+                    add(self.put(claim, Some("attribute_not_exists(pk)"), vec![])?, taken);
                 }
+                Write::UpdateStaffUser { user, expected_version } => add(
+                    // The email may not change, so its claim item stays as it is.
+                    self.put(
+                        staff_user_item(&user),
+                        Some("version = :expected AND email = :email"),
+                        vec![(":expected", n(expected_version)), (":email", s(&user.email))],
+                    )?,
+                    OnConditionFailed::Versioned {
+                        pk: staff_user_pk(&user.id),
+                        sk: STAFF_USER_ITEM_SK,
+                        what: format!("staff user {}", user.id),
+                    },
+                ),
                 Write::Audit(e) => {
                     add(self.put(audit_item(&e), None, vec![])?, OnConditionFailed::Unconditional)
                 }
@@ -545,10 +575,10 @@ impl UnitOfWork for DynamoStore {
             TransactionResult::ConditionFailed(index) => match on_failure.get(index) {
                 Some(OnConditionFailed::Duplicate) => Ok(CommitOutcome::Duplicate),
                 Some(OnConditionFailed::Error(make, what)) => Err(make(what.clone())),
-                Some(OnConditionFailed::LicenseVersion(id)) => {
-                    match self.get_item(license_pk(id), LICENSE_ITEM_SK).await? {
-                        Some(_) => Err(StoreError::Conflict(format!("license {id}"))),
-                        None => Err(StoreError::NotFound(format!("license {id}"))),
+                Some(OnConditionFailed::Versioned { pk, sk, what }) => {
+                    match self.get_item(pk.clone(), sk).await? {
+                        Some(_) => Err(StoreError::Conflict(what.clone())),
+                        None => Err(StoreError::NotFound(what.clone())),
                     }
                 }
                 Some(OnConditionFailed::Unconditional) | None => Err(StoreError::Unavailable(format!(
@@ -1123,6 +1153,100 @@ impl ValidationLogStore for DynamoStore {
     }
 }
 
-// Staff accounts: not implemented on DynamoDB yet (the trait's defaults answer `Unavailable`).
 #[async_trait]
-impl StaffStore for DynamoStore {}
+impl StaffStore for DynamoStore {
+    async fn get_staff_user(&self, id: &str) -> StoreResult<Option<StaffUser>> {
+        self.get_item(staff_user_pk(id), STAFF_USER_ITEM_SK)
+            .await?
+            .as_ref()
+            .map(staff_user_from_item)
+            .transpose()
+    }
+
+    /// Two consistent reads (the email claim, then the user), not the eventually consistent
+    /// `by_kind` index: a user can sign in the moment they are created.
+    async fn find_staff_user_by_email(&self, email: &str) -> StoreResult<Option<StaffUser>> {
+        let email = email.to_lowercase();
+        let Some(claim) = self.get_item(staff_email_claim_pk(&email), STAFF_EMAIL_CLAIM_ITEM_SK).await?
+        else {
+            return Ok(None);
+        };
+        let user_id = staff_email_claim_user_id(&claim)?;
+        Ok(self.get_staff_user(&user_id).await?.filter(|u| u.email == email))
+    }
+
+    async fn list_staff_users(&self) -> StoreResult<Vec<StaffUser>> {
+        // `kind_sk` is the email, so the index returns them in listing order.
+        let query = KeyQuery {
+            index: Some(GSI_BY_KIND),
+            key_condition: "#pk = :pk".into(),
+            names: names(&[("#pk", KIND_PK)]),
+            values: values(vec![(":pk", s(KIND_STAFF_USER))]),
+            forward: true,
+        };
+        self.query_all(&query).await?.iter().map(staff_user_from_item).collect()
+    }
+
+    async fn create_session(&self, session: &StaffSession) -> StoreResult<()> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .set_item(Some(staff_session_item(session)))
+            .condition_expression("attribute_not_exists(pk)")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(service))
+                if matches!(service.err(), PutItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Err(StoreError::AlreadyExists("staff session".into()))
+            }
+            Err(err) => Err(sdk_error("PutItem", err)),
+        }
+    }
+
+    async fn get_session(&self, token_sha256: &str) -> StoreResult<Option<StaffSession>> {
+        self.get_item(staff_session_pk(token_sha256), STAFF_SESSION_ITEM_SK)
+            .await?
+            .as_ref()
+            .map(staff_session_from_item)
+            .transpose()
+    }
+
+    /// One conditional UpdateItem: timestamps are fixed-width strings, so `<` is time order and
+    /// `last_seen_at` only moves forward; a failed condition (older time, no session) is a no-op.
+    async fn touch_session(&self, token_sha256: &str, last_seen_at: Timestamp) -> StoreResult<()> {
+        let result = self
+            .client
+            .update_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key(staff_session_pk(token_sha256), STAFF_SESSION_ITEM_SK)))
+            .update_expression("SET last_seen_at = :seen")
+            .condition_expression("attribute_exists(pk) AND last_seen_at < :seen")
+            .expression_attribute_values(":seen", ts(last_seen_at))
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(()),
+            Err(SdkError::ServiceError(service))
+                if matches!(service.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
+            {
+                Ok(())
+            }
+            Err(err) => Err(sdk_error("UpdateItem", err)),
+        }
+    }
+
+    async fn delete_session(&self, token_sha256: &str) -> StoreResult<()> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .set_key(Some(item_key(staff_session_pk(token_sha256), STAFF_SESSION_ITEM_SK)))
+            .send()
+            .await
+            .map_err(|e| sdk_error("DeleteItem", e))?;
+        Ok(())
+    }
+}

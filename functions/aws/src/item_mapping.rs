@@ -445,6 +445,85 @@ pub fn audit_from_item(item: &Item) -> StoreResult<AuditEntry> {
     })
 }
 
+// ---- staff users and sessions ----
+
+pub fn staff_user_item(u: &StaffUser) -> Item {
+    ItemBuilder::keyed(staff_user_pk(&u.id), STAFF_USER_ITEM_SK)
+        .set(KIND_PK, s(KIND_STAFF_USER))
+        .set(KIND_SK, s(&u.email))
+        .set("id", s(&u.id))
+        .set("email", s(&u.email))
+        .set("name", s(&u.name))
+        .set("role", s(u.role.as_str()))
+        .set("password_hash", s(&u.password_hash))
+        .set_opt("totp_secret", u.totp_secret.as_deref().map(s))
+        .set("disabled", AttributeValue::Bool(u.disabled))
+        .set("sessions_valid_after", ts(u.sessions_valid_after))
+        .set("version", n(u.version))
+        .set("created_at", ts(u.created_at))
+        .set("updated_at", ts(u.updated_at))
+        .build()
+}
+
+pub fn staff_user_from_item(item: &Item) -> StoreResult<StaffUser> {
+    let r = ItemReader::new(item);
+    let role_text = r.string("role")?;
+    let role =
+        StaffRole::parse(&role_text).ok_or_else(|| r.corrupt(format!("unknown staff role {role_text:?}")))?;
+    Ok(StaffUser {
+        id: r.string("id")?,
+        email: r.string("email")?,
+        name: r.string("name")?,
+        role,
+        password_hash: r.string("password_hash")?,
+        totp_secret: r.opt_string("totp_secret")?,
+        disabled: r.bool_or_false("disabled")?,
+        sessions_valid_after: r.timestamp("sessions_valid_after")?,
+        version: r.number("version")?,
+        created_at: r.timestamp("created_at")?,
+        updated_at: r.timestamp("updated_at")?,
+    })
+}
+
+pub fn staff_email_claim_item(email: &str, user_id: &str) -> Item {
+    ItemBuilder::keyed(staff_email_claim_pk(email), STAFF_EMAIL_CLAIM_ITEM_SK)
+        .set("user_id", s(user_id))
+        .build()
+}
+
+pub fn staff_email_claim_user_id(item: &Item) -> StoreResult<String> {
+    ItemReader::new(item).string("user_id")
+}
+
+/// `ttl` is `expires_at` rounded up to whole seconds, so DynamoDB never deletes a session
+/// before its absolute timeout (it deletes expired items within days, not at once: readers
+/// check `expires_at` themselves).
+pub fn staff_session_item(session: &StaffSession) -> Item {
+    let expires = session.expires_at;
+    let ttl = expires.timestamp() + i64::from(expires.timestamp_subsec_nanos() > 0);
+    ItemBuilder::keyed(staff_session_pk(&session.token_sha256), STAFF_SESSION_ITEM_SK)
+        .set("token_sha256", s(&session.token_sha256))
+        .set("user_id", s(&session.user_id))
+        .set("csrf_token", s(&session.csrf_token))
+        .set("created_at", ts(session.created_at))
+        .set("last_seen_at", ts(session.last_seen_at))
+        .set("expires_at", ts(expires))
+        .set(TTL_ATTRIBUTE, n(ttl))
+        .build()
+}
+
+pub fn staff_session_from_item(item: &Item) -> StoreResult<StaffSession> {
+    let r = ItemReader::new(item);
+    Ok(StaffSession {
+        token_sha256: r.string("token_sha256")?,
+        user_id: r.string("user_id")?,
+        csrf_token: r.string("csrf_token")?,
+        created_at: r.timestamp("created_at")?,
+        last_seen_at: r.timestamp("last_seen_at")?,
+        expires_at: r.timestamp("expires_at")?,
+    })
+}
+
 // ---- webhook events ----
 
 pub fn webhook_event_item(e: &WebhookEventRecord, expires_epoch_seconds: i64) -> Item {

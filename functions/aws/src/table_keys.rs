@@ -21,7 +21,8 @@ use nls_core::model::Timestamp;
 pub const PK: &str = "pk";
 pub const SK: &str = "sk";
 
-/// GSI `by_kind`: every customer, license, API key and audit entry, for admin listings.
+/// GSI `by_kind`: every customer, license, API key, audit entry and staff user, for admin
+/// listings.
 pub const GSI_BY_KIND: &str = "by_kind";
 pub const KIND_PK: &str = "kind_pk";
 pub const KIND_SK: &str = "kind_sk";
@@ -37,13 +38,16 @@ pub const STRIPE_SK: &str = "stripe_sk";
 pub const GSI_BY_EXPIRY_DAY: &str = "by_expiry_day";
 pub const EXPIRY_PK: &str = "expiry_pk";
 pub const EXPIRY_SK: &str = "expiry_sk";
-/// The table's TTL attribute (epoch seconds): validation logs and processed webhook events.
+/// The table's TTL attribute (epoch seconds): validation logs, processed webhook events and
+/// staff sessions.
 pub const TTL_ATTRIBUTE: &str = "ttl";
 
 pub const KIND_CUSTOMER: &str = "CUSTOMER";
 pub const KIND_LICENSE: &str = "LICENSE";
 pub const KIND_API_KEY: &str = "API_KEY";
 pub const KIND_AUDIT: &str = "AUDIT";
+/// Staff users sort by email in `by_kind` (`kind_sk` = email), which is their listing order.
+pub const KIND_STAFF_USER: &str = "STAFF_USER";
 
 pub const CUSTOMER_ITEM_SK: &str = "CUSTOMER";
 pub const LICENSE_ITEM_SK: &str = "LICENSE";
@@ -52,6 +56,9 @@ pub const API_KEY_ITEM_SK: &str = "API_KEY";
 pub const AUDIT_ITEM_SK: &str = "AUDIT";
 pub const WEBHOOK_EVENT_ITEM_SK: &str = "WEBHOOK_EVENT";
 pub const STRIPE_CLAIM_ITEM_SK: &str = "CLAIM";
+pub const STAFF_USER_ITEM_SK: &str = "STAFF_USER";
+pub const STAFF_EMAIL_CLAIM_ITEM_SK: &str = "CLAIM";
+pub const STAFF_SESSION_ITEM_SK: &str = "STAFF_SESSION";
 
 pub const BATCH_SK_PREFIX: &str = "BATCH#";
 pub const MONTH_COUNTER_SK_PREFIX: &str = "COUNTER#MONTH#";
@@ -82,6 +89,20 @@ pub fn webhook_event_pk(event_id: &str) -> String {
 /// Uniqueness claim on a Stripe customer id, written in the same transaction as the customer.
 pub fn stripe_customer_claim_pk(stripe_customer_id: &str) -> String {
     format!("STRIPE_CUSTOMER#{stripe_customer_id}")
+}
+
+pub fn staff_user_pk(id: &str) -> String {
+    format!("STAFF_USER#{id}")
+}
+
+/// Uniqueness claim on a (lower-case) staff email, written in the same transaction as the
+/// user; it also finds the user by email with consistent reads.
+pub fn staff_email_claim_pk(email: &str) -> String {
+    format!("STAFF_EMAIL#{email}")
+}
+
+pub fn staff_session_pk(token_sha256: &str) -> String {
+    format!("STAFF_SESSION#{token_sha256}")
 }
 
 pub fn stripe_customer_gsi_pk(stripe_customer_id: &str) -> String {

@@ -8,6 +8,7 @@ mod key_commands;
 mod outbox_mailer;
 mod renewals_command;
 mod serve;
+mod staff_command;
 
 use std::process::ExitCode;
 
@@ -38,6 +39,9 @@ enum Command {
     /// DynamoDB set-up for running `nls serve --store dynamodb` locally.
     #[command(subcommand)]
     Dynamodb(dynamodb_command::DynamodbCommand),
+    /// Staff users of the admin portal: create, disable, reset a password, list.
+    #[command(subcommand)]
+    Staff(staff_command::StaffCommand),
 }
 
 fn main() -> ExitCode {
@@ -48,6 +52,7 @@ fn main() -> ExitCode {
         Command::Serve(args) => serve::run(args).map(|()| ExitCode::SUCCESS).map_err(|e| e.to_string()),
         Command::Renewals(cmd) => renewals_command::run(cmd).map_err(|e| e.to_string()),
         Command::Dynamodb(cmd) => dynamodb_command::run(cmd),
+        Command::Staff(cmd) => staff_command::run(cmd).map_err(|e| e.to_string()),
     };
     outcome.unwrap_or_else(|message| {
         eprintln!("nls: error: {message}");
