@@ -163,7 +163,7 @@ test('an admin signs in, creates a customer and a license, suspends it and finds
   assert.match(page.url(), /\/admin\/login$/, 'signed out: sent to the sign-in page');
   await check(page, 'sign-in');
   // A session id planted before sign-in is not the one after it (no fixation).
-  await page.context().addCookies([{ name: 'nls_session', value: 'planted-by-an-attacker', url: base }]);
+  await page.context().addCookies([{ name: 'nls_session', value: 'planted-by-an-attacker', domain: '127.0.0.1', path: '/admin' }]);
   await signIn(page, users['admin@nectar.test']);
   await page.waitForURL(`${base}/admin/`);
   const first = await sessionCookie(page);
