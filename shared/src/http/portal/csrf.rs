@@ -39,8 +39,12 @@ pub fn tokens_match(expected: &str, presented: Option<&str>) -> bool {
 /// Refuses a request a browser marked as coming from another site. Browsers send `Origin` on
 /// every cross-origin POST; it must name the host the request was sent to.
 pub fn check_same_origin(headers: &HeaderMap) -> Result<(), PortalError> {
-    if headers.get("sec-fetch-site").is_some_and(|v| v.as_bytes() == b"cross-site") {
-        return Err(PortalError::ForgedForm);
+    // Browsers that send `Sec-Fetch-Site` say it outright. They send `Origin: null` on our own
+    // forms (the pages' `Referrer-Policy: no-referrer`), so `Origin` is for older browsers.
+    match headers.get("sec-fetch-site").map(|v| v.as_bytes()) {
+        Some(b"same-origin" | b"none") => return Ok(()),
+        Some(_) => return Err(PortalError::ForgedForm),
+        None => {}
     }
     let Some(origin) = headers.get(header::ORIGIN) else { return Ok(()) };
     let host = headers.get(header::HOST).and_then(|h| h.to_str().ok());
@@ -92,6 +96,11 @@ mod tests {
         headers.remove(header::ORIGIN);
         headers.insert("sec-fetch-site", HeaderValue::from_static("cross-site"));
         assert!(check_same_origin(&headers).is_err());
+        headers.insert("sec-fetch-site", HeaderValue::from_static("same-site"));
+        assert!(check_same_origin(&headers).is_err());
+        headers.insert(header::ORIGIN, HeaderValue::from_static("null"));
+        headers.insert("sec-fetch-site", HeaderValue::from_static("same-origin"));
+        assert!(check_same_origin(&headers).is_ok(), "Chromium's own forms under no-referrer");
         assert!(tokens_match("abc", Some("abc")));
         assert!(!tokens_match("abc", Some("abd")));
         assert!(!tokens_match("abc", None));

@@ -1,0 +1,319 @@
+// The admin portal in real Chromium (Debian's, driven by playwright-core) against the real
+// `nls serve` binary, with staff users made by `nls staff create`. Each page visited is
+// scanned by axe-core (no serious or critical violation), logs no console error, and is
+// screenshotted. Run by tests/portal/run.sh, which builds nls and sets NLS_BIN.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { spawn, spawnSync } from 'node:child_process';
+import { createServer } from 'node:http';
+import { createServer as createNetServer } from 'node:net';
+import { mkdtempSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { randomBytes } from 'node:crypto';
+import { tmpdir } from 'node:os';
+import { join, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { chromium } from 'playwright-core';
+
+const here = dirname(fileURLToPath(import.meta.url));
+const NLS_BIN = process.env.NLS_BIN;
+const CHROMIUM = process.env.NLS_CHROMIUM || '/usr/bin/chromium';
+const WORK = mkdtempSync(join(tmpdir(), 'nls-portal-'));
+const SHOTS = process.env.NLS_PORTAL_SCREENSHOTS || join(WORK, 'screenshots');
+const AXE = readFileSync(join(here, 'node_modules/axe-core/axe.min.js'), 'utf8');
+// The flags that work on this kind of machine (TOOLING.md): no sandbox as root, no GPU, and
+// no background traffic to hosts the closed network refuses.
+const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
+  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
+
+const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
+const secret = () => randomBytes(12).toString('hex');
+
+function freePort() {
+  return new Promise((resolve, reject) => {
+    const s = createNetServer().listen(0, '127.0.0.1', () => {
+      const { port } = s.address();
+      s.close(() => resolve(port));
+    });
+    s.on('error', reject);
+  });
+}
+
+let server, base, dataDir, browser, evil;
+/** Every URL the browser asked for, to check that no secret ever travels in one. */
+const requestedUrls = [];
+/** Secrets of this run: staff passwords, license keys. */
+const secrets = [];
+const users = {};
+
+function nls(args, input) {
+  const r = spawnSync(NLS_BIN, [...args, '--data-dir', dataDir], { input, encoding: 'utf8' });
+  assert.equal(r.status, 0, `nls ${args.join(' ')}: ${r.stderr}`);
+  return r.stdout;
+}
+
+function staff(role, email = `${role}@nectar.test`) {
+  const password = secret() + secret();
+  nls(['staff', 'create', '--email', email, '--name', `${role[0].toUpperCase()}${role.slice(1)} Tester`, '--role', role],
+    `${password}\n${password}\n`);
+  secrets.push(password);
+  users[email] = { email, password };
+  return users[email];
+}
+
+before(async () => {
+  assert.ok(NLS_BIN, 'NLS_BIN must name the nls binary (tests/portal/run.sh sets it)');
+  mkdirSync(SHOTS, { recursive: true });
+  dataDir = join(WORK, 'data');
+  const port = await freePort();
+  base = `http://127.0.0.1:${port}`;
+  const log = openSync(join(WORK, 'serve.log'), 'a');
+  server = spawn(NLS_BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir], {
+    env: { ...process.env, RUST_LOG: 'warn' }, detached: true, stdio: ['ignore', log, log],
+  });
+  server.exitPromise = new Promise((r) => server.on('exit', r));
+  for (let i = 0; ; i++) {
+    try {
+      if ((await fetch(`${base}/health`)).ok) break;
+    } catch {}
+    assert.ok(i < 240, 'nls serve did not become healthy');
+    await sleep(250);
+  }
+  for (const role of ['admin', 'viewer', 'support']) staff(role);
+  staff('support', 'ratelimit@nectar.test');
+  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  // Another site, for the cross-site forgery: it serves a form that posts to the portal.
+  evil = createServer((req, res) => {
+    const target = new URL(req.url, 'http://x').searchParams.get('target');
+    res.setHeader('content-type', 'text/html');
+    res.end(`<!doctype html><html lang="en"><title>evil</title><form id=f method=post action="${target}">
+      <input name=csrf value=guess></form><script>document.getElementById('f').submit()</script></html>`);
+  });
+  await new Promise((r) => evil.listen(0, 'localhost', r));
+});
+
+after(async () => {
+  await browser?.close();
+  evil?.close();
+  if (server && server.exitCode === null) {
+    process.kill(-server.pid, 'SIGTERM');
+    await Promise.race([server.exitPromise, sleep(5000)]);
+  }
+  console.log(`screenshots: ${SHOTS}`);
+});
+
+/** A fresh browser context (its own cookies) and page that records console errors and URLs. */
+async function newPage() {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
+  const page = await context.newPage();
+  page.consoleErrors = [];
+  page.on('console', (m) => { if (m.type() === 'error') page.consoleErrors.push(m.text()); });
+  page.on('pageerror', (e) => page.consoleErrors.push(String(e)));
+  page.on('request', (r) => requestedUrls.push(r.url()));
+  return page;
+}
+
+/** axe-core on the current page, no console error so far, and a screenshot named `name`. */
+async function check(page, name) {
+  // Through the DevTools protocol: the portal's CSP (rightly) refuses an inline script tag.
+  await page.evaluate(AXE);
+  const violations = await page.evaluate(async () => (await window.axe.run()).violations
+    .map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 3) })));
+  const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
+  assert.deepEqual(bad, [], `${name}: accessibility violations`);
+  assert.deepEqual(page.consoleErrors, [], `${name}: console errors`);
+  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+}
+
+async function signIn(page, { email, password }) {
+  await page.goto(`${base}/admin/login`);
+  await page.fill('#email', email);
+  await page.fill('#password', password);
+  await page.click('button[type=submit]');
+}
+
+async function sessionCookie(page) {
+  const cookies = await page.context().cookies(base);
+  return cookies.find((c) => c.name === 'nls_session');
+}
+
+async function validate(key) {
+  const r = await fetch(`${base}/v1/licenses/validate`, {
+    method: 'POST', body: JSON.stringify({ key, deployment_id: 'portal-host-1' }),
+  });
+  assert.equal(r.status, 200);
+  return (await r.json()).code;
+}
+
+/** Creates a customer through the portal's form; returns its detail page's URL. */
+async function createCustomer(page, name, email) {
+  await page.goto(`${base}/admin/customers/new`);
+  await page.fill('#name', name);
+  await page.fill('#email', email);
+  await page.click('main button[type=submit]');
+  await page.waitForURL(/\/admin\/customers\/cus_/);
+  return page.url();
+}
+
+let licenseId, licenseKey;
+
+test('an admin signs in, creates a customer and a license, suspends it and finds it all in the audit log', async () => {
+  const page = await newPage();
+  await page.goto(`${base}/admin/`);
+  assert.match(page.url(), /\/admin\/login$/, 'signed out: sent to the sign-in page');
+  await check(page, 'sign-in');
+  // A session id planted before sign-in is not the one after it (no fixation).
+  await page.context().addCookies([{ name: 'nls_session', value: 'planted-by-an-attacker', domain: '127.0.0.1', path: '/admin' }]);
+  await signIn(page, users['admin@nectar.test']);
+  await page.waitForURL(`${base}/admin/`);
+  const first = await sessionCookie(page);
+  assert.notEqual(first.value, 'planted-by-an-attacker');
+  assert.ok(first.httpOnly && first.sameSite === 'Strict', JSON.stringify(first));
+  await check(page, 'dashboard');
+
+  await createCustomer(page, 'Acme Robotics', 'ops@acme.test');
+  await check(page, 'customer');
+  await page.click('text=New license for this customer');
+  await page.waitForURL(/\/admin\/licenses\/new\?customer_id=/);
+  await page.fill('#tier', 'pro');
+  await page.fill('#features', 'sso, audit_log');
+  await page.fill('#limits', 'workflow_runs=10000');
+  await page.fill('#max_deployments', '3');
+  await check(page, 'license-wizard');
+  await page.click('main button[type=submit]');
+  await page.waitForSelector('#license-key');
+  licenseKey = (await page.textContent('#license-key')).trim();
+  secrets.push(licenseKey);
+  assert.match(licenseKey, /^NLS-/);
+  assert.ok(await page.isVisible('#copy-key'), 'the script shows the copy button');
+  await check(page, 'license-key-once');
+  await page.click('text=Go to the license');
+  await page.waitForURL(/\/admin\/licenses\/lic_/);
+  licenseId = page.url().split('/').pop();
+  assert.equal(await page.locator('#license-key').count(), 0, 'the key is not shown again');
+
+  assert.equal(await validate(licenseKey), 'VALID');
+  page.once('dialog', (d) => d.accept());
+  await page.click('button:has-text("Suspend")');
+  await page.waitForURL(/done=suspend/);
+  assert.match(await page.textContent('.notice'), /License suspended/);
+  assert.equal(await validate(licenseKey), 'SUSPENDED', 'the validation code follows the portal at once');
+  await check(page, 'license-detail');
+
+  await page.goto(`${base}/admin/licenses?status=suspended&feature=sso`);
+  assert.ok(await page.isVisible(`a:has-text("${licenseId}")`));
+  await check(page, 'licenses');
+
+  await page.goto(`${base}/admin/audit?target=license:${licenseId}`);
+  const rows = await page.locator('tbody tr').allTextContents();
+  assert.ok(rows.some((r) => r.includes('license.suspend') && r.includes('staff:stf_')), rows.join('\n'));
+  assert.ok(rows.some((r) => r.includes('license.create') && r.includes('staff:stf_')), rows.join('\n'));
+  await page.click('summary >> nth=0');
+  await check(page, 'audit-log');
+  await page.goto(`${base}/admin/audit?action=customer.create`);
+  assert.match(await page.textContent('tbody'), /customer\.create[\s\S]*staff:stf_/);
+
+  await page.click('button:has-text("Sign out")');
+  await page.waitForURL(`${base}/admin/login`);
+  await page.goto(`${base}/admin/licenses`);
+  assert.match(page.url(), /\/admin\/login$/, 'signed out: the old session is gone');
+  // Signing in again gives another session id.
+  await signIn(page, users['admin@nectar.test']);
+  await page.waitForURL(`${base}/admin/`);
+  assert.notEqual((await sessionCookie(page)).value, first.value);
+  await page.context().close();
+});
+
+test('a viewer sees no write buttons, and a forged POST with their own token is refused', async () => {
+  assert.ok(licenseId, 'needs the license of the first test');
+  const page = await newPage();
+  await signIn(page, users['viewer@nectar.test']);
+  await page.waitForURL(`${base}/admin/`);
+  await page.goto(`${base}/admin/licenses/${licenseId}`);
+  for (const label of ['Reactivate', 'Suspend', 'Renew', 'Revoke', 'Edit terms']) {
+    assert.equal(await page.locator(`main :text-is("${label}")`).count(), 0, `a viewer sees ${label}`);
+  }
+  const status = await page.evaluate(async (id) => {
+    const csrf = document.querySelector('input[name=csrf]').value;
+    const r = await fetch(`/admin/licenses/${id}/reactivate`, {
+      method: 'POST', body: new URLSearchParams({ csrf }), redirect: 'manual',
+    });
+    return r.status;
+  }, licenseId);
+  assert.equal(status, 403);
+  const newLicense = await page.goto(`${base}/admin/licenses/new`);
+  assert.equal(newLicense.status(), 403);
+  await page.context().close();
+});
+
+test('a cross-site form post is refused (CSRF) and changes nothing', async () => {
+  const page = await newPage();
+  await signIn(page, users['admin@nectar.test']);
+  await page.waitForURL(`${base}/admin/`);
+  const target = `${base}/admin/licenses/${licenseId}/reactivate`;
+  await page.goto(`http://localhost:${evil.address().port}/?target=${encodeURIComponent(target)}`);
+  await page.waitForURL((u) => u.href.startsWith(base));
+  // The browser withheld the SameSite=Strict cookie; either way nothing happened.
+  assert.equal(await validate(licenseKey), 'SUSPENDED');
+  // Without SameSite's help (a client that sends the cookie anyway), the Origin check refuses.
+  const cookie = await sessionCookie(page);
+  const r = await fetch(target, {
+    method: 'POST', redirect: 'manual',
+    headers: { cookie: `nls_session=${cookie.value}`, origin: `http://localhost:${evil.address().port}`,
+      'content-type': 'application/x-www-form-urlencoded' },
+    body: 'csrf=guess',
+  });
+  assert.equal(r.status, 403);
+  assert.equal(await validate(licenseKey), 'SUSPENDED');
+  await page.context().close();
+});
+
+test('a customer named <script> renders as text', async () => {
+  const page = await newPage();
+  await signIn(page, users['admin@nectar.test']);
+  await page.waitForURL(`${base}/admin/`);
+  const name = '<script>window.__xss = 1</script><img src=x onerror="window.__xss = 2">';
+  await createCustomer(page, name, 'xss@evil.test');
+  assert.equal(await page.textContent('h1'), name);
+  assert.equal(await page.evaluate(() => window.__xss), undefined);
+  await page.goto(`${base}/admin/customers`);
+  assert.equal(await page.evaluate(() => window.__xss), undefined);
+  assert.ok((await page.textContent('tbody')).includes(name));
+  await check(page, 'customers');
+  await page.context().close();
+});
+
+test('sign-in is rate limited per account, with the same answer for unknown emails', async () => {
+  const page = await newPage();
+  const wrong = { email: 'ratelimit@nectar.test', password: 'not-the-password-at-all' };
+  await signIn(page, wrong);
+  const wrongText = await page.textContent('[role=alert]');
+  await signIn(page, { email: 'nobody-here@nectar.test', password: 'not-the-password-at-all' });
+  assert.equal(await page.textContent('[role=alert]'), wrongText, 'unknown email and wrong password look alike');
+  for (let i = 0; i < 4; i++) await signIn(page, wrong);
+  await signIn(page, users['ratelimit@nectar.test']);
+  assert.match(await page.textContent('[role=alert]'), /Too many sign-in attempts/);
+  assert.match(page.url(), /\/admin\/login$/);
+  await page.context().close();
+});
+
+test('a disabled user loses access at once', async () => {
+  const page = await newPage();
+  await signIn(page, users['support@nectar.test']);
+  await page.waitForURL(`${base}/admin/`);
+  await page.goto(`${base}/admin/licenses`);
+  assert.match(page.url(), /\/admin\/licenses$/);
+  nls(['staff', 'disable', '--email', 'support@nectar.test']);
+  await page.reload();
+  assert.match(page.url(), /\/admin\/login$/, 'the next request is refused');
+  await page.context().close();
+});
+
+test('no secret or license key ever travelled in a URL', () => {
+  assert.ok(requestedUrls.length > 20, `only ${requestedUrls.length} requests seen`);
+  for (const url of requestedUrls) {
+    const decoded = decodeURIComponent(url);
+    for (const s of secrets) assert.ok(!decoded.includes(s), `a secret in ${url}`);
+    assert.ok(!decoded.includes('NLS-'), `a license key in ${url}`);
+  }
+});
