@@ -51,6 +51,7 @@ fn license(id: &str, customer_id: &str) -> License {
         stripe_subscription_id: None,
         stripe_price_id: None,
         billing_event_at: None,
+        suspension_reason: None,
         version: 1,
         created_at: now(),
         updated_at: now(),
@@ -488,7 +489,7 @@ async fn notices_are_claimed_once_taken_over_when_stale_and_never_resent() {
         ClaimOutcome::Claimed
     );
     let key = notice("x", now()).key;
-    store.mark_notification_sent(&key, much_later, "ses-msg-1").await.unwrap();
+    store.mark_notification_sent(&key, "rescuer", much_later, "ses-msg-1").await.unwrap();
     let day_later = now() + Duration::days(1);
     assert_eq!(
         store.claim_notification(&notice("next-day", day_later), day_later, stale_after).await.unwrap(),
@@ -502,7 +503,10 @@ async fn notices_are_claimed_once_taken_over_when_stale_and_never_resent() {
     );
     let missing =
         NotificationKey { license_id: "lic".into(), notice: "expiry_warning".into(), window: "w".into() };
-    assert!(matches!(store.mark_notification_sent(&missing, now(), "m").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.mark_notification_sent(&missing, "x", now(), "m").await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
