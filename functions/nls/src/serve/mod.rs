@@ -20,7 +20,6 @@ use nls_core::billing::{BillingPolicy, PlanCatalogue};
 use nls_core::http::rate_limit::RateLimit;
 use nls_core::http::webhook_routes::BillingSetup;
 use nls_core::http::{AppDeps, AppState, ClientIp, HttpConfig, router};
-use nls_core::panic_guard::catch_panic;
 use nls_core::ports::Mailer;
 use nls_core::renewals::{RenewalsConfig, run_renewals};
 
@@ -349,14 +348,15 @@ async fn run_renewals_forever(state: AppState, mailer: Arc<dyn Mailer>, every: S
 async fn repeat_forever<F, Fut>(first_after: StdDuration, every: StdDuration, job: F)
 where
     F: Fn() -> Fut,
-    Fut: std::future::Future<Output = ()>,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
 {
     tokio::time::sleep(first_after).await;
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        if let Err(panicked) = catch_panic(job()).await {
-            tracing::error!(error = %panicked, "a scheduled run panicked; the next run goes ahead");
+        // Each run is its own task: a panic ends that task only, and shows here as a JoinError.
+        if let Err(failed) = tokio::spawn(job()).await {
+            tracing::error!(error = %failed, "a scheduled run panicked; the next run goes ahead");
         }
     }
 }
@@ -408,7 +408,13 @@ mod tests {
                     }
                 }
             }));
-        tokio::time::sleep(StdDuration::from_millis(200)).await;
+        // The panic hook may take a while (a backtrace): wait for the runs, up to 20 s.
+        for _ in 0..200 {
+            if runs.load(Ordering::SeqCst) >= 3 || schedule.is_finished() {
+                break;
+            }
+            tokio::time::sleep(StdDuration::from_millis(100)).await;
+        }
         assert!(!schedule.is_finished(), "the schedule died with the first run");
         schedule.abort();
         assert!(runs.load(Ordering::SeqCst) >= 3, "runs after the panic: {}", runs.load(Ordering::SeqCst));
