@@ -46,6 +46,7 @@ pub const CASES: &[(&str, Case)] = &[
     ("concurrent_usage_replays_count_once", |s| Box::pin(concurrent_usage_replays_count_once(s))),
     ("snapshot_holds_license_seats_and_usage", |s| Box::pin(snapshot_holds_license_seats_and_usage(s))),
     ("api_keys_round_trip", |s| Box::pin(api_keys_round_trip(s))),
+    ("oversized_ids_are_absent", |s| Box::pin(oversized_ids_are_absent(s))),
     ("audit_filters_newest_first", |s| Box::pin(audit_filters_newest_first(s))),
     ("notification_claims", |s| Box::pin(notification_claims(s))),
     ("concurrent_notification_claims_one_winner", |s| Box::pin(concurrent_notification_claims_one_winner(s))),
@@ -509,6 +510,15 @@ async fn api_keys_round_trip(store: Arc<dyn Store>) {
     assert!(store.get_api_key("ak_missing").await.expect("get").is_none());
 }
 
+/// Ids come from URLs and tokens: one larger than any key a store can hold is simply absent,
+/// never a store failure (DynamoDB refuses keys over 2 KB; that was a 503).
+async fn oversized_ids_are_absent(store: Arc<dyn Store>) {
+    let huge = format!("ak_{}", "x".repeat(3000));
+    assert_eq!(store.get_api_key(&huge).await.expect("an absent api key, not an error"), None);
+    assert_eq!(store.get_customer(&huge).await.expect("an absent customer, not an error"), None);
+    assert_eq!(store.get_license(&huge).await.expect("an absent license, not an error"), None);
+}
+
 async fn audit_filters_newest_first(store: Arc<dyn Store>) {
     let mut writes = Vec::new();
     for i in 0..6 {
@@ -573,7 +583,26 @@ async fn notification_claims(store: Arc<dyn Store>) {
         store.claim_notification(&takeover, later, stale).await.expect("claim"),
         ClaimOutcome::Claimed
     );
-    store.mark_notification_sent(&takeover.key, later, "msg-1").await.expect("mark");
+    // run-a wakes up and tries to mark what run-b now holds.
+    assert!(
+        matches!(
+            store.mark_notification_sent(&takeover.key, "run-a", later, "msg-a").await,
+            Err(StoreError::Conflict(_))
+        ),
+        "a run marked a notice another run holds"
+    );
+    store.mark_notification_sent(&takeover.key, "run-b", later, "msg-1").await.expect("mark");
+    // A repeated mark (the answer to the first was lost) succeeds; another message id does not.
+    store.mark_notification_sent(&takeover.key, "run-b", later, "msg-1").await.expect("mark again");
+    assert!(matches!(
+        store.mark_notification_sent(&takeover.key, "run-a", later, "msg-a").await,
+        Err(StoreError::Conflict(_))
+    ));
+    let missing = NotificationKey { window: "2099-01-01".into(), ..takeover.key.clone() };
+    assert!(matches!(
+        store.mark_notification_sent(&missing, "run-b", later, "m").await,
+        Err(StoreError::NotFound(_))
+    ));
     let much_later = later + Duration::days(1);
     assert_eq!(
         store

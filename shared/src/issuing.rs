@@ -10,7 +10,7 @@ use crate::license_token::{
     DEFAULT_AUDIENCE, DEFAULT_GRACE_DAYS, DEFAULT_ISSUER, DEFAULT_OFFLINE_DAYS, LicenseClaims, SigningError,
     TokenTimes, issue_license_key,
 };
-use crate::lifecycle::{LicenseStatus, LifecycleEvent, TransitionRefused, transition};
+use crate::lifecycle::{LicenseStatus, LifecycleEvent, LifecycleState, TransitionRefused, transition};
 use crate::model::{License, Timestamp};
 
 /// A new random id: `prefix` + `_` + 26 base32 characters (130 bits).
@@ -56,12 +56,63 @@ pub struct LicenseTerms {
 
 pub const DEFAULT_TIER: &str = "standard";
 
+/// The longest `offline_days` or `grace_days` a license may have: about ten years, which is
+/// "forever" for a license and keeps every date computed from a term representable.
+pub const MAX_TERM_DAYS: u32 = 3650;
+/// `expires_at` must fall in [1970-01-01, 2200-01-01) UTC (Unix seconds below).
+pub const EARLIEST_EXPIRY_SECS: i64 = 0;
+pub const LATEST_EXPIRY_SECS: i64 = 7_258_118_400;
+
+/// A license term outside the bounds above. Every place terms enter (admin create and
+/// update, renew, the plans file, the Stripe mapping) refuses these.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+pub enum TermsOutOfRange {
+    #[error("`offline_days` must be at most {MAX_TERM_DAYS} (got {0})")]
+    OfflineDays(u32),
+    #[error("`grace_days` must be at most {MAX_TERM_DAYS} (got {0})")]
+    GraceDays(u32),
+    #[error("`expires_at` must be from 1970-01-01 and before 2200-01-01 UTC (got {0})")]
+    ExpiresAt(Timestamp),
+}
+
+/// Checks the terms that feed date arithmetic; `None` means "unchanged" or "the default".
+pub fn check_term_bounds(
+    offline_days: Option<u32>,
+    grace_days: Option<u32>,
+    expires_at: Option<Timestamp>,
+) -> Result<(), TermsOutOfRange> {
+    if let Some(days) = offline_days.filter(|d| *d > MAX_TERM_DAYS) {
+        return Err(TermsOutOfRange::OfflineDays(days));
+    }
+    if let Some(days) = grace_days.filter(|d| *d > MAX_TERM_DAYS) {
+        return Err(TermsOutOfRange::GraceDays(days));
+    }
+    check_expiry(expires_at)
+}
+
+/// Checks an expiry alone (renewals, Stripe's paid-through dates).
+pub fn check_expiry(expires_at: Option<Timestamp>) -> Result<(), TermsOutOfRange> {
+    match expires_at {
+        Some(at) if !(EARLIEST_EXPIRY_SECS..LATEST_EXPIRY_SECS).contains(&at.timestamp()) => {
+            Err(TermsOutOfRange::ExpiresAt(at))
+        }
+        _ => Ok(()),
+    }
+}
+
+impl LicenseTerms {
+    pub fn check_bounds(&self) -> Result<(), TermsOutOfRange> {
+        check_term_bounds(self.offline_days, self.grace_days, self.expires_at)
+    }
+}
+
 /// Builds a new `active` license record (version 1) for `customer_id`.
 pub fn new_license(customer_id: &str, terms: LicenseTerms, now: Timestamp) -> License {
     License {
         id: new_id("lic"),
         customer_id: customer_id.to_owned(),
         status: LicenseStatus::Active,
+        suspension_reason: None,
         tier: terms.tier.unwrap_or_else(|| DEFAULT_TIER.to_owned()),
         features: terms.features,
         limits: terms.limits,
@@ -115,9 +166,11 @@ pub fn apply_event(
     event: LifecycleEvent,
     now: Timestamp,
 ) -> Result<License, TransitionRefused> {
-    let status = transition(license.status, event)?;
+    let state = transition(LifecycleState::of(license.status, license.suspension_reason), event)?;
+    let status = state.status();
     let mut next = license.clone();
     next.status = status;
+    next.suspension_reason = state.suspension_reason();
     if status != LicenseStatus::PastDue {
         next.grace_ends_at = None;
     }

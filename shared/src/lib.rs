@@ -10,6 +10,7 @@ pub mod license_token;
 pub mod lifecycle;
 pub mod memory_store;
 pub mod model;
+pub mod panic_guard;
 pub mod path_segment;
 pub mod ports;
 pub mod receipt;

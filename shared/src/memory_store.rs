@@ -368,6 +368,7 @@ impl NotificationStore for MemoryStore {
     async fn mark_notification_sent(
         &self,
         key: &NotificationKey,
+        claimant: &str,
         sent_at: Timestamp,
         message_id: &str,
     ) -> StoreResult<()> {
@@ -376,6 +377,7 @@ impl NotificationStore for MemoryStore {
             .notifications
             .get_mut(key)
             .ok_or_else(|| StoreError::NotFound(format!("notification {key:?}")))?;
+        check_mark(key, &record.state, claimant, message_id)?;
         record.state = NotificationState::Sent { sent_at, message_id: message_id.to_owned() };
         Ok(())
     }

@@ -3,13 +3,35 @@
 
 use std::collections::BTreeMap;
 
-use chrono::{DateTime, Datelike, Utc};
+use chrono::{DateTime, Datelike, Duration, Utc};
 use serde::{Deserialize, Serialize};
 
-use crate::lifecycle::LicenseStatus;
+use crate::lifecycle::{LicenseStatus, SuspensionReason};
 pub use crate::registry_token::RegistryGrant;
 
 pub type Timestamp = DateTime<Utc>;
+
+/// `at` plus `days` days, saturating at the latest representable instant. License terms are
+/// bounded where they enter (`issuing::check_term_bounds`), but keys and records made before
+/// the bounds may hold anything, and a term too long to represent simply never ends: date
+/// arithmetic on terms must never panic.
+pub fn days_after(at: Timestamp, days: u32) -> Timestamp {
+    at.checked_add_signed(Duration::days(i64::from(days))).unwrap_or(DateTime::<Utc>::MAX_UTC)
+}
+
+/// `at` minus `days` days, saturating at the earliest representable instant.
+pub fn days_before(at: Timestamp, days: u32) -> Timestamp {
+    at.checked_sub_signed(Duration::days(i64::from(days))).unwrap_or(DateTime::<Utc>::MIN_UTC)
+}
+
+/// `at` plus `by`, saturating at either end of the representable range.
+pub fn saturating_add(at: Timestamp, by: Duration) -> Timestamp {
+    at.checked_add_signed(by).unwrap_or(if by < Duration::zero() {
+        DateTime::<Utc>::MIN_UTC
+    } else {
+        DateTime::<Utc>::MAX_UTC
+    })
+}
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Customer {
@@ -30,6 +52,10 @@ pub struct License {
     pub id: String,
     pub customer_id: String,
     pub status: LicenseStatus,
+    /// While `suspended`: who suspended it, which decides what may lift it (the lifecycle
+    /// table). Absent on records stored before reasons were kept, read as `admin`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub suspension_reason: Option<SuspensionReason>,
     pub tier: String,
     #[serde(default)]
     pub features: Vec<String>,

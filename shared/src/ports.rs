@@ -271,14 +271,33 @@ pub trait NotificationStore: Send + Sync {
         now: Timestamp,
         stale_after: Duration,
     ) -> StoreResult<ClaimOutcome>;
-    /// Marks a claimed notice as sent.
+    /// Marks a notice `claimant` holds as sent: `NotFound` if there is no claim, `Conflict` if
+    /// another run holds it now (it took over a claim it saw as stale). Marking again with the
+    /// same message id is a no-op, so a retry after a lost answer succeeds.
     async fn mark_notification_sent(
         &self,
         key: &NotificationKey,
+        claimant: &str,
         sent_at: Timestamp,
         message_id: &str,
     ) -> StoreResult<()>;
     async fn list_notifications(&self, license_id: &str) -> StoreResult<Vec<NotificationRecord>>;
+}
+
+/// The rule of [`NotificationStore::mark_notification_sent`], for stores that read the record
+/// in the same transaction as the write: `claimant` may mark what it holds, or repeat its own
+/// mark.
+pub fn check_mark(
+    key: &NotificationKey,
+    state: &NotificationState,
+    claimant: &str,
+    message_id: &str,
+) -> StoreResult<()> {
+    match state {
+        NotificationState::Pending { claimed_by, .. } if claimed_by == claimant => Ok(()),
+        NotificationState::Sent { message_id: sent, .. } if sent == message_id => Ok(()),
+        _ => Err(StoreError::Conflict(format!("notification {key:?} is held by another run"))),
+    }
 }
 
 #[async_trait]

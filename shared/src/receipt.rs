@@ -14,7 +14,7 @@ use sha2::{Digest, Sha256};
 use crate::key_format::{self, hex_lower};
 use crate::key_ring::KeyRing;
 use crate::license_token::{KeyRejection, SigningError, TokenTimes, sign_jws, verify_jws};
-use crate::model::Timestamp;
+use crate::model::{Timestamp, days_after, saturating_add};
 use crate::validation::{Decision, ValidationCode};
 
 pub const RECEIPT_TYP: &str = "nls-receipt+jwt";
@@ -88,8 +88,8 @@ pub fn sign_receipt(
         grace_days: lic.grace_days,
         license_expires_at: lic.expires_at.map(|t| t.timestamp()),
     };
-    let lifetime = Duration::days(i64::from(lic.offline_days) + i64::from(lic.grace_days));
-    let times = TokenTimes { issued_at: Some(now), not_before: None, expires_at: Some(now + lifetime) };
+    let expires_at = days_after(days_after(now, lic.offline_days), lic.grace_days);
+    let times = TokenTimes { issued_at: Some(now), not_before: None, expires_at: Some(expires_at) };
     sign_jws(ring, RECEIPT_TYP, times, &claims)
 }
 
@@ -133,7 +133,11 @@ pub fn issue_offline_file(
     now: Timestamp,
     ttl: Duration,
 ) -> Result<OfflineLicenseFile, SigningError> {
-    let times = TokenTimes { issued_at: Some(now), not_before: Some(now), expires_at: Some(now + ttl) };
+    let times = TokenTimes {
+        issued_at: Some(now),
+        not_before: Some(now),
+        expires_at: Some(saturating_add(now, ttl)),
+    };
     let token = sign_jws(ring, OFFLINE_FILE_TYP, times, claims)?;
     Ok(OfflineLicenseFile { format: OFFLINE_FILE_FORMAT.to_owned(), token })
 }

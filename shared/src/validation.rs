@@ -5,13 +5,12 @@
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
-use chrono::Duration;
 use serde::{Deserialize, Serialize};
 
 use crate::key_ring::KeyRing;
 use crate::license_token::{KeyRejection, VerifiedLicense, verify_license_key};
 use crate::lifecycle::LicenseStatus;
-use crate::model::{License, Timestamp};
+use crate::model::{License, Timestamp, days_after};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -137,7 +136,7 @@ pub fn decide(
     let stored = snapshot.map(|s| &s.license).filter(|l| l.id == claims.sub);
     let expires_at = stored.map_or(key.expires_at, |l| l.expires_at);
     let grace_days = stored.map_or(claims.grace_days, |l| l.grace_days);
-    let expiry_grace_end = expires_at.map(|e| e + Duration::days(i64::from(grace_days)));
+    let expiry_grace_end = expires_at.map(|e| days_after(e, grace_days));
     let status = stored.map(|l| l.status);
     let payment_grace_end = stored.and_then(|l| l.grace_ends_at);
     let mut license = LicenseSummary {

@@ -32,6 +32,8 @@ macro_rules! scenario_tests {
 
 scenario_tests!(
     each_event_has_its_effect,
+    billing_never_lifts_an_admin_suspension,
+    payment_lifts_a_billing_suspension,
     lapsing_subscription_suspends_then_expires,
     trial_will_end_sends_a_notice,
     every_event_replayed_five_times_has_one_effect,

@@ -184,11 +184,8 @@ impl LicenseMachine {
             return; // never reopen (and so never extend) a grace already running
         }
         let grace_days = self.grace_days();
-        self.suspicion = Some(Suspicion {
-            reason,
-            detected_at: effective,
-            ends_at: effective + i64::from(grace_days) * DAY,
-        });
+        self.suspicion =
+            Some(Suspicion { reason, detected_at: effective, ends_at: plus_days(effective, grace_days) });
     }
 
     fn grace_days(&self) -> u32 {
@@ -428,9 +425,8 @@ impl LicenseMachine {
             expires_at: claims.license_expires_at.map(ts),
         };
         let t0 = receipt.issued_at.timestamp();
-        let offline_until = t0 + i64::from(claims.offline_days) * DAY;
-        let grace_until =
-            (offline_until + i64::from(claims.grace_days) * DAY).min(receipt.expires_at.timestamp());
+        let offline_until = plus_days(t0, claims.offline_days);
+        let grace_until = plus_days(offline_until, claims.grace_days).min(receipt.expires_at.timestamp());
         let grace = |reason, ends_at: UnixSeconds, warning: String| LicenseState::Grace {
             license: license.clone(),
             reason,
@@ -439,7 +435,7 @@ impl LicenseMachine {
         };
 
         if let Some(exp) = claims.license_expires_at {
-            let end = exp + i64::from(claims.grace_days) * DAY;
+            let end = plus_days(exp, claims.grace_days);
             if eff >= end {
                 return invalid(
                     InvalidCode::Expired,
@@ -482,7 +478,7 @@ impl LicenseMachine {
             );
         }
         if let Some(exp) = claims.license_expires_at.filter(|e| eff >= *e) {
-            let end = exp + i64::from(claims.grace_days) * DAY;
+            let end = plus_days(exp, claims.grace_days);
             return grace(
                 GraceReason::LicenseExpired,
                 end,
@@ -583,7 +579,14 @@ impl LicenseMachine {
 }
 
 fn ts(secs: UnixSeconds) -> Timestamp {
-    DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or(DateTime::<Utc>::MIN_UTC)
+    let out_of_range = if secs < 0 { DateTime::<Utc>::MIN_UTC } else { DateTime::<Utc>::MAX_UTC };
+    DateTime::<Utc>::from_timestamp(secs, 0).unwrap_or(out_of_range)
+}
+
+/// `at` plus `days` days, saturating: signed claims from before the server bounded license
+/// terms may hold any `u32`, and time arithmetic on them must never overflow.
+fn plus_days(at: UnixSeconds, days: u32) -> UnixSeconds {
+    at.saturating_add(i64::from(days) * DAY)
 }
 
 fn hex(bytes: &[u8]) -> String {

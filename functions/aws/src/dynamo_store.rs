@@ -54,6 +54,10 @@ const MAX_TRANSACTION_ITEMS: usize = 100;
 /// DynamoDB's limit on items per BatchWriteItem.
 const MAX_BATCH_WRITE_ITEMS: usize = 25;
 
+/// DynamoDB's key size limits, in bytes.
+const MAX_PARTITION_KEY_BYTES: usize = 2048;
+const MAX_SORT_KEY_BYTES: usize = 1024;
+
 pub struct DynamoStore {
     client: Client,
     table: String,
@@ -154,6 +158,11 @@ impl DynamoStore {
     }
 
     async fn get_item(&self, pk: String, sk: &str) -> StoreResult<Option<Item>> {
+        // DynamoDB refuses keys over its size limits (a ValidationException, read as 503): no
+        // such item can exist, whatever id a caller sent.
+        if pk.len() > MAX_PARTITION_KEY_BYTES || sk.len() > MAX_SORT_KEY_BYTES {
+            return Ok(None);
+        }
         let output = self
             .client
             .get_item()
@@ -1046,18 +1055,25 @@ impl NotificationStore for DynamoStore {
     async fn mark_notification_sent(
         &self,
         key: &NotificationKey,
+        claimant: &str,
         sent_at: Timestamp,
         message_id: &str,
     ) -> StoreResult<()> {
+        let (pk, sk) = (notices_pk(&key.license_id), notice_sk(&key.notice, &key.window));
         let result = self
             .client
             .update_item()
             .table_name(&self.table)
-            .set_key(Some(item_key(notices_pk(&key.license_id), &notice_sk(&key.notice, &key.window))))
+            .set_key(Some(item_key(pk.clone(), &sk)))
             .update_expression("SET #state = :sent, sent_at = :sent_at, message_id = :message_id REMOVE claimed_by, claimed_at")
-            .condition_expression("attribute_exists(pk)")
+            // Only the claim holder marks; repeating one's own mark is a no-op.
+            .condition_expression(
+                "(#state = :pending AND claimed_by = :claimant) OR (#state = :sent AND message_id = :message_id)",
+            )
             .expression_attribute_names("#state", "state")
             .expression_attribute_values(":sent", s(NOTICE_STATE_SENT))
+            .expression_attribute_values(":pending", s(NOTICE_STATE_PENDING))
+            .expression_attribute_values(":claimant", s(claimant))
             .expression_attribute_values(":sent_at", ts(sent_at))
             .expression_attribute_values(":message_id", s(message_id))
             .send()
@@ -1067,7 +1083,12 @@ impl NotificationStore for DynamoStore {
             Err(SdkError::ServiceError(service))
                 if matches!(service.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
             {
-                Err(StoreError::NotFound(format!("notification {key:?}")))
+                match self.get_item(pk, &sk).await? {
+                    None => Err(StoreError::NotFound(format!("notification {key:?}"))),
+                    Some(_) => {
+                        Err(StoreError::Conflict(format!("notification {key:?} is held by another run")))
+                    }
+                }
             }
             Err(err) => Err(sdk_error("UpdateItem", err)),
         }

@@ -5,7 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use nls_core::lifecycle::LicenseStatus;
+use nls_core::lifecycle::{LicenseStatus, SuspensionReason};
 use nls_core::model::*;
 use nls_core::ports::{StoreError, StoreResult};
 
@@ -248,6 +248,7 @@ pub fn license_item(l: &License) -> Item {
         .set("id", s(&l.id))
         .set("customer_id", s(&l.customer_id))
         .set("status", s(l.status.as_str()))
+        .set_opt("suspension_reason", l.suspension_reason.map(|r| s(r.as_str())))
         .set("tier", s(&l.tier))
         .set("features", string_list(&l.features))
         .set("limits", number_map(&l.limits))
@@ -273,10 +274,18 @@ pub fn license_from_item(item: &Item) -> StoreResult<License> {
     let status_text = r.string("status")?;
     let status = LicenseStatus::parse(&status_text)
         .ok_or_else(|| r.corrupt(format!("unknown license status {status_text:?}")))?;
+    let suspension_reason = match r.opt_string("suspension_reason")? {
+        None => None,
+        Some(text) => Some(
+            SuspensionReason::parse(&text)
+                .ok_or_else(|| r.corrupt(format!("unknown suspension reason {text:?}")))?,
+        ),
+    };
     Ok(License {
         id: r.string("id")?,
         customer_id: r.string("customer_id")?,
         status,
+        suspension_reason,
         tier: r.string("tier")?,
         features: r.string_list("features")?,
         limits: r.number_map("limits")?,

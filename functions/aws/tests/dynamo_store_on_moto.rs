@@ -55,6 +55,7 @@ fn license(id: &str, customer_id: &str) -> License {
             repositories: vec!["nectar/app".into(), "nectar/worker-*".into()],
             actions: vec!["pull".into()],
         }),
+        suspension_reason: None,
         version: 1,
         created_at: now(),
         updated_at: now(),
@@ -492,7 +493,7 @@ async fn notices_are_claimed_once_taken_over_when_stale_and_never_resent() {
         ClaimOutcome::Claimed
     );
     let key = notice("x", now()).key;
-    store.mark_notification_sent(&key, much_later, "ses-msg-1").await.unwrap();
+    store.mark_notification_sent(&key, "rescuer", much_later, "ses-msg-1").await.unwrap();
     let day_later = now() + Duration::days(1);
     assert_eq!(
         store.claim_notification(&notice("next-day", day_later), day_later, stale_after).await.unwrap(),
@@ -506,7 +507,10 @@ async fn notices_are_claimed_once_taken_over_when_stale_and_never_resent() {
     );
     let missing =
         NotificationKey { license_id: "lic".into(), notice: "expiry_warning".into(), window: "w".into() };
-    assert!(matches!(store.mark_notification_sent(&missing, now(), "m").await, Err(StoreError::NotFound(_))));
+    assert!(matches!(
+        store.mark_notification_sent(&missing, "x", now(), "m").await,
+        Err(StoreError::NotFound(_))
+    ));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]

@@ -3,7 +3,8 @@
 //! developer can open what would have been sent in any mail client.
 //!
 //! Files appear whole or not at all: the message is written to a hidden temporary file in the
-//! same directory and renamed into place.
+//! same directory and renamed into place. Key-delivery emails hold license keys, so the files
+//! are readable by their owner only (0600 on Unix).
 
 use std::fmt::Write as _;
 use std::future::Future;
@@ -39,7 +40,7 @@ impl OutboxMailer {
         let message = render_eml(email, &self.from, &stem, now);
         let temp_path = self.dir.join(format!(".{stem}.tmp"));
         let final_path = self.dir.join(&file_name);
-        let written = std::fs::File::create(&temp_path)
+        let written = create_private_file(&temp_path)
             .and_then(|mut f| f.write_all(message.as_bytes()).and_then(|()| f.sync_all()))
             .and_then(|()| std::fs::rename(&temp_path, &final_path));
         if let Err(e) = written {
@@ -48,6 +49,15 @@ impl OutboxMailer {
         }
         Ok(file_name)
     }
+}
+
+/// A new file only its owner can read: the message holds license keys.
+fn create_private_file(path: &Path) -> std::io::Result<std::fs::File> {
+    let mut options = std::fs::OpenOptions::new();
+    options.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut options, 0o600);
+    options.open(path)
 }
 
 fn unavailable(path: &Path, e: std::io::Error) -> MailError {
@@ -247,6 +257,13 @@ mod tests {
         assert_eq!(names, expected, "no temporary files remain");
         let content = std::fs::read_to_string(dir.join(&first)).expect("readable");
         assert!(content.starts_with("From: "));
+        // Issue 19 item 7: key emails were written 0644, readable by every local user.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            let mode = std::fs::metadata(dir.join(&first)).expect("metadata").permissions().mode();
+            assert_eq!(mode & 0o777, 0o600, "outbox files are owner-only");
+        }
         let bad = OutgoingEmail { to: "a@example.com\r\nBcc: b@example.com".to_owned(), ..email() };
         assert!(matches!(runtime.block_on(mailer.send(&bad)), Err(MailError::Rejected(_))));
         let _ = std::fs::remove_dir_all(&dir);

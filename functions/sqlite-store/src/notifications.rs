@@ -77,15 +77,17 @@ impl NotificationStore for SqliteStore {
     async fn mark_notification_sent(
         &self,
         key: &NotificationKey,
+        claimant: &str,
         sent_at: Timestamp,
         message_id: &str,
     ) -> StoreResult<()> {
-        let (key, message_id) = (key.clone(), message_id.to_owned());
+        let (key, claimant, message_id) = (key.clone(), claimant.to_owned(), message_id.to_owned());
         self.with_connection(move |connection| {
             let tx =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_failure)?;
             let mut record = load_notification(&tx, &key)?
                 .ok_or_else(|| StoreError::NotFound(format!("notification {key:?}")))?;
+            check_mark(&key, &record.state, &claimant, &message_id)?;
             record.state = NotificationState::Sent { sent_at, message_id };
             put_notification(&tx, &record)?;
             tx.commit().map_err(sql_failure)

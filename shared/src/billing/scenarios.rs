@@ -325,6 +325,8 @@ pub const CASES: &[(&str, Case)] = &[
     ("opt_out_skips_reminders_not_the_suspension_notice", |s| {
         Box::pin(opt_out_skips_reminders_not_the_suspension_notice(s))
     }),
+    ("billing_never_lifts_an_admin_suspension", |s| Box::pin(billing_never_lifts_an_admin_suspension(s))),
+    ("payment_lifts_a_billing_suspension", |s| Box::pin(payment_lifts_a_billing_suspension(s))),
 ];
 
 /// Runs every case against fresh stores from `make_store`.
@@ -433,6 +435,55 @@ pub async fn each_event_has_its_effect(store: Arc<dyn Store>) {
         .expect("lists");
     assert!(audit.items.iter().any(|e| e.action == "license.created"));
     assert!(audit.items.iter().all(|e| e.actor == "stripe"));
+}
+
+/// Issue 19 item 4: the next `invoice.paid`, a plan change or a recovered subscription lifted
+/// a suspension staff imposed. Staff suspend through the transition table, as the admin API does.
+pub async fn billing_never_lifts_an_admin_suspension(store: Arc<dyn Store>) {
+    let h = BillingHarness::new(store);
+    for name in &RECOVERING_HISTORY[..3] {
+        h.deliver_fixture(name).await;
+    }
+    let active = h.license(FIXTURE_SUBSCRIPTION).await.expect("license");
+    let suspended =
+        crate::issuing::apply_event(&active, crate::lifecycle::LifecycleEvent::Suspend, h.clock.now())
+            .expect("staff may suspend an active license");
+    let write = Write::UpdateLicense { license: suspended, expected_version: active.version };
+    h.store.commit(None, vec![write]).await.expect("the suspension commits");
+    let stored = h.license(FIXTURE_SUBSCRIPTION).await.expect("license");
+    assert_eq!(
+        stored.suspension_reason,
+        Some(crate::lifecycle::SuspensionReason::Admin),
+        "the store keeps the reason"
+    );
+
+    for name in &RECOVERING_HISTORY[3..] {
+        h.deliver_fixture(name).await;
+        let license = h.license(FIXTURE_SUBSCRIPTION).await.expect("license");
+        assert_eq!(license.status, LicenseStatus::Suspended, "{name} lifted an admin suspension");
+    }
+    let license = h.license(FIXTURE_SUBSCRIPTION).await.expect("license");
+    assert_eq!(license.tier, "pro", "billing still changes the terms of a suspended license");
+    assert_eq!(license.expires_at, Some(from_unix(T2) + h.policy.period_grace), "and extends its expiry");
+}
+
+/// A suspension billing made (`unpaid`) is lifted when the subscription is active again.
+pub async fn payment_lifts_a_billing_suspension(store: Arc<dyn Store>) {
+    let h = BillingHarness::new(store);
+    for name in &LAPSING_HISTORY[..7] {
+        h.deliver_fixture(name).await;
+    }
+    let license = h.license(FIXTURE_SUBSCRIPTION).await.expect("license");
+    assert_eq!(license.status, LicenseStatus::Suspended);
+    assert_eq!(license.suspension_reason, Some(crate::lifecycle::SuspensionReason::Billing));
+    // The customer pays after going unpaid: a newer "active" update than the fixture's.
+    let paid_again = fixture("customer.subscription.updated.recovered")
+        .replace("evt_1QsubscriptionRecover1", "evt_1QsubscriptionPaidAgain")
+        .replace("\"created\": 1796342401", "\"created\": 1797300000");
+    h.deliver(&paid_again).await.expect("delivered");
+    let license = h.license(FIXTURE_SUBSCRIPTION).await.expect("license");
+    assert_eq!(license.status, LicenseStatus::Active);
+    assert_eq!(license.suspension_reason, None);
 }
 
 pub async fn lapsing_subscription_suspends_then_expires(store: Arc<dyn Store>) {

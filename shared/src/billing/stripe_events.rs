@@ -302,6 +302,13 @@ pub struct StripeEvent {
 #[error("the event payload is not a Stripe event of the expected shape: {0}")]
 pub struct PayloadError(#[from] pub serde_json::Error);
 
+impl PayloadError {
+    /// A payload that parsed but holds a value NLS cannot use.
+    pub fn custom(why: &str) -> Self {
+        Self(<serde_json::Error as serde::de::Error>::custom(why))
+    }
+}
+
 /// Parses a verified body. An event of a type NLS does not handle parses as
 /// [`StripeEventKind::Other`] whatever its object looks like.
 pub fn parse_event(raw_body: &[u8]) -> Result<StripeEvent, PayloadError> {

@@ -25,12 +25,15 @@ use super::stripe_signature::{DEFAULT_TOLERANCE, SignatureError, verify_stripe_s
 use crate::email::{
     self, DeliveryError, NoticeContext, NoticeKind, RenderError, SendOnce, expiry_window, notice_context,
 };
-use crate::issuing::{LicenseTerms, apply_event, issue_key, new_id, new_license};
+use crate::issuing::{
+    LicenseTerms, TermsOutOfRange, apply_event, check_expiry, issue_key, new_id, new_license,
+};
 use crate::key_ring::KeyRing;
 use crate::license_token::SigningError;
 use crate::lifecycle::{LicenseStatus, LifecycleEvent};
 use crate::model::{
     AuditEntry, Customer, License, NotificationKey, NotificationState, Timestamp, WebhookEventRecord,
+    saturating_add,
 };
 use crate::ports::{Clock, CommitOutcome, MailError, Mailer, OnceGuard, Store, StoreError, Write};
 
@@ -106,6 +109,9 @@ pub enum WebhookError {
     Signature(#[from] SignatureError),
     #[error(transparent)]
     Payload(#[from] PayloadError),
+    /// A paid-through date outside the expiry bounds (`issuing::check_expiry`).
+    #[error("the event's billing period is out of range: {0}")]
+    TermsOutOfRange(#[from] TermsOutOfRange),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("signing the license key failed: {0}")]
@@ -126,6 +132,7 @@ impl WebhookError {
         match self {
             Self::Signature(e) => e.code(),
             Self::Payload(_) => "payload_malformed",
+            Self::TermsOutOfRange(_) => "terms_out_of_range",
             Self::Store(e) if e.is_retryable() => "store_unavailable",
             Self::Store(_) => "store_error",
             Self::Signing(_) => "key_signing_failed",
@@ -139,7 +146,7 @@ impl WebhookError {
     /// what a retry can fix, 500 for a defect on our side.
     pub fn http_status(&self) -> u16 {
         match self {
-            Self::Signature(_) | Self::Payload(_) => 400,
+            Self::Signature(_) | Self::Payload(_) | Self::TermsOutOfRange(_) => 400,
             _ if self.is_retryable() => 503,
             _ => 500,
         }
@@ -148,7 +155,7 @@ impl WebhookError {
     /// Whether Stripe's retry of this delivery can succeed.
     pub fn is_retryable(&self) -> bool {
         match self {
-            Self::Signature(_) | Self::Payload(_) | Self::Render(_) => false,
+            Self::Signature(_) | Self::Payload(_) | Self::TermsOutOfRange(_) | Self::Render(_) => false,
             Self::Store(e) => e.is_retryable(),
             Self::Delivery(e) => e.is_retryable(),
             // A missing signer is fixed by configuration; the committed event then gets its
@@ -183,6 +190,14 @@ pub async fn handle_stripe_webhook(
         warnings: Vec::new(),
     };
     let Some(observation) = Observation::of(&event) else { return Ok(ack) };
+    let expiry = observation
+        .paid_through
+        .map(|secs| from_unix(secs).map(|at| saturating_add(at, deps.policy.period_grace)));
+    match expiry {
+        Some(None) => return Err(PayloadError::custom("the billing period is not a valid Unix time").into()),
+        Some(Some(at)) => check_expiry(Some(at))?,
+        None => {}
+    }
 
     let mut attempt = 1;
     let applied = loop {
@@ -356,7 +371,7 @@ fn lifecycle_step(from: LicenseStatus, to: LicenseStatus) -> Option<LifecycleEve
         (_, Active) => Some(LifecycleEvent::PaymentRecovered),
         (_, PastDue) => Some(LifecycleEvent::PaymentFailed),
         (PastDue, Suspended) => Some(LifecycleEvent::GraceEnded),
-        (_, Suspended) => Some(LifecycleEvent::Suspend),
+        (_, Suspended) => Some(LifecycleEvent::BillingSuspend),
         (_, Expired) => Some(LifecycleEvent::Expire),
         (_, Revoked) => Some(LifecycleEvent::Revoke),
     }
@@ -377,7 +392,8 @@ fn move_status(
         Ok(next) => {
             *license = next;
             if license.status == LicenseStatus::PastDue {
-                license.grace_ends_at = from_unix(event_created).map(|at| at + policy.payment_grace);
+                license.grace_ends_at =
+                    from_unix(event_created).map(|at| saturating_add(at, policy.payment_grace));
             }
         }
         Err(refused) => warnings.push(format!("license {}: {refused}; status kept", license.id)),
@@ -467,7 +483,7 @@ async fn apply_once(
                 features: plan.features.clone(),
                 limits: plan.limits.clone(),
                 max_deployments: plan.max_deployments,
-                expires_at: paid_through.map(|at| at + deps.policy.period_grace),
+                expires_at: paid_through.map(|at| saturating_add(at, deps.policy.period_grace)),
                 offline_days: None,
                 grace_days: None,
                 registry: plan.registry.clone(),
@@ -500,7 +516,7 @@ async fn apply_once(
             if let (Some(paid_through), Some(expires_at)) =
                 (observation.paid_through.and_then(from_unix), current.expires_at)
             {
-                let candidate = paid_through + deps.policy.period_grace;
+                let candidate = saturating_add(paid_through, deps.policy.period_grace);
                 if candidate > expires_at {
                     next.expires_at = Some(candidate);
                 }
@@ -732,17 +748,20 @@ mod tests {
 
     #[test]
     fn lifecycle_steps_follow_the_table() {
+        use crate::lifecycle::{LifecycleState, SuspensionReason, transition};
         use LicenseStatus::*;
+        // The suspensions billing itself makes are billing ones.
+        let state_of = |status| LifecycleState::of(status, Some(SuspensionReason::Billing));
         for from in [Active, PastDue, Suspended, Expired] {
             for to in [Active, PastDue, Suspended, Expired] {
                 let step = lifecycle_step(from, to);
                 match step {
                     None => assert_eq!(from, to, "{from:?} -> {to:?} needs a step"),
                     Some(event) => {
-                        let allowed = crate::lifecycle::transition(from, event);
+                        let allowed = transition(state_of(from), event);
                         // The only refused steps are those the table forbids on purpose.
                         if let Ok(reached) = allowed {
-                            assert_eq!(reached, to, "{from:?} -> {to:?} via {event:?}");
+                            assert_eq!(reached.status(), to, "{from:?} -> {to:?} via {event:?}");
                         } else {
                             assert!(
                                 matches!((from, to), (Suspended | Expired, PastDue) | (Expired, Suspended)),
@@ -752,6 +771,12 @@ mod tests {
                     }
                 }
             }
+        }
+        // An admin suspension: no billing step leaves it.
+        let admin = LifecycleState::of(Suspended, Some(SuspensionReason::Admin));
+        for to in [Active, PastDue, Expired] {
+            let event = lifecycle_step(Suspended, to).expect("a step");
+            assert!(transition(admin, event).is_err(), "billing moved an admin suspension to {to:?}");
         }
     }
 }

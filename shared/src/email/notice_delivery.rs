@@ -79,9 +79,9 @@ pub async fn send_once<S: NotificationStore + ?Sized>(
     }
     let message_id = mailer.send(email).await.map_err(DeliveryError::Mail)?;
     // One retry: a mark lost to a blip is the only path to a duplicate, so it is worth a second try.
-    let mut marked = store.mark_notification_sent(&record.key, now, &message_id).await;
-    if matches!(&marked, Err(e) if e.is_retryable()) {
-        marked = store.mark_notification_sent(&record.key, now, &message_id).await;
+    let mut marked = store.mark_notification_sent(&record.key, claimant, now, &message_id).await;
+    if matches!(&marked, Err(StoreError::Unavailable(_))) {
+        marked = store.mark_notification_sent(&record.key, claimant, now, &message_id).await;
     }
     match marked {
         Ok(()) => Ok(SendOnce::Sent { message_id }),

@@ -62,11 +62,15 @@ pub fn mint_api_key(name: &str, scopes: Vec<Scope>, now: crate::model::Timestamp
     (record, token)
 }
 
+/// The longest key id looked up. Minted ids are 29 characters; a longer one cannot exist, and
+/// a huge one must not reach the store (DynamoDB refuses keys over 2 KB, which read as 503).
+const MAX_API_KEY_ID_LEN: usize = 128;
+
 /// The key id inside `nls_<key id>_<secret>`; ids themselves contain one `_` (`ak_...`).
 fn key_id_of(token: &str) -> Option<&str> {
     let rest = token.strip_prefix(API_KEY_PREFIX)?;
     let (id, secret) = rest.rsplit_once('_')?;
-    (!id.is_empty() && !secret.is_empty()).then_some(id)
+    (!id.is_empty() && id.len() <= MAX_API_KEY_ID_LEN && !secret.is_empty()).then_some(id)
 }
 
 fn bearer(parts: &Parts) -> Result<&str, AppError> {
@@ -133,6 +137,12 @@ mod tests {
         check("nls__0123", None);
         check("ak_abc_0123", None);
         check("nls_nounderscore", None);
+        // Issue 19 item 7: a 2 KB id reached DynamoDB, which refused the key: 503, not 401.
+        check(&format!("nls_ak_{}_0123", "x".repeat(2048)), None);
+        check(
+            &format!("nls_{}_0123", "x".repeat(MAX_API_KEY_ID_LEN)),
+            Some("x".repeat(MAX_API_KEY_ID_LEN).as_str()),
+        );
     }
 
     #[test]

@@ -51,6 +51,9 @@ pub enum AppError {
     AlreadyExists(String),
     #[error("deployment {0} holds no live seat; validate to activate it")]
     DeploymentNotActive(String),
+    /// The license validates as `SUSPENDED` or `REVOKED`: what it reports is not accepted.
+    #[error("the license is {}; it accepts no usage", .0.as_str())]
+    LicenseNotUsable(crate::validation::ValidationCode),
     #[error("rate limit exceeded; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     /// The store is down or timed out: safe to retry.
@@ -71,7 +74,7 @@ impl AppError {
             Self::MissingCredentials | Self::InvalidCredentials | Self::InvalidLicenseKey(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::InsufficientScope { .. } => StatusCode::FORBIDDEN,
+            Self::InsufficientScope { .. } | Self::LicenseNotUsable(_) => StatusCode::FORBIDDEN,
             Self::RouteNotFound | Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_)
@@ -104,6 +107,8 @@ impl AppError {
             Self::CustomerHasLicenses => "customer_has_licenses",
             Self::AlreadyExists(_) => "already_exists",
             Self::DeploymentNotActive(_) => "deployment_not_active",
+            Self::LicenseNotUsable(crate::validation::ValidationCode::Revoked) => "license_revoked",
+            Self::LicenseNotUsable(_) => "license_suspended",
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal_error",
@@ -140,6 +145,8 @@ pub const ERROR_CODES: &[&str] = &[
     "customer_has_licenses",
     "already_exists",
     "deployment_not_active",
+    "license_suspended",
+    "license_revoked",
     "rate_limited",
     "unavailable",
     "internal_error",
@@ -166,6 +173,12 @@ impl From<TransitionRefused> for AppError {
             e.from.as_str(),
             crate::http::license_routes::event_past_tense(e.event)
         ))
+    }
+}
+
+impl From<crate::issuing::TermsOutOfRange> for AppError {
+    fn from(e: crate::issuing::TermsOutOfRange) -> Self {
+        Self::InvalidRequest(e.to_string())
     }
 }
 

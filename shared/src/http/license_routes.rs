@@ -18,7 +18,10 @@ use crate::http::wire::{
     OfflineFileView, RegistryGrantBody, RenewLicenseRequest, UpdateLicenseRequest, UsageQuery, UsageView,
     ValidationHistory, ValidationLogView,
 };
-use crate::issuing::{LicenseTerms, apply_event, issue_key, license_claims, new_id, new_license};
+use crate::issuing::{
+    LicenseTerms, apply_event, check_expiry, check_term_bounds, issue_key, license_claims, new_id,
+    new_license,
+};
 use crate::lifecycle::{LicenseStatus, LifecycleEvent};
 use crate::model::{License, Scope, UsagePeriod};
 use crate::ports::{LicenseFilter, Write};
@@ -34,6 +37,7 @@ pub fn event_past_tense(event: LifecycleEvent) -> &'static str {
         LifecycleEvent::PaymentRecovered => "recovered",
         LifecycleEvent::Expire => "expired",
         LifecycleEvent::GraceEnded => "ended its grace",
+        LifecycleEvent::BillingSuspend => "suspended for billing",
     }
 }
 
@@ -95,6 +99,7 @@ pub async fn create(
     body: CreateLicenseRequest,
 ) -> Result<LicenseEnvelope, AppError> {
     check_terms(body.tier.as_deref(), &body.features, &body.limits)?;
+    check_term_bounds(body.offline_days, body.grace_days, body.expires_at)?;
     if state.store().get_customer(&body.customer_id).await?.is_none() {
         return Err(AppError::not_found("customer_not_found", format!("customer {}", body.customer_id)));
     }
@@ -200,6 +205,7 @@ pub async fn update(
         Some(None) => Some(None),
         None => None,
     };
+    check_term_bounds(body.offline_days, body.grace_days, body.expires_at.flatten())?;
     let before = load(state, id).await?;
     if before.status == LicenseStatus::Revoked {
         return Err(AppError::InvalidTransition("a revoked license cannot be changed".to_owned()));
@@ -271,6 +277,7 @@ pub async fn change_status(
             if expires_at <= state.now() {
                 return Err(AppError::invalid("`expires_at` must be in the future"));
             }
+            check_expiry(Some(expires_at))?;
             (LifecycleEvent::Renew, "license.renew", Some(expires_at))
         }
     };
@@ -419,6 +426,7 @@ pub async fn issue_offline_license_file(
     JsonBody(body): JsonBody<OfflineFileRequest>,
 ) -> Result<(StatusCode, Json<OfflineFileIssued>), AppError> {
     caller.require(Scope::Write)?;
+    crate::http::public_routes::check_client_text("fingerprint", body.fingerprint.as_deref())?;
     let days = body.ttl_days.unwrap_or(DEFAULT_OFFLINE_FILE_DAYS);
     if days == 0 || days > MAX_OFFLINE_FILE_DAYS {
         return Err(AppError::invalid(format!("`ttl_days` must be 1 to {MAX_OFFLINE_FILE_DAYS}")));

@@ -33,6 +33,20 @@ pub fn all_validation_codes() -> Vec<&'static str> {
 
 const MAX_ID_LEN: usize = 256;
 
+/// The most characters a client-reported `fingerprint` or `app_version` may have. Both are
+/// stored with each seat and logged with each validation, so their size is the store's.
+pub const MAX_CLIENT_TEXT_CHARS: usize = 256;
+
+/// Refuses a client-reported text over [`MAX_CLIENT_TEXT_CHARS`] with `invalid_request`.
+pub(crate) fn check_client_text(field: &str, value: Option<&str>) -> Result<(), AppError> {
+    match value {
+        Some(text) if text.chars().count() > MAX_CLIENT_TEXT_CHARS => {
+            Err(AppError::invalid(format!("`{field}` must be at most {MAX_CLIENT_TEXT_CHARS} characters")))
+        }
+        _ => Ok(()),
+    }
+}
+
 fn check_id(field: &str, value: &str) -> Result<(), AppError> {
     if value.is_empty() || value.len() > MAX_ID_LEN {
         return Err(AppError::invalid(format!("`{field}` must be 1 to {MAX_ID_LEN} characters")));
@@ -107,6 +121,7 @@ pub async fn validate(
     if let Some(d) = &body.deployment_id {
         check_id("deployment_id", d)?;
     }
+    check_client_text("fingerprint", body.fingerprint.as_deref())?;
     let now = state.now();
     let next_check_in = now + state.config().check_in_interval;
     let rejected = |code: ValidationCode| ValidationAnswer {
@@ -181,7 +196,9 @@ pub async fn validate(
             }
         }
     }
-    let receipt = if valid {
+    // A degraded answer ignored revocation, suspension and seats: signing it would hand out
+    // offline + grace days of proof for a decision the store may contradict.
+    let receipt = if valid && !degraded {
         let deployment_id = body.deployment_id.as_deref();
         let cached = entry.as_ref().and_then(|e| e.cached_receipt(&body.key, deployment_id, decision.code));
         match cached {
@@ -288,6 +305,7 @@ pub async fn heartbeat(
     JsonBody(body): JsonBody<HeartbeatRequest>,
 ) -> Result<Json<HeartbeatAnswer>, AppError> {
     check_id("deployment_id", &body.deployment_id)?;
+    check_client_text("app_version", body.app_version.as_deref())?;
     let key = authenticate_key(&state, &body.key)?;
     let now = state.now();
     let entry = snapshot_for(&state, &key.claims.sub, now).await?;
@@ -325,6 +343,17 @@ pub async fn usage(
     }
     let key = authenticate_key(&state, &body.key)?;
     let now = state.now();
+    // A stopped license reports nothing that counts: the state check a validation makes, from
+    // the same (usually cached) snapshot.
+    let entry = snapshot_for(&state, &key.claims.sub, now).await?;
+    let code = match &entry {
+        // Signed by us but no longer on record, as a validation answers it.
+        None => ValidationCode::Revoked,
+        Some(e) => decide(&key, &ValidationRequest::default(), Some(&e.snapshot), now).code,
+    };
+    if matches!(code, ValidationCode::Revoked | ValidationCode::Suspended) {
+        return Err(AppError::LicenseNotUsable(code));
+    }
     let batch = UsageBatch {
         license_id: key.claims.sub.clone(),
         deployment_id: body.deployment_id,

@@ -1,5 +1,7 @@
 //! The one middleware every request passes: per-IP rate limit, CORS for the admin routes,
-//! security headers, JSON bodies for the framework's own errors (404, 405, 413), and metrics.
+//! security headers, JSON bodies for the framework's own errors (404, 405, 413), metrics, and
+//! a panic in a handler answered as the standard 500 (and logged) instead of a dropped
+//! connection.
 
 use axum::extract::{MatchedPath, Request, State};
 use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
@@ -8,6 +10,7 @@ use axum::response::{IntoResponse, Response};
 
 use crate::http::app_error::{AppError, BodyLimit};
 use crate::http::{AppState, ClientIp};
+use crate::panic_guard::catch_panic;
 
 /// Admin routes are the ones that take an API key; only they answer CORS.
 pub fn is_admin_path(path: &str) -> bool {
@@ -16,10 +19,14 @@ pub fn is_admin_path(path: &str) -> bool {
     path != "/v1/licenses/validate" && ADMIN_PREFIXES.iter().any(|p| path.starts_with(p))
 }
 
+/// The caller's address. Behind a trusted proxy (`trust_forwarded_for`), the rightmost
+/// `X-Forwarded-For` entry: the one that proxy appended for the peer it saw. Entries to its
+/// left were written by the client and prove nothing.
 fn client_ip(state: &AppState, req: &Request) -> Option<std::net::IpAddr> {
     if state.config().trust_forwarded_for {
-        let forwarded = req.headers().get("x-forwarded-for").and_then(|v| v.to_str().ok());
-        if let Some(ip) = forwarded.and_then(|v| v.split(',').next()).and_then(|s| s.trim().parse().ok()) {
+        let forwarded =
+            req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).last();
+        if let Some(ip) = forwarded.and_then(|v| v.rsplit(',').next()).and_then(|s| s.trim().parse().ok()) {
             return Some(ip);
         }
     }
@@ -42,7 +49,10 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     } else if let Some(Err(limited)) = ip.map(|ip| state.check_ip_rate(ip)) {
         limited.into_response()
     } else {
-        next.run(req).await
+        let route_name = route.as_ref().map_or(crate::http::metrics::UNMATCHED_ROUTE, |r| r.as_str());
+        catch_panic(next.run(req)).await.unwrap_or_else(|panicked| {
+            AppError::Internal(format!("{method} {route_name}: handler {panicked}")).into_response()
+        })
     };
 
     // The portal answers its own errors as HTML pages; everything else gets the API's JSON.

@@ -23,11 +23,14 @@ use crate::validation::StatusSnapshot;
 
 const BOOTSTRAP: &str = "test-bootstrap-admin-key";
 
-/// The in-memory store, counting license reads.
+/// The in-memory store, counting license reads. Its snapshot reads can be made to fail or
+/// panic, as a store that is down or a bug would.
 #[derive(Default)]
 struct CountingStore {
     inner: MemoryStore,
     license_reads: AtomicUsize,
+    snapshots_unavailable: std::sync::atomic::AtomicBool,
+    snapshots_panic: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -67,6 +70,12 @@ impl LicenseStore for CountingStore {
     }
     async fn license_snapshot(&self, id: &str, now: Timestamp) -> StoreResult<Option<StatusSnapshot>> {
         self.license_reads.fetch_add(1, Ordering::SeqCst);
+        if self.snapshots_panic.load(Ordering::SeqCst) {
+            panic!("a bug while reading license {id}");
+        }
+        if self.snapshots_unavailable.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("the test store is down".to_owned()));
+        }
         self.inner.license_snapshot(id, now).await
     }
 }
@@ -134,10 +143,11 @@ impl NotificationStore for CountingStore {
     async fn mark_notification_sent(
         &self,
         key: &NotificationKey,
+        claimant: &str,
         at: Timestamp,
         id: &str,
     ) -> StoreResult<()> {
-        self.inner.mark_notification_sent(key, at, id).await
+        self.inner.mark_notification_sent(key, claimant, at, id).await
     }
     async fn list_notifications(&self, license_id: &str) -> StoreResult<Vec<NotificationRecord>> {
         self.inner.list_notifications(license_id).await
@@ -690,3 +700,5 @@ async fn stripe_lifecycle_transitions_are_pushed() {
     h.deliver_stripe("customer.created").await;
     assert_eq!(publisher.statuses().len(), before + 2, "an ignored event pushes nothing");
 }
+
+mod security_review;

@@ -328,6 +328,9 @@ pub struct LicenseView {
     pub customer_id: String,
     /// `active`, `past_due`, `suspended`, `expired` or `revoked`.
     pub status: &'static str,
+    /// While suspended: `admin` (lifted only by staff) or `billing` (lifted by payment too).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub suspension_reason: Option<&'static str>,
     pub tier: String,
     pub features: Vec<String>,
     pub limits: BTreeMap<String, u64>,
@@ -353,6 +356,9 @@ impl From<&License> for LicenseView {
             id: l.id.clone(),
             customer_id: l.customer_id.clone(),
             status: l.status.as_str(),
+            suspension_reason: crate::lifecycle::LifecycleState::of(l.status, l.suspension_reason)
+                .suspension_reason()
+                .map(|r| r.as_str()),
             tier: l.tier.clone(),
             features: l.features.clone(),
             limits: l.limits.clone(),

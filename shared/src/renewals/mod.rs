@@ -28,7 +28,10 @@ use serde::Serialize;
 use crate::email::{self, DeliveryError, NoticeContext, NoticeKind, SendOnce, expiry_window, notice_context};
 use crate::issuing::{apply_event, new_id};
 use crate::lifecycle::{LicenseStatus, LifecycleEvent};
-use crate::model::{AuditEntry, Customer, License, NotificationKey, Timestamp};
+use crate::model::{
+    AuditEntry, Customer, License, NotificationKey, Timestamp, days_after, days_before, saturating_add,
+};
+use crate::panic_guard::catch_panic;
 use crate::ports::{Clock, Mailer, Store, StoreError, Write};
 
 /// The audit actor of the job's changes.
@@ -141,7 +144,7 @@ enum Due {
 
 fn due_for(license: &License, now: Timestamp, config: &RenewalsConfig) -> Due {
     let Some(expires_at) = license.expires_at else { return Due::Nothing };
-    let grace_end = expires_at + Duration::days(i64::from(license.grace_days));
+    let grace_end = days_after(expires_at, license.grace_days);
     let in_service = matches!(license.status, LicenseStatus::Active | LicenseStatus::PastDue);
     if now >= grace_end {
         return if license.status == LicenseStatus::Revoked { Due::Nothing } else { Due::EndOfGrace };
@@ -158,7 +161,7 @@ fn due_for(license: &License, now: Timestamp, config: &RenewalsConfig) -> Due {
         .reminder_days
         .iter()
         .copied()
-        .filter(|days| now >= expires_at - Duration::days(i64::from(*days)))
+        .filter(|days| now >= days_before(expires_at, *days))
         .min()
         .map_or(Due::Nothing, |days| Due::Reminder { days })
 }
@@ -172,9 +175,9 @@ pub async fn run_renewals(
 ) -> Result<RenewalsReport, RenewalsError> {
     let now = clock.now();
     let longest_reminder = config.reminder_days.iter().copied().max().unwrap_or(0);
-    let from = now - config.lookback;
+    let from = saturating_add(now, -config.lookback);
     // One day past the longest reminder, so a run that starts a little late still sees it.
-    let to = now + Duration::days(i64::from(longest_reminder) + 1);
+    let to = days_after(now, longest_reminder.saturating_add(1));
     let mut licenses = store.licenses_expiring_between(from, to).await?;
     licenses.sort_by(|a, b| a.id.cmp(&b.id));
 
@@ -186,8 +189,19 @@ pub async fn run_renewals(
         if due == Due::Nothing {
             continue;
         }
-        if let Err(failure) = handle_license(store, mailer, config, license, due, now, &mut report).await {
-            report.failures.push(failure);
+        // One bad license is that license's failure, never the end of the run.
+        let license_id = license.id.clone();
+        let handled =
+            catch_panic(handle_license(store, mailer, config, license, due, now, &mut report)).await;
+        match handled {
+            Ok(Ok(())) => {}
+            Ok(Err(failure)) => report.failures.push(failure),
+            Err(panicked) => report.failures.push(NoticeFailure {
+                license_id,
+                notice: "handle".to_owned(),
+                reason: panicked.to_string(),
+                retryable: false,
+            }),
         }
     }
     Ok(report)
@@ -267,7 +281,7 @@ async fn handle_license(
 fn reminder_context(license: &License, customer: &Customer, due: Due, now: Timestamp) -> NoticeContext {
     let mut context = notice_context(license, customer);
     if let Some(expires_at) = license.expires_at {
-        let grace_end = expires_at + Duration::days(i64::from(license.grace_days));
+        let grace_end = days_after(expires_at, license.grace_days);
         context.grace_ends_at = Some(email::format_email_date(grace_end));
         // Whole days left, rounded up: 23 hours before expiry is "1 day".
         let seconds_left = (expires_at - now).num_seconds().max(0);

@@ -78,7 +78,8 @@ pub struct ServeArgs {
     /// A browser origin allowed to call the admin API (repeatable).
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
-    /// Take client IPs from X-Forwarded-For (only behind a trusted proxy).
+    /// Take client IPs from X-Forwarded-For (only behind one trusted proxy): the rightmost entry,
+    /// the one that proxy appended; entries to its left are client-written.
     #[arg(long)]
     pub trust_forwarded_for: bool,
     /// Where emails go: `.eml` files in `<data-dir>/outbox/`, or SES (AWS environment).
@@ -349,18 +350,37 @@ async fn flush_validation_log_forever(state: AppState) {
 /// The same job as `nls renewals run` and the renewals Lambda. A run that dies half way is
 /// safe to repeat: every notice is claimed before it is sent (docs/billing.md).
 async fn run_renewals_forever(state: AppState, mailer: Arc<dyn Mailer>, every: StdDuration) {
-    tokio::time::sleep(RENEWALS_FIRST_RUN_AFTER.min(every)).await;
+    repeat_forever(RENEWALS_FIRST_RUN_AFTER.min(every), every, || {
+        let (state, mailer) = (state.clone(), Arc::clone(&mailer));
+        async move {
+            let config = RenewalsConfig::for_new_run();
+            match run_renewals(state.store(), &*mailer, state.clock(), &config).await {
+                Ok(report) => {
+                    tracing::info!(run_id = %config.run_id, sent = report.sent.len(), "renewals run finished")
+                }
+                Err(e) => {
+                    tracing::warn!(run_id = %config.run_id, error = %e, "renewals run failed; next run retries")
+                }
+            }
+        }
+    })
+    .await
+}
+
+/// Runs `job` after `first_after`, then every `every`, for ever. A run that panics is logged
+/// and the next one runs on time: one bad run must not end the schedule.
+async fn repeat_forever<F, Fut>(first_after: StdDuration, every: StdDuration, job: F)
+where
+    F: Fn() -> Fut,
+    Fut: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::time::sleep(first_after).await;
     let mut tick = tokio::time::interval(every);
     loop {
         tick.tick().await;
-        let config = RenewalsConfig::for_new_run();
-        match run_renewals(state.store(), &*mailer, state.clock(), &config).await {
-            Ok(report) => {
-                tracing::info!(run_id = %config.run_id, sent = report.sent.len(), "renewals run finished")
-            }
-            Err(e) => {
-                tracing::warn!(run_id = %config.run_id, error = %e, "renewals run failed; next run retries")
-            }
+        // Each run is its own task: a panic ends that task only, and shows here as a JoinError.
+        if let Err(failed) = tokio::spawn(job()).await {
+            tracing::error!(error = %failed, "a scheduled run panicked; the next run goes ahead");
         }
     }
 }
@@ -389,5 +409,38 @@ async fn shutdown_signal() {
     tokio::select! {
         () = interrupt => tracing::info!("SIGINT: shutting down"),
         () = terminate => tracing::info!("SIGTERM: shutting down"),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::{AtomicU32, Ordering};
+
+    use super::*;
+
+    /// Issue 19 item 1: a panic in the renewals run ended `nls serve`'s scheduler task for good.
+    #[tokio::test]
+    async fn a_panicking_run_does_not_end_the_schedule() {
+        let runs = Arc::new(AtomicU32::new(0));
+        let counted = Arc::clone(&runs);
+        let schedule =
+            tokio::spawn(repeat_forever(StdDuration::ZERO, StdDuration::from_millis(10), move || {
+                let run = counted.fetch_add(1, Ordering::SeqCst) + 1;
+                async move {
+                    if run == 1 {
+                        panic!("the first run hits a bad license");
+                    }
+                }
+            }));
+        // The panic hook may take a while (a backtrace): wait for the runs, up to 20 s.
+        for _ in 0..200 {
+            if runs.load(Ordering::SeqCst) >= 3 || schedule.is_finished() {
+                break;
+            }
+            tokio::time::sleep(StdDuration::from_millis(100)).await;
+        }
+        assert!(!schedule.is_finished(), "the schedule died with the first run");
+        schedule.abort();
+        assert!(runs.load(Ordering::SeqCst) >= 3, "runs after the panic: {}", runs.load(Ordering::SeqCst));
     }
 }
