@@ -44,6 +44,8 @@ pub const CASES: &[(&str, Case)] = &[
     ("release_frees_a_seat", |s| Box::pin(release_frees_a_seat(s))),
     ("usage_batch_counts_once", |s| Box::pin(usage_batch_counts_once(s))),
     ("concurrent_usage_replays_count_once", |s| Box::pin(concurrent_usage_replays_count_once(s))),
+    ("usage_counter_overflow_is_refused", |s| Box::pin(usage_counter_overflow_is_refused(s))),
+    ("garbage_cursors_are_refused", |s| Box::pin(garbage_cursors_are_refused(s))),
     ("snapshot_holds_license_seats_and_usage", |s| Box::pin(snapshot_holds_license_seats_and_usage(s))),
     ("api_keys_round_trip", |s| Box::pin(api_keys_round_trip(s))),
     ("oversized_ids_are_absent", |s| Box::pin(oversized_ids_are_absent(s))),
@@ -458,6 +460,75 @@ async fn usage_batch_counts_once(store: Arc<dyn Store>) {
         store.record_usage_batch(&batch(&other.id, "b1")).await.expect("other"),
         BatchOutcome::Recorded
     );
+}
+
+/// Counters never wrap or saturate: a batch that would take one past `u64::MAX` is refused
+/// whole (no counter moves, its batch id stays unused), and one that fits still counts.
+async fn usage_counter_overflow_is_refused(store: Arc<dyn Store>) {
+    let l = given_license(&store, None).await;
+    let one = |batch_id: &str, metric: &str, value: u64| UsageBatch {
+        records: vec![UsageRecord { metric: metric.into(), value, at: t0() }],
+        ..batch(&l.id, batch_id)
+    };
+    let near_max = u64::MAX - 5;
+    assert_eq!(
+        store.record_usage_batch(&one("fill", "bytes", near_max)).await.expect("fill"),
+        BatchOutcome::Recorded
+    );
+    let over = UsageBatch {
+        records: vec![
+            UsageRecord { metric: "api_calls".into(), value: 1, at: t0() },
+            UsageRecord { metric: "bytes".into(), value: 6, at: t0() },
+        ],
+        ..batch(&l.id, "over")
+    };
+    let refused = store.record_usage_batch(&over).await;
+    assert!(matches!(refused, Err(StoreError::CounterOverflow(_))), "{refused:?}");
+    let month = store.usage_counters(&l.id, "2026-11").await.expect("month");
+    assert_eq!(
+        month,
+        BTreeMap::from([("bytes".to_owned(), near_max)]),
+        "nothing of the refused batch counted"
+    );
+    // Two records of one batch that overflow together are refused too.
+    let within = UsageBatch {
+        records: vec![
+            UsageRecord { metric: "tokens".into(), value: u64::MAX, at: t0() },
+            UsageRecord { metric: "tokens".into(), value: 1, at: t0() },
+        ],
+        ..batch(&l.id, "within")
+    };
+    assert!(matches!(store.record_usage_batch(&within).await, Err(StoreError::CounterOverflow(_))));
+    // The refused batch id was not used up, and an addition that fits exactly is accepted.
+    assert_eq!(
+        store.record_usage_batch(&one("over", "bytes", 5)).await.expect("fits"),
+        BatchOutcome::Recorded
+    );
+    let month = store.usage_counters(&l.id, "2026-11").await.expect("month");
+    assert_eq!(month.get("bytes"), Some(&u64::MAX));
+}
+
+/// A cursor no list handed out is the caller's mistake on every list, not a silent first page.
+async fn garbage_cursors_are_refused(store: Arc<dyn Store>) {
+    given_license(&store, None).await;
+    for garbage in ["not a cursor!", "", "\u{0}"] {
+        let page = PageRequest { limit: 10, cursor: Some(garbage.to_owned()) };
+        let customers = store.list_customers(&page).await;
+        assert!(
+            matches!(customers, Err(StoreError::InvalidCursor(_))),
+            "customers {garbage:?}: {customers:?}"
+        );
+        let licenses = store.list_licenses(&LicenseFilter::default(), &page).await;
+        assert!(matches!(licenses, Err(StoreError::InvalidCursor(_))), "licenses {garbage:?}: {licenses:?}");
+        let audit = store.list_audit(&AuditFilter::default(), &page).await;
+        assert!(matches!(audit, Err(StoreError::InvalidCursor(_))), "audit {garbage:?}: {audit:?}");
+    }
+    assert!(matches!(
+        store
+            .list_audit(&AuditFilter::default(), &PageRequest { limit: 10, cursor: Some("-5".into()) })
+            .await,
+        Err(StoreError::InvalidCursor(_))
+    ));
 }
 
 async fn concurrent_usage_replays_count_once(store: Arc<dyn Store>) {

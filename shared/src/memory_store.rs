@@ -47,17 +47,21 @@ impl MemoryStore {
     }
 }
 
-fn page_by_id<T: Clone>(items: impl Iterator<Item = (String, T)>, page: &PageRequest) -> Page<T> {
+fn page_by_id<T: Clone>(
+    items: impl Iterator<Item = (String, T)>,
+    page: &PageRequest,
+) -> StoreResult<Page<T>> {
     let limit = page.effective_limit();
+    let cursor = page.id_cursor()?;
     let mut rows: Vec<(String, T)> =
-        items.filter(|(id, _)| page.cursor.as_ref().is_none_or(|c| id > c)).take(limit + 1).collect();
+        items.filter(|(id, _)| cursor.is_none_or(|c| id.as_str() > c)).take(limit + 1).collect();
     let next_cursor = if rows.len() > limit {
         rows.truncate(limit);
         rows.last().map(|(id, _)| id.clone())
     } else {
         None
     };
-    Page { items: rows.into_iter().map(|(_, t)| t).collect(), next_cursor }
+    Ok(Page { items: rows.into_iter().map(|(_, t)| t).collect(), next_cursor })
 }
 
 /// Applies a commit's writes to a copy of the state, so a failing write leaves nothing behind.
@@ -169,7 +173,7 @@ impl CustomerStore for MemoryStore {
     }
     async fn list_customers(&self, page: &PageRequest) -> StoreResult<Page<Customer>> {
         let state = self.lock();
-        Ok(page_by_id(state.customers.iter().map(|(k, v)| (k.clone(), v.clone())), page))
+        page_by_id(state.customers.iter().map(|(k, v)| (k.clone(), v.clone())), page)
     }
 }
 
@@ -185,7 +189,7 @@ impl LicenseStore for MemoryStore {
         let state = self.lock();
         let rows =
             state.licenses.iter().filter(|(_, l)| filter.matches(l)).map(|(k, v)| (k.clone(), v.clone()));
-        Ok(page_by_id(rows, page))
+        page_by_id(rows, page)
     }
     async fn licenses_expiring_between(&self, from: Timestamp, to: Timestamp) -> StoreResult<Vec<License>> {
         Ok(self
@@ -289,12 +293,19 @@ impl DeploymentStore for MemoryStore {
 impl UsageStore for MemoryStore {
     async fn record_usage_batch(&self, batch: &UsageBatch) -> StoreResult<BatchOutcome> {
         let mut state = self.lock();
-        if !state.usage_batches.insert((batch.license_id.clone(), batch.batch_id.clone())) {
+        if state.usage_batches.contains(&(batch.license_id.clone(), batch.batch_id.clone())) {
             return Ok(BatchOutcome::Duplicate);
         }
-        for ((metric, period), amount) in batch.counter_increments() {
-            let total = state.counters.entry((batch.license_id.clone(), metric, period)).or_default();
-            *total = total.saturating_add(amount);
+        // Every new total is computed before any is written, so an overflow changes nothing.
+        let mut totals = Vec::new();
+        for ((metric, period), amount) in batch.counter_increments()? {
+            let key = (batch.license_id.clone(), metric, period);
+            let stored = state.counters.get(&key).copied().unwrap_or(0);
+            totals.push((add_to_counter(stored, amount, &key.1, &key.2)?, key));
+        }
+        state.usage_batches.insert((batch.license_id.clone(), batch.batch_id.clone()));
+        for (total, key) in totals {
+            state.counters.insert(key, total);
         }
         Ok(BatchOutcome::Recorded)
     }
@@ -325,7 +336,14 @@ impl AuditStore for MemoryStore {
     async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEntry>> {
         let state = self.lock();
         // Newest first; the cursor is the index of the last entry returned.
-        let start = page.cursor.as_deref().and_then(|c| c.parse::<usize>().ok()).unwrap_or(state.audit.len());
+        let start = match page.cursor.as_deref() {
+            None => state.audit.len(),
+            Some(c) => c
+                .parse::<usize>()
+                .ok()
+                .filter(|&i| i <= state.audit.len())
+                .ok_or_else(|| StoreError::InvalidCursor(c.to_owned()))?,
+        };
         let limit = page.effective_limit();
         let mut items = Vec::new();
         let mut next_cursor = None;

@@ -150,18 +150,96 @@ impl UsagePeriod {
     }
 }
 
+/// The largest `value` one usage record may carry: 2^53 − 1, the largest integer every JSON
+/// client (JavaScript included) holds exactly. 1000 records of it sum to less than 2^63, so a
+/// batch's own sums never overflow.
+pub const MAX_USAGE_VALUE: u64 = (1 << 53) - 1;
+
+/// The most distinct counter periods (days plus months) one batch may touch. The DynamoDB store
+/// writes a batch as one transaction of a marker item plus one item per period, and a
+/// transaction holds at most 100 items.
+pub const MAX_USAGE_PERIODS_PER_BATCH: usize = 99;
+
+/// How far from the server's clock a usage record's `at` may be.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct UsageWindow {
+    /// The oldest accepted `at` is `now - max_age`.
+    pub max_age: chrono::Duration,
+    /// The newest accepted `at` is `now + max_ahead` (client clock skew).
+    pub max_ahead: chrono::Duration,
+}
+
+impl Default for UsageWindow {
+    fn default() -> Self {
+        Self { max_age: chrono::Duration::days(35), max_ahead: chrono::Duration::minutes(5) }
+    }
+}
+
+/// Why a usage batch was refused before reaching a store.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum UsageRefused {
+    #[error("record {index}: `value` {value} is above the maximum {MAX_USAGE_VALUE}")]
+    ValueTooLarge { index: usize, value: u64 },
+    #[error("record {index}: `at` {at} is outside the accepted window {oldest} to {newest}")]
+    OutsideWindow { index: usize, at: Timestamp, oldest: Timestamp, newest: Timestamp },
+    #[error(
+        "the batch touches {periods} counter periods (days plus months); at most {MAX_USAGE_PERIODS_PER_BATCH}"
+    )]
+    TooManyPeriods { periods: usize },
+}
+
+/// A counter addition that would pass `u64::MAX`: refused, never wrapped or saturated.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("usage counter {metric}/{period} would overflow")]
+pub struct CounterOverflow {
+    pub metric: String,
+    pub period: String,
+}
+
 impl UsageBatch {
     /// Sums the batch into (metric, period key) → amount, for a day and a month per record.
-    pub fn counter_increments(&self) -> BTreeMap<(String, String), u64> {
+    pub fn counter_increments(&self) -> Result<BTreeMap<(String, String), u64>, CounterOverflow> {
         let mut out: BTreeMap<(String, String), u64> = BTreeMap::new();
         for r in &self.records {
             for period in [UsagePeriod::day_of(r.at), UsagePeriod::month_of(r.at)] {
-                let slot = out.entry((r.metric.clone(), period.key())).or_default();
-                *slot = slot.saturating_add(r.value);
+                let key = (r.metric.clone(), period.key());
+                let slot = out.entry(key).or_default();
+                *slot = slot
+                    .checked_add(r.value)
+                    .ok_or_else(|| CounterOverflow { metric: r.metric.clone(), period: period.key() })?;
             }
         }
-        out
+        Ok(out)
     }
+
+    /// Checks every record against the per-record maximum and the `at` window around `now`,
+    /// and the batch against the period limit.
+    pub fn check_bounds(&self, now: Timestamp, window: &UsageWindow) -> Result<(), UsageRefused> {
+        let oldest = now.checked_sub_signed(window.max_age).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        let newest = now.checked_add_signed(window.max_ahead).unwrap_or(DateTime::<Utc>::MAX_UTC);
+        let mut periods = std::collections::BTreeSet::new();
+        for (index, r) in self.records.iter().enumerate() {
+            if r.value > MAX_USAGE_VALUE {
+                return Err(UsageRefused::ValueTooLarge { index, value: r.value });
+            }
+            if r.at < oldest || r.at > newest {
+                return Err(UsageRefused::OutsideWindow { index, at: r.at, oldest, newest });
+            }
+            periods.insert(UsagePeriod::day_of(r.at));
+            periods.insert(UsagePeriod::month_of(r.at));
+        }
+        if periods.len() > MAX_USAGE_PERIODS_PER_BATCH {
+            return Err(UsageRefused::TooManyPeriods { periods: periods.len() });
+        }
+        Ok(())
+    }
+}
+
+/// Adds `amount` to a stored counter, refusing an overflow.
+pub fn add_to_counter(stored: u64, amount: u64, metric: &str, period: &str) -> Result<u64, CounterOverflow> {
+    stored
+        .checked_add(amount)
+        .ok_or_else(|| CounterOverflow { metric: metric.to_owned(), period: period.to_owned() })
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]

@@ -34,6 +34,12 @@ pub enum StoreError {
     /// The backing store failed or timed out; safe to retry.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// A page cursor this store never handed out (the caller's mistake; not retryable).
+    #[error("the cursor {0:?} is not one this list returned")]
+    InvalidCursor(String),
+    /// Adding a usage batch would take a counter past `u64::MAX`; nothing was written.
+    #[error(transparent)]
+    CounterOverflow(#[from] crate::model::CounterOverflow),
 }
 
 impl StoreError {
@@ -58,6 +64,22 @@ impl PageRequest {
     }
     pub fn effective_limit(&self) -> usize {
         self.limit.clamp(1, Self::MAX_LIMIT) as usize
+    }
+
+    /// The cursor of a list ordered by id, which is the last id returned: refuses one that no
+    /// id could be (empty, over 256 bytes, or a character outside `[A-Za-z0-9_-]`).
+    pub fn id_cursor(&self) -> StoreResult<Option<&str>> {
+        match self.cursor.as_deref() {
+            None => Ok(None),
+            Some(c)
+                if !c.is_empty()
+                    && c.len() <= 256
+                    && c.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-') =>
+            {
+                Ok(Some(c))
+            }
+            Some(c) => Err(StoreError::InvalidCursor(c.to_owned())),
+        }
     }
 }
 

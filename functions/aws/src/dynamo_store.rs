@@ -256,10 +256,10 @@ impl DynamoStore {
         let mut key_condition = "#pk = :pk".to_owned();
         let mut query_names = vec![("#pk", pk_attr)];
         let mut query_values = vec![(":pk", s(pk_value))];
-        if let Some(cursor) = &page.cursor {
+        if let Some(cursor) = page.id_cursor()? {
             key_condition.push_str(" AND #sk > :cursor");
             query_names.push(("#sk", sk_attr));
-            query_values.push((":cursor", s(cursor.clone())));
+            query_values.push((":cursor", s(cursor)));
         }
         let query = KeyQuery {
             index: Some(index),
@@ -889,9 +889,14 @@ impl UsageStore for DynamoStore {
         // One counter item per period; all of a period's metrics go in one ADD (a transaction
         // may touch an item only once).
         let mut by_period: BTreeMap<String, Vec<(String, u64)>> = BTreeMap::new();
-        for ((metric, period), amount) in batch.counter_increments() {
+        for ((metric, period), amount) in batch.counter_increments()? {
             by_period.entry(period).or_default().push((metric, amount));
         }
+        // Item i + 1 of the transaction is the counter of `periods[i]`.
+        let periods: Vec<(String, Vec<String>)> = by_period
+            .iter()
+            .map(|(period, increments)| (period.clone(), increments.iter().map(|(m, _)| m.clone()).collect()))
+            .collect();
         for (period, increments) in by_period {
             let sk = counter_sk(&period).ok_or_else(|| {
                 StoreError::Unavailable(format!("usage period {period:?} has no counter item"))
@@ -899,15 +904,21 @@ impl UsageStore for DynamoStore {
             let mut update_names = HashMap::from([("#period".to_owned(), "period".to_owned())]);
             let mut update_values = HashMap::from([(":period".to_owned(), s(&period))]);
             let mut additions = Vec::new();
+            // DynamoDB numbers hold 38 digits, so an ADD would pass u64::MAX silently: each
+            // counter must still have room for its amount, or the whole batch is refused.
+            let mut room = Vec::new();
             for (i, (metric, amount)) in increments.into_iter().enumerate() {
                 update_names.insert(format!("#m{i}"), format!("{METRIC_ATTRIBUTE_PREFIX}{metric}"));
                 update_values.insert(format!(":v{i}"), n(amount));
+                update_values.insert(format!(":room{i}"), n(u64::MAX - amount));
                 additions.push(format!("#m{i} :v{i}"));
+                room.push(format!("(attribute_not_exists(#m{i}) OR #m{i} <= :room{i})"));
             }
             let update = Update::builder()
                 .table_name(&self.table)
                 .set_key(Some(item_key(pk.clone(), &sk)))
                 .update_expression(format!("SET #period = :period ADD {}", additions.join(", ")))
+                .condition_expression(room.join(" AND "))
                 .set_expression_attribute_names(Some(update_names))
                 .set_expression_attribute_values(Some(update_values))
                 .build()
@@ -917,9 +928,15 @@ impl UsageStore for DynamoStore {
         match self.transact(items).await? {
             TransactionResult::Committed => Ok(BatchOutcome::Recorded),
             TransactionResult::ConditionFailed(0) => Ok(BatchOutcome::Duplicate),
-            TransactionResult::ConditionFailed(index) => Err(StoreError::Unavailable(format!(
-                "usage counter update {index} failed a condition it does not have"
-            ))),
+            TransactionResult::ConditionFailed(index) => match periods.get(index - 1) {
+                Some((period, metrics)) => Err(StoreError::CounterOverflow(CounterOverflow {
+                    metric: metrics.join(","),
+                    period: period.clone(),
+                })),
+                None => {
+                    Err(StoreError::Unavailable(format!("usage transaction item {index} failed a condition")))
+                }
+            },
         }
     }
 
@@ -955,6 +972,14 @@ impl AuditStore for DynamoStore {
     async fn list_audit(&self, filter: &AuditFilter, page: &PageRequest) -> StoreResult<Page<AuditEntry>> {
         // Newest first on the kind index (sort key `<at>#<id>`); the cursor is the sort key of
         // the last entry returned. Key bounds narrow the time range, the filter does the rest.
+        if let Some(cursor) = &page.cursor {
+            let well_formed = cursor
+                .split_once('#')
+                .is_some_and(|(at, id)| !id.is_empty() && parse_timestamp_key(at).is_some());
+            if !well_formed {
+                return Err(StoreError::InvalidCursor(cursor.clone()));
+            }
+        }
         let upper = match (&page.cursor, filter.until) {
             (Some(cursor), Some(until)) => Some(cursor.clone().min(timestamp_key(until))),
             (Some(cursor), None) => Some(cursor.clone()),

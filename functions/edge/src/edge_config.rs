@@ -18,6 +18,7 @@ pub mod vars {
     pub const OUTBOX_RETRY_SECS: &str = "NLS_EDGE_OUTBOX_RETRY_SECS";
     pub const RECEIPT_REUSE_SECS: &str = "NLS_EDGE_RECEIPT_REUSE_SECS";
     pub const ORIGIN_TIMEOUT_MS: &str = "NLS_EDGE_ORIGIN_TIMEOUT_MS";
+    pub const OUTBOX_MAX_SERVER_ERRORS: &str = "NLS_EDGE_OUTBOX_MAX_SERVER_ERRORS";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -55,6 +56,9 @@ pub struct EdgeConfig {
     pub receipt_reuse: Duration,
     /// Platform adapters abort an origin call after this long and degrade.
     pub origin_timeout: Duration,
+    /// A queued item the origin answers with a 5xx this many times (with backoff) is
+    /// dead-lettered.
+    pub outbox_max_server_errors: u32,
 }
 
 impl EdgeConfig {
@@ -65,6 +69,7 @@ impl EdgeConfig {
     pub const DEFAULT_OUTBOX_RETRY_SECS: i64 = 5;
     pub const DEFAULT_RECEIPT_REUSE_SECS: i64 = 3600;
     pub const DEFAULT_ORIGIN_TIMEOUT_MS: i64 = 3000;
+    pub const DEFAULT_OUTBOX_MAX_SERVER_ERRORS: i64 = 8;
 
     /// Reads every setting through `var` (the platform's environment lookup).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -135,6 +140,12 @@ impl EdgeConfig {
                 Self::DEFAULT_ORIGIN_TIMEOUT_MS,
                 1,
             )?),
+            outbox_max_server_errors: u32::try_from(number(
+                vars::OUTBOX_MAX_SERVER_ERRORS,
+                Self::DEFAULT_OUTBOX_MAX_SERVER_ERRORS,
+                1,
+            )?)
+            .unwrap_or(u32::MAX),
         };
         if config.memory_fresh > config.snapshot_ttl {
             return Err(ConfigError {

@@ -61,8 +61,13 @@ pub struct OriginReply {
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum OriginError {
-    /// No answer, or a 5xx: NLS itself is down. The edge degrades; it never passes this on.
+    /// No answer in time (DNS, connect, timeout): NLS is down. The edge degrades, never passes
+    /// this on, and skips the origin for a while (the breaker).
     Unreachable(String),
+    /// The origin answered this 5xx: it is up but failed this request. The edge degrades for
+    /// the customer, but does not trip the breaker, and a queued item answered so is retried
+    /// a bounded number of times (docs/edge.md).
+    ServerError(u16),
     /// The internal route refused the edge (wrong service token, bad route): a deployment
     /// mistake, logged loudly, treated like unreachable for the customer.
     Misconfigured(String),
@@ -72,6 +77,7 @@ impl std::fmt::Display for OriginError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Unreachable(why) => write!(f, "origin unreachable: {why}"),
+            Self::ServerError(status) => write!(f, "origin answered {status}"),
             Self::Misconfigured(why) => write!(f, "origin refused the edge: {why}"),
         }
     }
@@ -111,7 +117,7 @@ impl<C: HttpClient> HttpOrigin<C> {
     async fn call(&self, request: OutboundRequest) -> Result<OriginReply, OriginError> {
         let (status, body) = self.client.send(request).await.map_err(OriginError::Unreachable)?;
         if status >= 500 {
-            return Err(OriginError::Unreachable(format!("origin answered {status}")));
+            return Err(OriginError::ServerError(status));
         }
         Ok(OriginReply { status, body })
     }

@@ -13,7 +13,8 @@
 //! the origin once, and its signed answer is relayed and remembered. Degraded answers carry no
 //! new receipt: the customer app keeps the one it has (valid for offline + grace days).
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::Duration;
@@ -34,6 +35,14 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 const MAX_ID_LEN: usize = 256;
 const MAX_USAGE_RECORDS: usize = 1000;
 const DRAIN_BATCH: usize = 100;
+/// Provisional seats one isolate remembers, over all licenses. Past it a seat is still
+/// admitted and queued (the KV queue counts it), just not remembered in memory.
+pub const MAX_PROVISIONAL_SEATS: usize = 10_000;
+/// Items held in memory when even KV refused them. Past it a new item is dropped (counted),
+/// and a usage batch is answered 503 so the client keeps it and resends.
+pub const MAX_MEMORY_OUTBOX: usize = 1_000;
+/// The longest wait between two tries of an item the origin answered with a 5xx.
+const MAX_SERVER_ERROR_BACKOFF_SECS: i64 = 3600;
 
 /// A request as the edge sees it. Header names are lower case.
 #[derive(Debug, Clone, Default)]
@@ -66,6 +75,11 @@ impl EdgeResponse {
 
     fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
         Self::json(status, &ErrorBody { error: ErrorDetail { code, message: message.into() } })
+    }
+
+    /// 413 `payload_too_large`: the body passes [`BODY_LIMIT`].
+    pub fn payload_too_large() -> Self {
+        Self::error(413, "payload_too_large", format!("the body limit is {BODY_LIMIT} bytes"))
     }
 
     /// The origin's answer, passed on unchanged.
@@ -105,6 +119,36 @@ pub struct EdgeState {
     /// isolate dies while both KV and the origin are down).
     memory_outbox: Mutex<Vec<OutboxRecord>>,
     health: Mutex<OriginHealth>,
+    counters: EdgeCounters,
+}
+
+/// What this isolate counted since it started: `GET /v1/internal/metrics`.
+#[derive(Debug, Default)]
+pub struct EdgeCounters {
+    /// Queued writes moved to `deadletter/` (4xx, unreadable, or out of 5xx tries).
+    pub dead_letters: AtomicU64,
+    /// Writes dropped because KV refused them and the memory outbox was full.
+    pub outbox_dropped: AtomicU64,
+    /// Provisional seats admitted but not remembered in memory (the map was full).
+    pub provisional_untracked: AtomicU64,
+}
+
+impl EdgeCounters {
+    fn bump(counter: &AtomicU64) {
+        counter.fetch_add(1, Ordering::Relaxed);
+    }
+
+    /// The Prometheus text exposition of the counters.
+    pub fn prometheus_text(&self) -> String {
+        [
+            ("nls_edge_dead_letters_total", &self.dead_letters),
+            ("nls_edge_outbox_dropped_total", &self.outbox_dropped),
+            ("nls_edge_provisional_untracked_total", &self.provisional_untracked),
+        ]
+        .iter()
+        .map(|(name, value)| format!("# TYPE {name} counter\n{name} {}\n", value.load(Ordering::Relaxed)))
+        .collect()
+    }
 }
 
 #[derive(Debug, Default)]
@@ -130,6 +174,7 @@ impl EdgeState {
             provisional: Mutex::default(),
             memory_outbox: Mutex::default(),
             health: Mutex::default(),
+            counters: EdgeCounters::default(),
             config,
         })
     }
@@ -142,11 +187,17 @@ impl EdgeState {
         self.health().last_failure.is_none_or(|t| now - t >= self.config.outbox_retry || t > now)
     }
 
+    pub fn counters(&self) -> &EdgeCounters {
+        &self.counters
+    }
+
+    /// Only a failure to reach the origin (connect, DNS, timeout) trips the breaker: an
+    /// answer, even a 5xx for one request, shows the origin is there.
     fn note_origin<T>(&self, result: &Result<T, OriginError>, now: Timestamp) {
         let mut health = self.health();
         match result {
-            Ok(_) => health.last_failure = None,
-            Err(_) => health.last_failure = Some(now),
+            Err(OriginError::Unreachable(_)) => health.last_failure = Some(now),
+            _ => health.last_failure = None,
         }
     }
 
@@ -172,6 +223,10 @@ impl EdgeState {
 
     fn set_provisional(&self, license_id: &str, deployment_id: &str, admitted: bool) {
         let mut map = self.provisional.lock().unwrap_or_else(|p| p.into_inner());
+        if admitted && map.values().map(Vec::len).sum::<usize>() >= MAX_PROVISIONAL_SEATS {
+            EdgeCounters::bump(&self.counters.provisional_untracked);
+            return;
+        }
         let list = map.entry(license_id.to_owned()).or_default();
         list.retain(|d| d != deployment_id);
         if admitted {
@@ -243,11 +298,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
 
     async fn route(&self, req: &EdgeRequest, now: Timestamp, bg: &mut Vec<BackgroundTask>) -> EdgeResponse {
         if req.body.len() > BODY_LIMIT {
-            return EdgeResponse::error(
-                413,
-                "payload_too_large",
-                format!("the body limit is {BODY_LIMIT} bytes"),
-            );
+            return EdgeResponse::payload_too_large();
         }
         let path = req.path.split('?').next().unwrap_or_default();
         let method = req.method.as_str();
@@ -266,6 +317,14 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
                 Ok(r)
             }
             "/health" if method == "GET" => Ok(EdgeResponse::json(200, &serde_json::json!({"status": "ok"}))),
+            "/v1/internal/metrics" if method == "GET" => {
+                self.check_service_token(req).map(|()| EdgeResponse {
+                    status: 200,
+                    body: self.state.counters.prometheus_text(),
+                    content_type: "text/plain; version=0.0.4",
+                    headers: Vec::new(),
+                })
+            }
             "/v1/licenses/validate"
             | "/v1/heartbeat"
             | "/v1/usage"
@@ -541,16 +600,28 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             let queued = self.kv_provisional(&license_id).await;
             decision = decide_with(&queued);
         }
+        if degraded && base.is_none() && decision.code.is_valid() {
+            if let (Some(d), Some(max)) = (deployment_id, key.claims.max_deployments) {
+                // No snapshot at all: the key's own seat limit bounds the provisional seats,
+                // this isolate's and those queued in KV by any isolate.
+                let mut seats: HashSet<String> =
+                    self.state.provisional_for(&license_id).iter().map(|p| sha_hex(p)).collect();
+                seats.extend(self.kv_provisional(&license_id).await);
+                if !seats.contains(&sha_hex(d)) && seats.len() >= max as usize {
+                    decision.code = ValidationCode::TooManyDeployments;
+                }
+            }
+        }
         if degraded && decision.code.is_valid() && !known_live {
             if let Some(d) = deployment_id {
                 // Admitted within the snapshot's known limit; the origin's conditional write
                 // confirms it when the queued activation is delivered.
                 self.state.set_provisional(&license_id, d, true);
-                self.enqueue(OutboxRecord {
-                    license_id: license_id.clone(),
-                    item: OutboxItem::Activation { body: body.clone() },
-                    queued_at: now,
-                })
+                self.enqueue(OutboxRecord::new(
+                    license_id.clone(),
+                    OutboxItem::Activation { body: body.clone() },
+                    now,
+                ))
                 .await;
                 if let Some(dep) = deployment.as_mut() {
                     dep.provisional = true;
@@ -689,7 +760,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
                 let decision = decide(&key, &ValidationRequest::default(), snapshot, now);
                 let live = snapshot.is_some_and(|s| s.live_deployments.contains(&body.deployment_id))
                     || self.state.provisional_for(&license_id).contains(&body.deployment_id);
-                self.enqueue(OutboxRecord { license_id: license_id.clone(), item, queued_at: now }).await;
+                self.enqueue(OutboxRecord::new(license_id.clone(), item, now)).await;
                 Ok(EdgeResponse::json(
                     200,
                     &EdgeHeartbeatAnswer {
@@ -733,7 +804,13 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         match self.origin_call(&item, now).await {
             Ok(reply) => Ok(EdgeResponse::relay(reply)),
             Err(_) => {
-                self.enqueue(OutboxRecord { license_id: key.claims.sub.clone(), item, queued_at: now }).await;
+                if !self.enqueue(OutboxRecord::new(key.claims.sub.clone(), item, now)).await {
+                    // Acknowledging would lose the batch: the client keeps it and resends.
+                    let mut busy =
+                        EdgeResponse::error(503, "unavailable", "the batch could not be queued; retry later");
+                    busy.headers.push(("retry-after", self.config().outbox_retry.num_seconds().to_string()));
+                    return Err(busy);
+                }
                 Ok(EdgeResponse::json(202, &UsageAccepted { batch_id, duplicate: false, queued: true }))
             }
         }
@@ -769,7 +846,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         match result {
             Ok(reply) => Ok(EdgeResponse::relay(reply)),
             Err(_) => {
-                self.enqueue(OutboxRecord { license_id, item, queued_at: now }).await;
+                self.enqueue(OutboxRecord::new(license_id, item, now)).await;
                 Ok(EdgeResponse::json(
                     202,
                     &DeploymentReleased { deployment_id, released: true, queued: true },
@@ -904,7 +981,9 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         }
     }
 
-    async fn enqueue(&self, record: OutboxRecord) {
+    /// Queues `record` in KV, or in memory when KV refuses it; false when it was dropped
+    /// because the memory outbox is full.
+    async fn enqueue(&self, record: OutboxRecord) -> bool {
         let stored = match serde_json::to_string(&record) {
             Ok(text) => self.kv.put(&record.key(), &text, Some(self.config().kv_retention)).await.is_ok(),
             Err(_) => false,
@@ -913,13 +992,41 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             let mut pending = self.state.memory_outbox.lock().unwrap_or_else(|p| p.into_inner());
             let key = record.key();
             pending.retain(|r| r.key() != key);
+            if pending.len() >= MAX_MEMORY_OUTBOX {
+                EdgeCounters::bump(&self.state.counters.outbox_dropped);
+                return false;
+            }
             pending.push(record);
         }
         self.state.health().outbox_pending = true;
+        true
     }
 
-    /// Delivers queued writes to the origin, oldest kind first; stops at the first sign the
-    /// origin is down. Hosts call this after requests that found work queued, and on a timer
+    /// Moves a queued item to `deadletter/` (kept `kv_retention`) and counts it.
+    async fn dead_letter(&self, key: &str, text: &str) {
+        let dead = key.replacen(OUTBOX_PREFIX, DEAD_LETTER_PREFIX, 1);
+        let _ = self.kv.put(&dead, text, Some(self.config().kv_retention)).await;
+        let _ = self.kv.delete(key).await;
+        EdgeCounters::bump(&self.state.counters.dead_letters);
+    }
+
+    /// Counts one 5xx for `record`: true when it has used up its tries, else schedules its
+    /// next try after an exponential backoff (`outbox_retry` doubled per 5xx, at most an hour).
+    fn after_server_error(&self, record: &mut OutboxRecord, now: Timestamp) -> bool {
+        record.server_errors = record.server_errors.saturating_add(1);
+        if record.server_errors >= self.config().outbox_max_server_errors {
+            return true;
+        }
+        let doubling = 1i64 << (record.server_errors - 1).min(20);
+        let backoff_secs = self.config().outbox_retry.num_seconds().saturating_mul(doubling);
+        record.retry_at = Some(now + Duration::seconds(backoff_secs.min(MAX_SERVER_ERROR_BACKOFF_SECS)));
+        false
+    }
+
+    /// Delivers queued writes to the origin, oldest kind first; stops when the origin cannot
+    /// be reached. An item the origin refuses (4xx) or answers with a 5xx on every allowed
+    /// try is dead-lettered; one waiting out a 5xx backoff is skipped, so no item blocks the
+    /// ones behind it. Hosts call this after requests that found work queued, and on a timer
     /// (a Workers cron trigger) so a queue left by a dead isolate is delivered too.
     pub async fn drain_outbox(&self, now: Timestamp) -> DrainReport {
         let mut report = DrainReport::default();
@@ -927,14 +1034,19 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         let from_memory: Vec<OutboxRecord> =
             std::mem::take(&mut *self.state.memory_outbox.lock().unwrap_or_else(|p| p.into_inner()));
         let mut keep = Vec::new();
-        for record in from_memory {
-            if report.origin_unreachable {
+        for mut record in from_memory {
+            if report.origin_unreachable || record.retry_at.is_some_and(|t| t > now) {
                 keep.push(record);
                 continue;
             }
             match self.deliver(&record, now).await {
                 Delivery::Done => report.delivered += 1,
-                Delivery::Rejected => report.rejected += 1,
+                Delivery::ServerError if !self.after_server_error(&mut record, now) => keep.push(record),
+                Delivery::Rejected | Delivery::ServerError => {
+                    report.rejected += 1;
+                    let text = serde_json::to_string(&record).unwrap_or_default();
+                    self.dead_letter(&record.key(), &text).await;
+                }
                 Delivery::Retry => {
                     report.origin_unreachable = true;
                     keep.push(record);
@@ -957,19 +1069,15 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
                 break;
             }
             let Ok(Some(text)) = self.kv.get(key).await else { continue };
-            let Ok(record) = serde_json::from_str::<OutboxRecord>(&text) else {
-                let _ = self
-                    .kv
-                    .put(
-                        &key.replacen(OUTBOX_PREFIX, DEAD_LETTER_PREFIX, 1),
-                        &text,
-                        Some(self.config().kv_retention),
-                    )
-                    .await;
-                let _ = self.kv.delete(key).await;
+            let Ok(mut record) = serde_json::from_str::<OutboxRecord>(&text) else {
+                self.dead_letter(key, &text).await;
                 report.rejected += 1;
                 continue;
             };
+            if record.retry_at.is_some_and(|t| t > now) {
+                report.remaining += 1;
+                continue;
+            }
             match self.deliver(&record, now).await {
                 Delivery::Done => {
                     report.delivered += 1;
@@ -977,9 +1085,18 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
                 }
                 Delivery::Rejected => {
                     report.rejected += 1;
-                    let dead = key.replacen(OUTBOX_PREFIX, DEAD_LETTER_PREFIX, 1);
-                    let _ = self.kv.put(&dead, &text, Some(self.config().kv_retention)).await;
-                    let _ = self.kv.delete(key).await;
+                    self.dead_letter(key, &text).await;
+                }
+                Delivery::ServerError => {
+                    let spent = self.after_server_error(&mut record, now);
+                    let text = serde_json::to_string(&record).unwrap_or(text);
+                    if spent {
+                        report.rejected += 1;
+                        self.dead_letter(key, &text).await;
+                    } else {
+                        report.remaining += 1;
+                        let _ = self.kv.put(key, &text, Some(self.config().kv_retention)).await;
+                    }
                 }
                 Delivery::Retry => {
                     report.origin_unreachable = true;
@@ -1002,6 +1119,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
     async fn deliver(&self, record: &OutboxRecord, now: Timestamp) -> Delivery {
         let result = self.origin_call(&record.item, now).await;
         match result {
+            Err(OriginError::ServerError(_)) => Delivery::ServerError,
             Err(_) => Delivery::Retry,
             Ok(reply) if reply.status == 429 => Delivery::Retry,
             Ok(reply) => {
@@ -1028,7 +1146,11 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
 
 enum Delivery {
     Done,
+    /// A 4xx: this item will never be accepted.
     Rejected,
+    /// A 5xx for this item: retried with backoff, a bounded number of times.
+    ServerError,
+    /// The origin could not be reached (or rate-limited the edge): stop this drain.
     Retry,
 }
 

@@ -18,10 +18,14 @@ pub mod edge_ports;
 pub mod edge_service;
 pub mod edge_wire;
 pub mod outbox;
+pub mod request_body;
 pub mod snapshot_layers;
 
 pub use edge_config::{ConfigError, EdgeConfig};
 pub use edge_ports::{
     EdgeKv, HttpClient, HttpOrigin, KvError, Origin, OriginError, OriginReply, OutboundRequest,
 };
-pub use edge_service::{BackgroundTask, Edge, EdgeOutcome, EdgeRequest, EdgeResponse, EdgeState};
+pub use edge_service::{
+    BackgroundTask, Edge, EdgeCounters, EdgeOutcome, EdgeRequest, EdgeResponse, EdgeState,
+};
+pub use request_body::{BodyTooLarge, BoundedBody};

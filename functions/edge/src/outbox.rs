@@ -44,6 +44,13 @@ pub struct OutboxRecord {
     pub license_id: String,
     pub item: OutboxItem,
     pub queued_at: DateTime<Utc>,
+    /// Deliveries the origin answered with a 5xx so far; at the configured maximum the item
+    /// is dead-lettered.
+    #[serde(default)]
+    pub server_errors: u32,
+    /// Not retried before this (backoff after a 5xx); later items are delivered meanwhile.
+    #[serde(default)]
+    pub retry_at: Option<DateTime<Utc>>,
 }
 
 pub(crate) fn sha_hex(text: &str) -> String {
@@ -51,6 +58,10 @@ pub(crate) fn sha_hex(text: &str) -> String {
 }
 
 impl OutboxRecord {
+    pub fn new(license_id: String, item: OutboxItem, queued_at: DateTime<Utc>) -> Self {
+        Self { license_id, item, queued_at, server_errors: 0, retry_at: None }
+    }
+
     /// The prefix of every queued activation of `license_id`; the last key segment is the
     /// SHA-256 of the deployment id.
     pub fn activation_prefix(license_id: &str) -> String {
@@ -74,7 +85,8 @@ impl OutboxRecord {
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
 pub struct DrainReport {
     pub delivered: usize,
-    /// Refused by the origin for good (4xx): kept under `deadletter/` for inspection.
+    /// Refused by the origin for good (a 4xx, an unreadable item, or a 5xx on every one of
+    /// the allowed tries): kept under `deadletter/` for inspection.
     pub rejected: usize,
     /// Still queued (the origin went away, or more than one drain's worth).
     pub remaining: usize,

@@ -75,6 +75,9 @@ struct OriginWorld {
     now: Cell<Timestamp>,
     up: Cell<bool>,
     calls: RefCell<HashMap<&'static str, usize>>,
+    /// Usage batches the origin answers with this status instead of counting them (a 5xx
+    /// arrives as `OriginError::ServerError`, as `HttpOrigin` reports it).
+    usage_answers: RefCell<HashMap<String, u16>>,
 }
 
 #[derive(Clone)]
@@ -165,6 +168,13 @@ impl Origin for FakeOrigin {
 
     async fn forward_usage(&self, body: &UsageBody) -> Result<OriginReply, OriginError> {
         self.count("usage")?;
+        match self.0.usage_answers.borrow().get(&body.batch_id) {
+            Some(&status) if status >= 500 => return Err(OriginError::ServerError(status)),
+            Some(&status) => {
+                return reply(status, json!({"error": {"code": "usage_out_of_bounds", "message": "no"}}));
+            }
+            None => {}
+        }
         let key = self.verify(&body.key).unwrap();
         let batch = UsageBatch {
             license_id: key.claims.sub.clone(),
@@ -234,6 +244,7 @@ impl World {
             now: Cell::new(now),
             up: Cell::new(true),
             calls: RefCell::default(),
+            usage_answers: RefCell::default(),
         }));
         let edge = Edge::new(state, kv.clone(), origin.clone());
         Self { edge, kv, origin, license, key, now }
@@ -540,6 +551,108 @@ fn usage_queued_while_the_origin_is_down_is_delivered_exactly_once() {
         let (status, answer) = w.send("POST", "/v1/usage", w.usage_body("b-1", 5)).await;
         assert_eq!((status, answer["duplicate"].as_bool()), (202, Some(true)));
         assert_eq!(w.month_usage("api_calls").await, 12);
+    });
+}
+
+fn queued_keys(w: &World, prefix: &str) -> usize {
+    w.kv.0.map.borrow().keys().filter(|k| k.starts_with(prefix)).count()
+}
+
+#[test]
+fn a_queued_write_the_origin_refuses_or_keeps_failing_is_dead_lettered_and_blocks_nothing() {
+    run(async {
+        // GIVEN three batches queued while the origin was down: one it will refuse (400), one
+        // it will answer 503 every time (a poison pill), and a good one behind them
+        let mut w = World::new(None).await;
+        w.origin.0.up.set(false);
+        for (batch, value) in [("a-refused", 1), ("b-poison", 2), ("c-good", 3)] {
+            let (status, answer) = w.send("POST", "/v1/usage", w.usage_body(batch, value)).await;
+            assert_eq!(status, 202, "{answer}");
+        }
+        w.origin.0.usage_answers.borrow_mut().insert("a-refused".into(), 400);
+        w.origin.0.usage_answers.borrow_mut().insert("b-poison".into(), 503);
+        w.origin.0.up.set(true);
+        w.advance(Duration::seconds(10));
+        // WHEN the queue is drained
+        let first = w.edge.drain_outbox(w.now).await;
+        // THEN the refused batch is dead-lettered at once, the good one is delivered past the
+        // poison pill, and the 503 neither stops the drain nor trips the breaker
+        assert_eq!((first.delivered, first.rejected, first.remaining), (1, 1, 1), "{first:?}");
+        assert!(!first.origin_unreachable);
+        assert_eq!(w.month_usage("api_calls").await, 3);
+        let calls = w.origin.calls();
+        assert_eq!(w.validate(None).await["degraded"], false);
+        assert!(w.origin.calls() > calls, "the breaker is not tripped by a 5xx");
+        // AND the poison pill is retried with backoff, then dead-lettered after its tries
+        let tries = w.edge.state().config.outbox_max_server_errors;
+        let mut drains = 1;
+        while queued_keys(&w, "outbox/") > 0 {
+            let before = w.origin.0.calls.borrow().get("usage").copied();
+            w.edge.drain_outbox(w.now).await;
+            assert_eq!(
+                w.origin.0.calls.borrow().get("usage").copied(),
+                before,
+                "not retried before its backoff"
+            );
+            w.advance(Duration::hours(1));
+            w.edge.drain_outbox(w.now).await;
+            drains += 1;
+            assert!(drains <= tries, "still queued after {drains} tries");
+        }
+        assert_eq!(drains, tries);
+        assert_eq!(queued_keys(&w, "deadletter/"), 2);
+        // AND the edge's metrics count both dead letters
+        let bearer = vec![("authorization".to_owned(), format!("Bearer {TOKEN}"))];
+        let request = EdgeRequest {
+            method: "GET".into(),
+            path: "/v1/internal/metrics".into(),
+            headers: bearer,
+            body: vec![],
+        };
+        let metrics = w.edge.handle(request, w.now).await.response;
+        assert_eq!(metrics.status, 200);
+        assert!(metrics.body.contains("nls_edge_dead_letters_total 2"), "{}", metrics.body);
+        let (status, ..) = w.send_only("GET", "/v1/internal/metrics", Value::Null, vec![]).await;
+        assert_eq!(status, 401);
+    });
+}
+
+#[test]
+fn with_no_snapshot_provisional_seats_stop_at_the_keys_max_deployments() {
+    run(async {
+        // GIVEN a key for 2 deployments, an edge that never saw the license, the origin down
+        let w = World::new(Some(2)).await;
+        w.origin.0.up.set(false);
+        // WHEN three deployments start
+        let a = w.validate(Some("dep-a")).await;
+        let b = w.validate(Some("dep-b")).await;
+        let c = w.validate(Some("dep-c")).await;
+        // THEN two are admitted provisionally and the third is over the key's own limit
+        assert_eq!((a["code"].as_str(), a["degraded"].as_bool()), (Some("VALID"), Some(true)), "{a}");
+        assert_eq!(b["code"], "VALID", "{b}");
+        assert_eq!(c["code"], "TOO_MANY_DEPLOYMENTS", "{c}");
+        // AND a deployment already admitted is still admitted
+        assert_eq!(w.validate(Some("dep-a")).await["code"], "VALID");
+    });
+}
+
+#[test]
+fn a_usage_batch_that_cannot_be_queued_anywhere_is_answered_503_not_acknowledged() {
+    run(async {
+        // GIVEN an origin and a KV both down, and a memory outbox filled to its bound
+        let w = World::new(None).await;
+        w.origin.0.up.set(false);
+        w.kv.0.down.set(true);
+        for i in 0..nls_edge::edge_service::MAX_MEMORY_OUTBOX {
+            let (status, _) = w.send("POST", "/v1/usage", w.usage_body(&format!("fill-{i}"), 1)).await;
+            assert_eq!(status, 202);
+        }
+        // WHEN one more batch arrives
+        let (status, answer) = w.send("POST", "/v1/usage", w.usage_body("one-too-many", 1)).await;
+        // THEN it is refused for a retry rather than acknowledged and lost
+        assert_eq!((status, answer["error"]["code"].as_str()), (503, Some("unavailable")), "{answer}");
+        let c = w.edge.state().counters();
+        assert_eq!(c.outbox_dropped.load(std::sync::atomic::Ordering::Relaxed), 1);
     });
 }
 

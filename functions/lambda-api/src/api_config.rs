@@ -6,6 +6,7 @@ use chrono::Duration;
 use nls_core::http::HttpConfig;
 use nls_core::http::rate_limit::RateLimit;
 use nls_core::http::registry_routes::RegistryConfig;
+use nls_core::model::UsageWindow;
 use nls_edge_push::{EdgePushSettings, SettingsError};
 
 pub const TABLE_NAME_VAR: &str = "NLS_TABLE_NAME";
@@ -23,6 +24,11 @@ pub const CORS_ORIGINS_VAR: &str = "NLS_CORS_ORIGINS";
 pub const REGISTRY_KEY_SECRET_VAR: &str = "NLS_REGISTRY_KEY_SECRET_ID";
 pub const REGISTRY_ISSUER_VAR: &str = "NLS_REGISTRY_ISSUER";
 pub const REGISTRY_SERVICE_VAR: &str = "NLS_REGISTRY_SERVICE";
+/// The usage `at` window: days back and seconds ahead of the server's clock.
+pub const USAGE_MAX_AGE_DAYS_VAR: &str = "NLS_USAGE_MAX_AGE_DAYS";
+pub const USAGE_MAX_AHEAD_SECS_VAR: &str = "NLS_USAGE_MAX_AHEAD_SECS";
+const MAX_USAGE_AGE_DAYS: u32 = 3650;
+const MAX_USAGE_AHEAD_SECS: u32 = 86_400;
 /// Hex SHA-256 of a bootstrap admin key: lets a deployment accept an admin key without the
 /// key itself ever being in the function's configuration.
 pub const BOOTSTRAP_KEY_SHA256_VAR: &str = "NLS_BOOTSTRAP_ADMIN_KEY_SHA256";
@@ -80,6 +86,13 @@ fn number(
             Err(_) => Err(ConfigError::Invalid { name, value: text, reason: "not a whole number" }),
         },
     }
+}
+
+fn at_most(value: u32, max: u32, name: &'static str) -> Result<u32, ConfigError> {
+    if value > max {
+        return Err(ConfigError::Invalid { name, value: value.to_string(), reason: "too large" });
+    }
+    Ok(value)
 }
 
 fn sha256_hex(name: &'static str, text: &str) -> Result<[u8; 32], ConfigError> {
@@ -150,6 +163,18 @@ impl ApiConfig {
                 })
                 .unwrap_or_default(),
             bootstrap_admin_key_sha256: bootstrap_key_sha256(&lookup)?,
+            usage_window: UsageWindow {
+                max_age: Duration::days(i64::from(at_most(
+                    number(&lookup, USAGE_MAX_AGE_DAYS_VAR, 35, 1)?,
+                    MAX_USAGE_AGE_DAYS,
+                    USAGE_MAX_AGE_DAYS_VAR,
+                )?)),
+                max_ahead: Duration::seconds(i64::from(at_most(
+                    number(&lookup, USAGE_MAX_AHEAD_SECS_VAR, 300, 0)?,
+                    MAX_USAGE_AHEAD_SECS,
+                    USAGE_MAX_AHEAD_SECS_VAR,
+                )?)),
+            },
             ..defaults
         };
         Ok(Self {
@@ -224,6 +249,15 @@ mod tests {
                 registry.config.service.as_str()
             ),
             ("nls/registry-key", "nls", "reg.example")
+        );
+        check(&[base[0], base[1], (USAGE_MAX_AGE_DAYS_VAR, "90")], Ok(()));
+        check(
+            &[base[0], base[1], (USAGE_MAX_AGE_DAYS_VAR, "3651")],
+            Err(ConfigError::Invalid {
+                name: USAGE_MAX_AGE_DAYS_VAR,
+                value: "3651".into(),
+                reason: "too large",
+            }),
         );
         check(
             &[base[0], base[1], ("NLS_EDGE_PUSH_URLS", "https://edge.example")],

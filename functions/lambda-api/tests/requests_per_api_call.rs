@@ -88,7 +88,7 @@ async fn validation_heartbeat_and_usage_cost_what_the_design_says() {
             .await;
     let usage_batch = serde_json::json!({
         "key": key, "deployment_id": "dep-1", "batch_id": "b-1",
-        "records": [{"metric": "api_calls", "value": 5, "at": "2026-11-30T10:00:00Z"}]
+        "records": [{"metric": "api_calls", "value": 5, "at": chrono::Utc::now().to_rfc3339()}]
     });
     let usage = measure("usage batch", "/v1/usage", usage_batch, 202).await;
 

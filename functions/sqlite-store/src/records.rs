@@ -98,7 +98,7 @@ impl CustomerStore for SqliteStore {
                 )
                 .map_err(sql_failure)?;
             let mut rows =
-                statement.query(params![page.cursor, sql_limit(limit + 1)]).map_err(sql_failure)?;
+                statement.query(params![page.id_cursor()?, sql_limit(limit + 1)]).map_err(sql_failure)?;
             let mut collector = PageCollector::new(limit);
             while let Some(row) = rows.next().map_err(sql_failure)? {
                 let id = text_at(row, 0, &|| "customer (id unreadable)".to_owned())?;
@@ -159,7 +159,7 @@ impl LicenseStore for SqliteStore {
                 .map_err(sql_failure)?;
             let mut rows = statement
                 .query(params![
-                    page.cursor,
+                    page.id_cursor()?,
                     filter.customer_id,
                     filter.status.map(|s| s.as_str()),
                     filter.expires_before.map(index_seconds),
@@ -263,9 +263,16 @@ impl AuditStore for SqliteStore {
         let (filter, page) = (filter.clone(), page.clone());
         self.with_connection(move |connection| {
             let limit = page.effective_limit();
-            // The cursor is the `seq` of the last entry returned; an unreadable one starts over
-            // from the newest, as in the reference store.
-            let before_seq = page.cursor.as_deref().and_then(|c| c.parse::<i64>().ok());
+            // The cursor is the `seq` of the last entry returned (always positive).
+            let before_seq = match page.cursor.as_deref() {
+                None => None,
+                Some(c) => Some(
+                    c.parse::<i64>()
+                        .ok()
+                        .filter(|&seq| seq > 0)
+                        .ok_or_else(|| StoreError::InvalidCursor(c.to_owned()))?,
+                ),
+            };
             let mut statement = connection
                 .prepare_cached(
                     "SELECT seq, record FROM audit

@@ -35,7 +35,7 @@ impl UsageStore for SqliteStore {
     async fn record_usage_batch(&self, batch: &UsageBatch) -> StoreResult<BatchOutcome> {
         let license_id = batch.license_id.clone();
         let batch_id = batch.batch_id.clone();
-        let increments = batch.counter_increments();
+        let increments = batch.counter_increments()?;
         self.with_connection(move |connection| {
             let tx =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_failure)?;
@@ -65,7 +65,12 @@ impl UsageStore for SqliteStore {
                 tx.execute(
                     "INSERT INTO usage_counters (license_id, period, metric, total) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (license_id, period, metric) DO UPDATE SET total = excluded.total",
-                    params![license_id, period, metric, counter_to_sql(stored.saturating_add(amount))],
+                    params![
+                        license_id,
+                        period,
+                        metric,
+                        counter_to_sql(add_to_counter(stored, amount, &metric, &period)?)
+                    ],
                 )
                 .map_err(sql_failure)?;
             }

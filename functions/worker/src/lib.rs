@@ -11,9 +11,11 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{DateTime, Duration, Utc};
+use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use nls_edge::{
-    Edge, EdgeConfig, EdgeKv, EdgeRequest, EdgeState, HttpClient, HttpOrigin, KvError, OutboundRequest,
+    BodyTooLarge, BoundedBody, Edge, EdgeConfig, EdgeKv, EdgeRequest, EdgeResponse, EdgeState, HttpClient,
+    HttpOrigin, KvError, OutboundRequest,
 };
 use worker::{
     AbortController, Context, Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response,
@@ -160,7 +162,13 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     let path = url.path().to_owned();
     let body = match req.method() {
         Method::Get | Method::Head => Vec::new(),
-        _ => req.bytes().await.unwrap_or_default(),
+        _ => match read_bounded_body(&mut req).await {
+            Ok(body) => body,
+            Err(BodyTooLarge) => {
+                let r = EdgeResponse::payload_too_large();
+                return respond(r.status, r.content_type, r.body, &r.headers);
+            }
+        },
     };
     let request = EdgeRequest { method: req.method().to_string(), path, headers, body };
     let outcome = edge.handle(request, now()).await;
@@ -174,6 +182,19 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
     }
     let r = outcome.response;
     respond(r.status, r.content_type, r.body, &r.headers)
+}
+
+/// The body, refused on its declared `Content-Length` or as soon as the chunks read pass the
+/// limit, so an oversized body is never buffered whole.
+async fn read_bounded_body(req: &mut Request) -> Result<Vec<u8>, BodyTooLarge> {
+    BoundedBody::check_declared(req.headers().get("content-length").ok().flatten().as_deref())?;
+    let Ok(mut stream) = req.stream() else { return Ok(Vec::new()) }; // no body at all
+    let mut body = BoundedBody::default();
+    while let Some(chunk) = stream.next().await {
+        let Ok(chunk) = chunk else { break };
+        body.push(&chunk)?;
+    }
+    Ok(body.into_bytes())
 }
 
 /// Cron trigger (wrangler.toml `[triggers]`): delivers what any isolate queued.

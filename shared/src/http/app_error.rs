@@ -25,6 +25,9 @@ pub enum AppError {
     InvalidRequest(String),
     #[error("{0}")]
     InvalidQuery(String),
+    /// A usage record outside the documented bounds, or a batch that would overflow a counter.
+    #[error("{0}")]
+    UsageOutOfBounds(String),
     #[error("the body is larger than {limit} bytes")]
     PayloadTooLarge { limit: usize },
     #[error("no credentials: send `Authorization: Bearer <api key>`")]
@@ -67,9 +70,10 @@ pub enum AppError {
 impl AppError {
     pub fn status(&self) -> StatusCode {
         match self {
-            Self::MalformedJson(_) | Self::InvalidRequest(_) | Self::InvalidQuery(_) => {
-                StatusCode::BAD_REQUEST
-            }
+            Self::MalformedJson(_)
+            | Self::InvalidRequest(_)
+            | Self::InvalidQuery(_)
+            | Self::UsageOutOfBounds(_) => StatusCode::BAD_REQUEST,
             Self::PayloadTooLarge { .. } => StatusCode::PAYLOAD_TOO_LARGE,
             Self::MissingCredentials | Self::InvalidCredentials | Self::InvalidLicenseKey(_) => {
                 StatusCode::UNAUTHORIZED
@@ -94,6 +98,7 @@ impl AppError {
             Self::MalformedJson(_) => "malformed_json",
             Self::InvalidRequest(_) => "invalid_request",
             Self::InvalidQuery(_) => "invalid_query",
+            Self::UsageOutOfBounds(_) => "usage_out_of_bounds",
             Self::PayloadTooLarge { .. } => "payload_too_large",
             Self::MissingCredentials => "missing_credentials",
             Self::InvalidCredentials => "invalid_credentials",
@@ -129,6 +134,7 @@ pub const ERROR_CODES: &[&str] = &[
     "malformed_json",
     "invalid_request",
     "invalid_query",
+    "usage_out_of_bounds",
     "payload_too_large",
     "missing_credentials",
     "invalid_credentials",
@@ -162,6 +168,10 @@ impl From<StoreError> for AppError {
             }
             StoreError::Unavailable(why) => Self::Unavailable(why),
             corrupt @ StoreError::Corrupt { .. } => Self::Internal(corrupt.to_string()),
+            cursor @ StoreError::InvalidCursor(_) => Self::InvalidQuery(cursor.to_string()),
+            StoreError::CounterOverflow(overflow) => Self::UsageOutOfBounds(format!(
+                "{overflow}: the batch was not recorded; counters never wrap or saturate"
+            )),
         }
     }
 }

@@ -41,7 +41,7 @@ use axum::http::Method;
 use chrono::Duration;
 
 use crate::key_ring::KeyRing;
-use crate::model::{Scope, Timestamp};
+use crate::model::{Scope, Timestamp, UsageWindow};
 use crate::ports::{ActivationPolicy, Clock, StatusPublisher, Store, StoreResult};
 use crate::status_push::push_license_status;
 use crate::validation::Verifier;
@@ -91,6 +91,8 @@ pub struct HttpConfig {
     pub trust_forwarded_for: bool,
     /// Validation log entries held in memory between flushes.
     pub validation_log_capacity: usize,
+    /// How far from the server's clock a usage record's `at` may be.
+    pub usage_window: UsageWindow,
 }
 
 impl Default for HttpConfig {
@@ -108,6 +110,7 @@ impl Default for HttpConfig {
             snapshot_ttl: Duration::seconds(2),
             trust_forwarded_for: false,
             validation_log_capacity: 100_000,
+            usage_window: UsageWindow::default(),
         }
     }
 }

@@ -365,6 +365,9 @@ pub async fn usage(
             .collect(),
         received_at: now,
     };
+    batch
+        .check_bounds(now, &state.config().usage_window)
+        .map_err(|e| AppError::UsageOutOfBounds(e.to_string()))?;
     let outcome = state.store().record_usage_batch(&batch).await?;
     if outcome == BatchOutcome::Recorded {
         state.invalidate_license(&batch.license_id);

@@ -702,3 +702,104 @@ async fn stripe_lifecycle_transitions_are_pushed() {
 }
 
 mod security_review;
+#[tokio::test]
+async fn usage_outside_the_documented_bounds_is_refused_with_a_stable_code() {
+    let h = harness();
+    let (id, key) = h.license(json!({})).await;
+    let now = h.clock.now();
+    let batch = |batch_id: &str, records: Value| json!({"key": key, "deployment_id": "d1", "batch_id": batch_id, "records": records});
+    let one = |value: u64, at: chrono::DateTime<Utc>| json!([{"metric": "m", "value": value, "at": at}]);
+    let max = crate::model::MAX_USAGE_VALUE;
+    let cases = [
+        ("over the per-record maximum", one(max + 1, now)),
+        ("the counter's saturation point", one(u64::MAX, now)),
+        ("older than the window", one(1, now - Duration::days(35) - Duration::seconds(1))),
+        ("years back", one(1, Utc.with_ymd_and_hms(1970, 1, 1, 0, 0, 0).unwrap())),
+        ("ahead of the window", one(1, now + Duration::minutes(5) + Duration::seconds(1))),
+    ];
+    for (label, records) in cases {
+        let (status, answer) = h.call("POST", "/v1/usage", None, Some(batch(label, records))).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("usage_out_of_bounds")),
+            "{label}: {answer}"
+        );
+    }
+    // The edges of the window and the maximum are accepted.
+    let edges = json!([
+        {"metric": "m", "value": max, "at": now - Duration::days(35)},
+        {"metric": "m", "value": 1, "at": now + Duration::minutes(5)},
+    ]);
+    let (status, answer) = h.call("POST", "/v1/usage", None, Some(batch("edges", edges))).await;
+    assert_eq!(status, StatusCode::ACCEPTED, "{answer}");
+    // A wider configured window still caps the periods one batch may touch (DynamoDB's
+    // transaction holds 100 items: the batch marker and 99 counters).
+    let wide = harness_with(HttpConfig {
+        usage_window: crate::model::UsageWindow {
+            max_age: Duration::days(400),
+            max_ahead: Duration::minutes(5),
+        },
+        ..HttpConfig::default()
+    });
+    let (_, wide_key) = wide.license(json!({})).await;
+    let spread: Vec<Value> =
+        (0..90).map(|d| json!({"metric": "m", "value": 1, "at": now - Duration::days(d * 4)})).collect();
+    let body = json!({"key": wide_key, "deployment_id": "d1", "batch_id": "spread", "records": spread});
+    let (status, answer) = wide.call("POST", "/v1/usage", None, Some(body)).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("usage_out_of_bounds")),
+        "{answer}"
+    );
+    // Nothing refused was counted.
+    assert_eq!(h.store.usage_counters(&id, "2026-10").await.unwrap().get("m"), Some(&max));
+    assert_eq!(h.store.usage_counters(&id, "2026-11").await.unwrap().get("m"), Some(&1));
+}
+
+#[tokio::test]
+async fn a_usage_batch_that_would_overflow_a_counter_is_refused_not_saturated() {
+    let h = harness();
+    let (id, key) = h.license(json!({})).await;
+    let now = h.clock.now();
+    // GIVEN a counter 10 short of u64::MAX (about 2000 full batches' worth, seeded directly)
+    let near_max = u64::MAX - 10;
+    let seed = UsageBatch {
+        license_id: id.clone(),
+        deployment_id: "d1".into(),
+        batch_id: "seed".into(),
+        records: vec![UsageRecord { metric: "m".into(), value: near_max, at: now }],
+        received_at: now,
+    };
+    h.store.record_usage_batch(&seed).await.unwrap();
+    // WHEN a batch would take it past the maximum, THEN it is refused and nothing moves
+    let over = json!({"key": key, "deployment_id": "d1", "batch_id": "over",
+        "records": [{"metric": "m", "value": 11, "at": now}]});
+    let (status, answer) = h.call("POST", "/v1/usage", None, Some(over)).await;
+    assert_eq!(
+        (status, answer["error"]["code"].as_str()),
+        (StatusCode::BAD_REQUEST, Some("usage_out_of_bounds")),
+        "{answer}"
+    );
+    let month = h.store.usage_counters(&id, "2026-11").await.unwrap();
+    assert_eq!(month.get("m"), Some(&near_max), "the refused batch added nothing");
+    // AND one that fits exactly is counted
+    let fits = json!({"key": key, "deployment_id": "d1", "batch_id": "fits",
+        "records": [{"metric": "m", "value": 10, "at": now}]});
+    assert_eq!(h.call("POST", "/v1/usage", None, Some(fits)).await.0, StatusCode::ACCEPTED);
+    assert_eq!(h.store.usage_counters(&id, "2026-11").await.unwrap().get("m"), Some(&u64::MAX));
+}
+
+#[tokio::test]
+async fn a_garbage_cursor_is_invalid_query_on_every_list_route() {
+    let h = harness();
+    h.license(json!({})).await;
+    for path in ["/v1/customers", "/v1/licenses", "/v1/audit-log"] {
+        let (status, answer) =
+            h.call("GET", &format!("{path}?cursor=not%20a%20cursor!"), Some(BOOTSTRAP), None).await;
+        assert_eq!(
+            (status, answer["error"]["code"].as_str()),
+            (StatusCode::BAD_REQUEST, Some("invalid_query")),
+            "{path}: {answer}"
+        );
+    }
+}

@@ -119,13 +119,20 @@ pub struct UsageRequest {
     pub deployment_id: String,
     /// Chosen by the client; a batch is counted once however often it is sent.
     pub batch_id: String,
+    /// At most 99 distinct counter periods (UTC days plus months) in all; more is 400
+    /// `usage_out_of_bounds`.
+    #[schema(min_items = 1, max_items = 1000)]
     pub records: Vec<UsageRecordBody>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UsageRecordBody {
     pub metric: String,
+    /// At most 2^53 − 1; a batch that would overflow a counter is 400 `usage_out_of_bounds`.
+    #[schema(maximum = 9007199254740991_f64)]
     pub value: u64,
+    /// Within 35 days before and 5 minutes after the server's clock (configurable); outside
+    /// it, 400 `usage_out_of_bounds`.
     pub at: DateTime<Utc>,
 }
 
@@ -235,6 +242,7 @@ pub struct CustomerPage {
 pub struct PageQuery {
     #[serde(default)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page; any other value is 400 `invalid_query`.
     #[serde(default)]
     pub cursor: Option<String>,
 }
@@ -401,6 +409,7 @@ pub struct LicenseListQuery {
     pub expires_before: Option<DateTime<Utc>>,
     #[serde(default)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page; any other value is 400 `invalid_query`.
     #[serde(default)]
     pub cursor: Option<String>,
 }
@@ -651,6 +660,7 @@ pub struct AuditQuery {
     pub until: Option<DateTime<Utc>>,
     #[serde(default)]
     pub limit: Option<u32>,
+    /// The `next_cursor` of the previous page; any other value is 400 `invalid_query`.
     #[serde(default)]
     pub cursor: Option<String>,
 }

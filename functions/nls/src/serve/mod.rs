@@ -21,6 +21,7 @@ use nls_core::http::rate_limit::RateLimit;
 use nls_core::http::registry_routes::{RegistryConfig, RegistryTokenService};
 use nls_core::http::webhook_routes::BillingSetup;
 use nls_core::http::{AppDeps, AppState, ClientIp, HttpConfig, router};
+use nls_core::model::UsageWindow;
 use nls_core::ports::Mailer;
 use nls_core::renewals::{RenewalsConfig, run_renewals};
 
@@ -75,6 +76,12 @@ pub struct ServeArgs {
     /// How long a license's status is served from memory before the store is read again.
     #[arg(long, value_name = "MILLISECONDS", default_value_t = 2000)]
     pub snapshot_ttl_ms: u32,
+    /// Usage records whose `at` is older than this many days are refused (400).
+    #[arg(long, value_name = "DAYS", default_value_t = 35, value_parser = clap::value_parser!(u32).range(1..=3650))]
+    pub usage_max_age_days: u32,
+    /// Usage records whose `at` is this far ahead of the server's clock are refused (400).
+    #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=86400))]
+    pub usage_max_ahead_secs: u32,
     /// A browser origin allowed to call the admin API (repeatable).
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
@@ -234,6 +241,10 @@ fn http_config(args: &ServeArgs, bootstrap: Option<&str>) -> HttpConfig {
         api_key_rate_limit: rate(args.api_key_rate_limit),
         snapshot_ttl: Duration::milliseconds(i64::from(args.snapshot_ttl_ms)),
         trust_forwarded_for: args.trust_forwarded_for,
+        usage_window: UsageWindow {
+            max_age: Duration::days(i64::from(args.usage_max_age_days)),
+            max_ahead: Duration::seconds(i64::from(args.usage_max_ahead_secs)),
+        },
         ..HttpConfig::default()
     };
     match bootstrap {
