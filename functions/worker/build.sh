@@ -5,7 +5,7 @@
 set -eu
 here=$(cd "$(dirname "$0")" && pwd)
 export PATH="$HOME/.cargo/bin:$PATH"
-export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/work/target}"
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$here/../../target}"
 : "${WASM_BINDGEN_BIN:=$(command -v wasm-bindgen)}"
 : "${WASM_OPT_BIN:=$here/node_modules/.bin/wasm-opt}"
 : "${ESBUILD_BIN:=$here/node_modules/.bin/esbuild}"

@@ -13,9 +13,7 @@ ROOT=$(cd "$(dirname "$0")/../.." && pwd)
 EDGE_TESTS="$ROOT/tests/edge"
 WHAT=${1:-all}
 export PATH="$HOME/.cargo/bin:$PATH"
-if [ -z "${CARGO_TARGET_DIR:-}" ]; then
-  if [ -d /work/target ]; then export CARGO_TARGET_DIR=/work/target; else export CARGO_TARGET_DIR="$ROOT/target"; fi
-fi
+export CARGO_TARGET_DIR=${CARGO_TARGET_DIR:-$ROOT/target}
 export CLOUDFLARE_CF_FETCH_ENABLED=false WRANGLER_SEND_METRICS=false
 WORKER_DIR="$ROOT/functions/worker"
 MAX_GZIP_BYTES=$((1024 * 1024))
