@@ -163,19 +163,35 @@ pub enum Scope {
     Read,
     Write,
     Admin,
+    /// The edges' service token: only the internal routes the edges call, nothing else. Not
+    /// part of the `read` < `write` < `admin` order, and never granted by it.
+    Edge,
 }
 
 impl Scope {
-    /// `admin` implies `write`, which implies `read`.
+    /// `admin` implies `write`, which implies `read`; `edge` implies only itself.
     pub fn grants(self, needed: Scope) -> bool {
-        self >= needed
+        match (self, needed) {
+            (Self::Edge, Self::Edge) => true,
+            (Self::Edge, _) | (_, Self::Edge) => false,
+            _ => self >= needed,
+        }
     }
     pub fn parse(s: &str) -> Option<Self> {
         match s {
             "read" => Some(Self::Read),
             "write" => Some(Self::Write),
             "admin" => Some(Self::Admin),
+            "edge" => Some(Self::Edge),
             _ => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Read => "read",
+            Self::Write => "write",
+            Self::Admin => "admin",
+            Self::Edge => "edge",
         }
     }
 }

@@ -377,16 +377,8 @@ pub fn counter_totals_from_item(item: &Item) -> StoreResult<BTreeMap<String, u64
 
 // ---- API keys ----
 
-fn scope_name(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Read => "read",
-        Scope::Write => "write",
-        Scope::Admin => "admin",
-    }
-}
-
 pub fn api_key_item(k: &ApiKeyRecord) -> Item {
-    let scopes: Vec<String> = k.scopes.iter().map(|sc| scope_name(*sc).to_owned()).collect();
+    let scopes: Vec<String> = k.scopes.iter().map(|sc| Scope::as_str(*sc).to_owned()).collect();
     ItemBuilder::keyed(api_key_pk(&k.id), API_KEY_ITEM_SK)
         .set(KIND_PK, s(KIND_API_KEY))
         .set(KIND_SK, s(&k.id))

@@ -2,7 +2,12 @@
 //!
 //! Only the hex SHA-256 of the whole token is stored (`ApiKeyRecord::secret_sha256`) and it is
 //! compared in constant time. The bootstrap admin key from the configuration is kept the same
-//! way: as a hash, never as text. Scopes are ordered: `read` < `write` < `admin`.
+//! way: as a hash, never as text. Scopes are ordered: `read` < `write` < `admin`; `edge` (the
+//! edges' service token) stands apart and reaches only the internal routes.
+//!
+//! Deprecated, for one release (docs/edge.md): a key whose scopes are exactly `read` is still
+//! accepted on the internal routes, with a warning in the log, because edges were set up with
+//! such keys before the `edge` scope existed. Keys with `write` or `admin` never reach them.
 
 use axum::extract::{FromRequestParts, MatchedPath};
 use axum::http::header;
@@ -17,6 +22,8 @@ use crate::model::{ApiKeyRecord, Scope};
 
 pub const API_KEY_PREFIX: &str = "nls_";
 pub const BOOTSTRAP_ACTOR: &str = "bootstrap";
+/// The `event` field of the deprecation warning for a `read` key on an internal route.
+pub const LEGACY_EDGE_TOKEN_EVENT: &str = "legacy_edge_token";
 
 /// Who made an admin request, as the audit log names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,20 +35,21 @@ pub struct Caller {
 
 impl Caller {
     pub fn require(&self, needed: Scope) -> Result<(), AppError> {
-        if self.scope.grants(needed) {
+        if self.scope.grants(needed) || self.is_legacy_edge_token(needed) {
             Ok(())
         } else {
             Err(AppError::InsufficientScope { needed: scope_name(needed) })
         }
     }
+
+    /// A `read`-only key on an `edge` route: the edges' token before the `edge` scope.
+    fn is_legacy_edge_token(&self, needed: Scope) -> bool {
+        needed == Scope::Edge && self.scope == Scope::Read && self.actor != BOOTSTRAP_ACTOR
+    }
 }
 
 pub fn scope_name(scope: Scope) -> &'static str {
-    match scope {
-        Scope::Read => "read",
-        Scope::Write => "write",
-        Scope::Admin => "admin",
-    }
+    scope.as_str()
 }
 
 /// The SHA-256 of an API key token, as stored.
@@ -91,6 +99,14 @@ impl FromRequestParts<AppState> for Caller {
         let route = parts.extensions.get::<MatchedPath>().map(|r| r.as_str());
         if let Some(needed) = route.and_then(|r| state.required_scope(&parts.method, r)) {
             caller.require(needed)?;
+            if caller.is_legacy_edge_token(needed) {
+                tracing::warn!(
+                    event = LEGACY_EDGE_TOKEN_EVENT,
+                    api_key_id = %caller.actor,
+                    "an API key with the `read` scope called an internal route; create one with the \
+                     `edge` scope for the edges: `read` stops working here in the next release"
+                );
+            }
         }
         Ok(caller)
     }
@@ -112,10 +128,8 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, AppErro
         return Err(AppError::InvalidCredentials);
     }
     state.check_api_key_rate(&record.id)?;
-    let scope = record.scopes.iter().copied().max().unwrap_or(Scope::Read);
-    if record.scopes.is_empty() {
-        return Err(AppError::InsufficientScope { needed: "read" });
-    }
+    // A key carries one family: `edge` alone, or any of read/write/admin (the highest counts).
+    let scope = record.scopes.iter().copied().max().ok_or(AppError::InsufficientScope { needed: "read" })?;
     Ok(Caller { actor: record.id, scope })
 }
 
@@ -131,6 +145,18 @@ mod tests {
         check("nls__0123", None);
         check("ak_abc_0123", None);
         check("nls_nounderscore", None);
+    }
+
+    #[test]
+    fn only_read_only_keys_pass_as_the_legacy_edge_token() {
+        let caller = |actor: &str, scope| Caller { actor: actor.to_owned(), scope };
+        let allowed = |c: Caller, needed| c.require(needed).is_ok();
+        assert!(allowed(caller("ak_edge", Scope::Edge), Scope::Edge));
+        assert!(allowed(caller("ak_old", Scope::Read), Scope::Edge));
+        assert!(!allowed(caller("ak_w", Scope::Write), Scope::Edge));
+        assert!(!allowed(caller("ak_a", Scope::Admin), Scope::Edge));
+        assert!(!allowed(caller(BOOTSTRAP_ACTOR, Scope::Admin), Scope::Edge));
+        assert!(!allowed(caller("ak_edge", Scope::Edge), Scope::Read));
     }
 
     #[test]

@@ -41,15 +41,25 @@ fn target(id: &str) -> String {
     format!("license:{id}")
 }
 
-const MAX_LIST_ITEMS: usize = 100;
-const MAX_NAME: usize = 128;
+const MAX_LIST_ITEMS: usize = crate::http::wire::MAX_TERM_ITEMS;
+const MAX_NAME: usize = crate::http::wire::MAX_TERM_NAME;
+/// Offline and grace periods: ten years is plenty, and keeps expiry arithmetic in range.
+pub const MAX_TERM_DAYS: u32 = 3650;
 
+/// Lengths in characters, as the OpenAPI document's `maxLength` counts them.
 fn check_terms(
     tier: Option<&str>,
     features: &[String],
     limits: &std::collections::BTreeMap<String, u64>,
+    days: [Option<u32>; 2],
 ) -> Result<(), AppError> {
-    if tier.is_some_and(|t| t.trim().is_empty() || t.len() > MAX_NAME) {
+    if days.iter().flatten().any(|d| *d > MAX_TERM_DAYS) {
+        return Err(AppError::invalid(format!(
+            "`offline_days` and `grace_days` must be 0 to {MAX_TERM_DAYS}"
+        )));
+    }
+    let too_long = |s: &str| s.chars().count() > MAX_NAME;
+    if tier.is_some_and(|t| t.trim().is_empty() || too_long(t)) {
         return Err(AppError::invalid(format!("`tier` must be 1 to {MAX_NAME} characters")));
     }
     if features.len() > MAX_LIST_ITEMS || limits.len() > MAX_LIST_ITEMS {
@@ -57,7 +67,7 @@ fn check_terms(
             "at most {MAX_LIST_ITEMS} features and {MAX_LIST_ITEMS} limits"
         )));
     }
-    let bad_name = features.iter().chain(limits.keys()).find(|n| n.is_empty() || n.len() > MAX_NAME);
+    let bad_name = features.iter().chain(limits.keys()).find(|n| n.is_empty() || too_long(n));
     if let Some(name) = bad_name {
         return Err(AppError::invalid(format!(
             "feature or metric name {name:?} must be 1 to {MAX_NAME} characters"
@@ -85,7 +95,7 @@ pub async fn create_license(
     JsonBody(body): JsonBody<CreateLicenseRequest>,
 ) -> Result<(StatusCode, Json<LicenseEnvelope>), AppError> {
     caller.require(Scope::Write)?;
-    check_terms(body.tier.as_deref(), &body.features, &body.limits)?;
+    check_terms(body.tier.as_deref(), &body.features, &body.limits, [body.offline_days, body.grace_days])?;
     if state.store().get_customer(&body.customer_id).await?.is_none() {
         return Err(AppError::not_found("customer_not_found", format!("customer {}", body.customer_id)));
     }
@@ -171,6 +181,7 @@ pub async fn update_license(
         body.tier.as_deref(),
         body.features.as_deref().unwrap_or_default(),
         body.limits.as_ref().unwrap_or(&Default::default()),
+        [body.offline_days, body.grace_days],
     )?;
     let before = load(&state, &id).await?;
     if before.status == LicenseStatus::Revoked {
