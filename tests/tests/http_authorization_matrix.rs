@@ -320,10 +320,8 @@ fn every_route_answers_every_credential_as_the_matrix_says() {
                 if let Some(auth) = authorization_for(*cell, &t, &keys, &bootstrap) {
                     headers.push(("authorization", auth));
                 }
-                if *cell == Credential::ApiKeyAsLicenseKey {
-                    if let Some(Value::Object(fields)) = &mut body {
-                        fields.insert("key".into(), json!(keys.admin));
-                    }
+                if let (Credential::ApiKeyAsLicenseKey, Some(Value::Object(fields))) = (*cell, &mut body) {
+                    fields.insert("key".into(), json!(keys.admin));
                 }
             }
             let header_refs: Vec<(&str, &str)> = headers.iter().map(|(n, v)| (*n, v.as_str())).collect();
