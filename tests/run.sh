@@ -15,9 +15,9 @@ step() { printf '\n=== %s\n' "$*"; }
 step "toolchain targets"
 rustup target add wasm32-unknown-unknown wasm32-wasip2 aarch64-unknown-linux-gnu >/dev/null
 
-step "python tools (moto, cfn-lint, PyJWT, cargo-lambda, SAM CLI)"
+step "python tools (moto, cfn-lint, PyJWT, cargo-lambda, SAM CLI, schemathesis)"
 venv="$NLS_TOOLS_DIR/venv"
-python_tools=("moto[server]==5.*" "cfn-lint" "pyjwt[crypto]" "cargo-lambda" "aws-sam-cli")
+python_tools=("moto[server]==5.*" "cfn-lint" "pyjwt[crypto]" "cargo-lambda" "aws-sam-cli" "schemathesis==4.*")
 stamp="$venv/.installed-$(printf '%s ' "${python_tools[@]}" | sha256sum | cut -c1-12)"
 if [ ! -e "$stamp" ]; then
   python3 -m venv "$venv"
@@ -82,6 +82,9 @@ step "workspace tests: core, CLI, stores (in-memory, SQLite, DynamoDB on moto), 
 cargo build --locked -p nls
 cargo build --locked --release -p nls-lambda-api
 cargo test --workspace --locked
+
+step "schema fuzzing: schemathesis against nls serve (every operation, all checks, stateful, fixed seed)"
+tests/schemathesis/run.sh
 
 step "edge: the Worker in workerd and the Spin component under jco, in front of nls serve"
 tests/edge/run.sh all

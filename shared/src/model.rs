@@ -275,21 +275,25 @@ pub enum Scope {
     /// admin scope grants it (docs/distribution.md).
     #[serde(rename = "registry:push")]
     RegistryPush,
+    /// The edges' service token: only the internal routes the edges call, nothing else. Not
+    /// part of the `read` < `write` < `admin` order, and never granted by it.
+    Edge,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 4] = [Self::Read, Self::Write, Self::Admin, Self::RegistryPush];
+    pub const ALL: [Scope; 5] = [Self::Read, Self::Write, Self::Admin, Self::RegistryPush, Self::Edge];
 
-    /// `admin` implies `write`, which implies `read`; `registry:push` stands apart.
+    /// `admin` implies `write`, which implies `read`; `registry:push` and `edge` stand apart:
+    /// each grants only itself and is granted by nothing else.
     pub fn grants(self, needed: Scope) -> bool {
         match (self, needed) {
-            (Self::RegistryPush, _) | (_, Self::RegistryPush) => self == needed,
+            (Self::RegistryPush | Self::Edge, _) | (_, Self::RegistryPush | Self::Edge) => self == needed,
             _ => self >= needed,
         }
     }
     /// One of `read`, `write`, `admin`: the scopes of the admin API.
     pub fn is_admin_api(self) -> bool {
-        self != Self::RegistryPush
+        matches!(self, Self::Read | Self::Write | Self::Admin)
     }
     pub fn as_str(self) -> &'static str {
         match self {
@@ -297,6 +301,7 @@ impl Scope {
             Self::Write => "write",
             Self::Admin => "admin",
             Self::RegistryPush => "registry:push",
+            Self::Edge => "edge",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

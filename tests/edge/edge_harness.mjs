@@ -132,9 +132,9 @@ export class Origin {
     return { id: created.license.id, key: created.key };
   }
 
-  /** The service token the edge uses: an API key with the `read` scope. */
+  /** The service token the edge uses: an API key with the `edge` scope. */
   async serviceToken() {
-    const created = await this.admin('POST', '/v1/api-keys', { name: 'edge service token', scopes: ['read'] });
+    const created = await this.admin('POST', '/v1/api-keys', { name: 'edge service token', scopes: ['edge'] });
     return created.secret;
   }
 

@@ -81,7 +81,7 @@ fn every_route_refuses_bad_credentials_bad_json_oversize_bodies_and_wrong_method
             check(&f, &method, &path, None, b"", 401, "missing_credentials");
             check(&f, &method, &path, Some("nls_ak_unknown_0000"), b"", 401, "invalid_credentials");
             check(&f, &method, &path, Some("not-a-key-at-all"), b"", 401, "invalid_credentials");
-            if scope != "read" {
+            if scope != "read" && scope != "edge" {
                 check(&f, &method, &path, Some(&f.reader), b"{}", 403, "insufficient_scope");
             }
         }

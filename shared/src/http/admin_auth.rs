@@ -17,6 +17,8 @@ use crate::model::{ApiKeyRecord, Scope};
 
 pub const API_KEY_PREFIX: &str = "nls_";
 pub const BOOTSTRAP_ACTOR: &str = "bootstrap";
+/// The `event` field of the deprecation warning for a `read` key on an internal route.
+pub const LEGACY_EDGE_TOKEN_EVENT: &str = "legacy_edge_token";
 
 /// Who made an admin request, as the audit log names them.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -28,11 +30,16 @@ pub struct Caller {
 
 impl Caller {
     pub fn require(&self, needed: Scope) -> Result<(), AppError> {
-        if self.scope.grants(needed) {
+        if self.scope.grants(needed) || self.is_legacy_edge_token(needed) {
             Ok(())
         } else {
             Err(AppError::InsufficientScope { needed: scope_name(needed) })
         }
+    }
+
+    /// A `read`-only key on an `edge` route: the edges' token before the `edge` scope.
+    fn is_legacy_edge_token(&self, needed: Scope) -> bool {
+        needed == Scope::Edge && self.scope == Scope::Read && self.actor != BOOTSTRAP_ACTOR
     }
 }
 
@@ -91,6 +98,14 @@ impl FromRequestParts<AppState> for Caller {
         let route = parts.extensions.get::<MatchedPath>().map(|r| r.as_str());
         if let Some(needed) = route.and_then(|r| state.required_scope(&parts.method, r)) {
             caller.require(needed)?;
+            if caller.is_legacy_edge_token(needed) {
+                tracing::warn!(
+                    event = LEGACY_EDGE_TOKEN_EVENT,
+                    api_key_id = %caller.actor,
+                    "an API key with the `read` scope called an internal route; create one with the \
+                     `edge` scope for the edges: `read` stops working here in the next release"
+                );
+            }
         }
         Ok(caller)
     }
@@ -105,8 +120,13 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, AppErro
         }
     }
     let record = verify_api_key(state, token).await?;
+    // A key carries one family: `edge` alone, or read/write/admin (the highest counts).
     // `registry:push` is no admin scope: a key holding only that may not use the admin API.
-    let scope = record.scopes.iter().copied().filter(|s| s.is_admin_api()).max();
+    let scope = if record.scopes.contains(&Scope::Edge) {
+        Some(Scope::Edge)
+    } else {
+        record.scopes.iter().copied().filter(|s| s.is_admin_api()).max()
+    };
     let scope = scope.ok_or(AppError::InsufficientScope { needed: "read" })?;
     Ok(Caller { actor: record.id, scope })
 }
@@ -143,6 +163,19 @@ mod tests {
             &format!("nls_{}_0123", "x".repeat(MAX_API_KEY_ID_LEN)),
             Some("x".repeat(MAX_API_KEY_ID_LEN).as_str()),
         );
+    }
+
+    #[test]
+    fn only_read_only_keys_pass_as_the_legacy_edge_token() {
+        let caller = |actor: &str, scope| Caller { actor: actor.to_owned(), scope };
+        let allowed = |c: Caller, needed| c.require(needed).is_ok();
+        assert!(allowed(caller("ak_edge", Scope::Edge), Scope::Edge));
+        assert!(allowed(caller("ak_old", Scope::Read), Scope::Edge));
+        assert!(!allowed(caller("ak_w", Scope::Write), Scope::Edge));
+        assert!(!allowed(caller("ak_a", Scope::Admin), Scope::Edge));
+        assert!(!allowed(caller(BOOTSTRAP_ACTOR, Scope::Admin), Scope::Edge));
+        assert!(!allowed(caller("ak_edge", Scope::Edge), Scope::Read));
+        assert!(!allowed(caller("ak_push", Scope::RegistryPush), Scope::Edge));
     }
 
     #[test]

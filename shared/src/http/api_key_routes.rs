@@ -9,7 +9,9 @@ use crate::http::AppState;
 use crate::http::admin_auth::{Caller, mint_api_key};
 use crate::http::app_error::{AppError, JsonBody};
 use crate::http::audit_routes::audit;
-use crate::http::wire::{ApiKeyCreated, ApiKeyEnvelope, ApiKeyList, ApiKeyView, CreateApiKeyRequest};
+use crate::http::wire::{
+    ApiKeyCreated, ApiKeyEnvelope, ApiKeyList, ApiKeyView, CreateApiKeyRequest, MAX_API_KEY_NAME,
+};
 use crate::model::Scope;
 use crate::ports::Write;
 
@@ -23,12 +25,12 @@ pub async fn create_api_key(
     JsonBody(body): JsonBody<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, Json<ApiKeyCreated>), AppError> {
     caller.require(Scope::Admin)?;
-    if body.name.trim().is_empty() || body.name.len() > 256 {
-        return Err(AppError::invalid("`name` must be 1 to 256 characters"));
+    if body.name.trim().is_empty() || body.name.chars().count() > MAX_API_KEY_NAME {
+        return Err(AppError::invalid(format!("`name` must be 1 to {MAX_API_KEY_NAME} characters")));
     }
     if body.scopes.is_empty() {
         return Err(AppError::invalid(
-            "`scopes` must name at least one of read, write, admin, registry:push",
+            "`scopes` must name at least one of read, write, admin, registry:push, edge",
         ));
     }
     let scopes = body
@@ -36,10 +38,14 @@ pub async fn create_api_key(
         .iter()
         .map(|s| {
             Scope::parse(s).ok_or_else(|| {
-                AppError::invalid(format!("unknown scope {s:?}: use read, write, admin or registry:push"))
+                AppError::invalid(format!("unknown scope {s:?}: use read, write, admin, registry:push or edge"))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;
+    // The edges' token reaches only the internal routes: it shares a key with nothing else.
+    if scopes.contains(&Scope::Edge) && scopes.iter().any(|s| *s != Scope::Edge) {
+        return Err(AppError::invalid("the `edge` scope cannot be combined with other scopes"));
+    }
     let now = state.now();
     let (record, secret) = mint_api_key(&body.name, scopes, now);
     let view = ApiKeyView::from(&record);

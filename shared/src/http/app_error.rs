@@ -241,7 +241,17 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     }
 }
 
+/// Every request body of the API is a JSON object; serde would also fill a struct from an
+/// array (`[null, null]`), which the OpenAPI document does not allow.
 pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+    let parsed = parse_any_json(bytes)?;
+    match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
+        Some(b'{') => Ok(parsed),
+        _ => Err(AppError::invalid("the body must be a JSON object")),
+    }
+}
+
+fn parse_any_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     serde_json::from_slice(bytes).map_err(|e| {
         // A type error can surface before a syntax error further on (`[1, 2`): check the
         // syntax on its own so broken JSON is always `malformed_json`.

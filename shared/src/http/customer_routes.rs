@@ -15,10 +15,11 @@ use crate::issuing::new_id;
 use crate::model::{Customer, Scope};
 use crate::ports::{LicenseFilter, PageRequest, Write};
 
-const MAX_TEXT: usize = 512;
+const MAX_TEXT: usize = crate::http::wire::MAX_CUSTOMER_TEXT;
 
+/// Lengths in characters, as the OpenAPI document's `maxLength` counts them.
 fn check_text(field: &str, value: &str) -> Result<(), AppError> {
-    if value.trim().is_empty() || value.len() > MAX_TEXT {
+    if value.trim().is_empty() || value.chars().count() > MAX_TEXT {
         return Err(AppError::invalid(format!("`{field}` must be 1 to {MAX_TEXT} characters")));
     }
     Ok(())
@@ -135,6 +136,9 @@ pub async fn update(
         after.email = email;
     }
     if let Some(stripe) = body.stripe_customer_id {
+        if let Some(s) = &stripe {
+            check_text("stripe_customer_id", s)?;
+        }
         after.stripe_customer_id = stripe;
     }
     if let Some(opt_out) = body.reminders_opt_out {

@@ -1,9 +1,11 @@
 //! Internal routes for the edges (docs/edge.md): an edge fetches a license's status snapshot
 //! here when neither its memory nor its KV holds a fresh one.
 //!
-//! Authentication: the edge's service token is an API key with the `read` scope (create one
+//! Authentication: the edge's service token is an API key with the `edge` scope (create one
 //! per edge fleet with `POST /v1/api-keys`), so it is stored hashed, rate-limited, revocable
-//! and audited like any other key. The answer is the core's `StatusSnapshot` JSON, a promise
+//! and audited like any other key, and it reaches nothing but these routes. Admin keys and the
+//! bootstrap key do not reach them; a `read`-only key still does, for one release, with a
+//! warning (`admin_auth`). The answer is the core's `StatusSnapshot` JSON, a promise
 //! between origin and edge (fields are only ever added).
 
 use axum::Json;
@@ -24,7 +26,7 @@ pub async fn license_snapshot(
     caller: Caller,
     Path(license_id): Path<String>,
 ) -> Result<Response, AppError> {
-    caller.require(Scope::Read)?;
+    caller.require(Scope::Edge)?;
     let now = state.now();
     let snapshot = state
         .store()

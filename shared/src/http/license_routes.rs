@@ -45,15 +45,17 @@ fn target(id: &str) -> String {
     format!("license:{id}")
 }
 
-const MAX_LIST_ITEMS: usize = 100;
-const MAX_NAME: usize = 128;
+const MAX_LIST_ITEMS: usize = crate::http::wire::MAX_TERM_ITEMS;
+const MAX_NAME: usize = crate::http::wire::MAX_TERM_NAME;
 
+/// Lengths in characters, as the OpenAPI document's `maxLength` counts them.
 fn check_terms(
     tier: Option<&str>,
     features: &[String],
     limits: &std::collections::BTreeMap<String, u64>,
 ) -> Result<(), AppError> {
-    if tier.is_some_and(|t| t.trim().is_empty() || t.len() > MAX_NAME) {
+    let too_long = |s: &str| s.chars().count() > MAX_NAME;
+    if tier.is_some_and(|t| t.trim().is_empty() || too_long(t)) {
         return Err(AppError::invalid(format!("`tier` must be 1 to {MAX_NAME} characters")));
     }
     if features.len() > MAX_LIST_ITEMS || limits.len() > MAX_LIST_ITEMS {
@@ -61,7 +63,7 @@ fn check_terms(
             "at most {MAX_LIST_ITEMS} features and {MAX_LIST_ITEMS} limits"
         )));
     }
-    let bad_name = features.iter().chain(limits.keys()).find(|n| n.is_empty() || n.len() > MAX_NAME);
+    let bad_name = features.iter().chain(limits.keys()).find(|n| n.is_empty() || too_long(n));
     if let Some(name) = bad_name {
         return Err(AppError::invalid(format!(
             "feature or metric name {name:?} must be 1 to {MAX_NAME} characters"

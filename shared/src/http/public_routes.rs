@@ -47,8 +47,9 @@ pub(crate) fn check_client_text(field: &str, value: Option<&str>) -> Result<(), 
     }
 }
 
+/// Lengths in characters, as the OpenAPI document's `maxLength` counts them.
 fn check_id(field: &str, value: &str) -> Result<(), AppError> {
-    if value.is_empty() || value.len() > MAX_ID_LEN {
+    if value.is_empty() || value.chars().count() > MAX_ID_LEN {
         return Err(AppError::invalid(format!("`{field}` must be 1 to {MAX_ID_LEN} characters")));
     }
     Ok(())
@@ -335,7 +336,9 @@ pub async fn usage(
     if body.records.is_empty() || body.records.len() > MAX_USAGE_RECORDS {
         return Err(AppError::invalid(format!("`records` must hold 1 to {MAX_USAGE_RECORDS} records")));
     }
-    if let Some(bad) = body.records.iter().find(|r| r.metric.is_empty() || r.metric.len() > MAX_ID_LEN) {
+    if let Some(bad) =
+        body.records.iter().find(|r| r.metric.is_empty() || r.metric.chars().count() > MAX_ID_LEN)
+    {
         return Err(AppError::invalid(format!(
             "metric name {:?} must be 1 to {MAX_ID_LEN} characters",
             bad.metric

@@ -2,7 +2,7 @@
 //! built from [`routes`], and the schemas come from the wire types themselves (utoipa), so the
 //! document cannot drift from what is served.
 
-use std::collections::HashMap;
+use std::collections::{BTreeSet, HashMap};
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, State};
@@ -55,10 +55,26 @@ pub struct RouteDoc {
     pub query: Option<SchemaFn>,
     pub status: u16,
     pub answer: Option<SchemaFn>,
+    /// Error statuses beyond the ones [`error_statuses`] derives from the route's shape.
+    pub errors: &'static [u16],
+    /// For a create: the JSON pointer of the new id in the answer. Every route under
+    /// `{path}/{id}` gets an OpenAPI link from this one.
+    pub creates: Option<&'static str>,
 }
 
 fn doc(method: Method, path: &'static str, summary: &'static str, access: Access) -> RouteDoc {
-    RouteDoc { method, path, summary, access, body: None, query: None, status: 200, answer: None }
+    RouteDoc {
+        method,
+        path,
+        summary,
+        access,
+        body: None,
+        query: None,
+        status: 200,
+        answer: None,
+        errors: &[],
+        creates: None,
+    }
 }
 
 impl RouteDoc {
@@ -79,11 +95,21 @@ impl RouteDoc {
         self.status = 204;
         self
     }
+    fn errors(mut self, statuses: &'static [u16]) -> Self {
+        self.errors = statuses;
+        self
+    }
+    fn creates(mut self, id_pointer: &'static str) -> Self {
+        self.creates = Some(id_pointer);
+        self
+    }
 }
 
 const READ: Access = Access::ApiKey("read");
 const WRITE: Access = Access::ApiKey("write");
 const ADMIN: Access = Access::ApiKey("admin");
+/// The edges' service token (`Scope::Edge`).
+const EDGE: Access = Access::ApiKey("edge");
 
 pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
     use Access::{Anyone, LicenseKey, RegistryBasic, Stripe};
@@ -103,19 +129,22 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         (
             doc(M::POST, "/v1/heartbeat", "Renew a deployment's lease", LicenseKey)
                 .body::<HeartbeatRequest>()
-                .answer::<HeartbeatAnswer>(200),
+                .answer::<HeartbeatAnswer>(200)
+                .errors(&[401, 409]),
             post(public::heartbeat),
         ),
         (
             doc(M::POST, "/v1/usage", "Report a usage batch (counted once per batch_id)", LicenseKey)
                 .body::<UsageRequest>()
-                .answer::<UsageAccepted>(202),
+                .answer::<UsageAccepted>(202)
+                .errors(&[401]),
             post(public::usage),
         ),
         (
             doc(M::DELETE, "/v1/deployments/{deployment_id}", "Release a deployment's seat", LicenseKey)
                 .body::<ReleaseDeploymentRequest>()
-                .answer::<DeploymentReleased>(200),
+                .answer::<DeploymentReleased>(200)
+                .errors(&[401, 404]),
             delete(public::release_deployment),
         ),
         (
@@ -134,13 +163,14 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         (doc(M::GET, "/metrics", "Prometheus metrics", Anyone), get(public::metrics)),
         (doc(M::GET, "/openapi.json", "This document", Anyone), get(openapi)),
         (
-            doc(M::GET, "/v1/internal/snapshots/{id}", "A status snapshot, for the edges", READ),
+            doc(M::GET, "/v1/internal/snapshots/{id}", "A status snapshot, for the edges", EDGE),
             get(crate::http::internal_routes::license_snapshot),
         ),
         (
             doc(M::POST, "/v1/customers", "Create a customer", WRITE)
                 .body::<CreateCustomerRequest>()
-                .answer::<CustomerEnvelope>(201),
+                .answer::<CustomerEnvelope>(201)
+                .creates("/customer/id"),
             post(customers::create_customer),
         ),
         (
@@ -166,7 +196,9 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         (
             doc(M::POST, "/v1/licenses", "Issue a license and its key", WRITE)
                 .body::<CreateLicenseRequest>()
-                .answer::<LicenseEnvelope>(201),
+                .answer::<LicenseEnvelope>(201)
+                .errors(&[404])
+                .creates("/license/id"),
             post(licenses::create_license),
         ),
         (
@@ -236,7 +268,8 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         (
             doc(M::POST, "/v1/api-keys", "Create an API key (the secret is shown once)", ADMIN)
                 .body::<CreateApiKeyRequest>()
-                .answer::<ApiKeyCreated>(201),
+                .answer::<ApiKeyCreated>(201)
+                .creates("/api_key/id"),
             post(keys::create_api_key),
         ),
         (
@@ -263,7 +296,8 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
             get(licenses::license_notifications),
         ),
         (
-            doc(M::POST, "/v1/webhooks/stripe", "Stripe events (authenticated by Stripe-Signature)", Stripe),
+            doc(M::POST, "/v1/webhooks/stripe", "Stripe events (authenticated by Stripe-Signature)", Stripe)
+                .errors(&[400, 404, 413]),
             post(webhooks::stripe_webhook).layer(DefaultBodyLimit::max(webhooks::STRIPE_WEBHOOK_BODY_LIMIT)),
         ),
     ]
@@ -307,20 +341,202 @@ async fn openapi(State(_): State<AppState>) -> Response {
     axum::Json(openapi_document()).into_response()
 }
 
+/// What each error status means, for the document.
+fn error_description(status: u16) -> &'static str {
+    match status {
+        400 => "bad input: malformed JSON, a wrong type, a value out of range, a bad query",
+        401 => "missing or invalid credentials",
+        403 => "the API key lacks the scope this route needs",
+        404 => "no such record",
+        409 => "the change conflicts with the record's state or a concurrent change",
+        413 => "the body is over the size limit",
+        429 => "rate limited: retry after `Retry-After` seconds",
+        503 => "the store is unavailable: retry after `Retry-After` seconds",
+        _ => "error",
+    }
+}
+
+/// The error statuses a route can answer with: derived from what it reads and who may call
+/// it, plus the ones it declares. The fuzzer (status_code_conformance) holds the server to it.
+pub fn error_statuses(doc: &RouteDoc) -> BTreeSet<u16> {
+    // Every route is behind the per-IP rate limit.
+    let mut statuses = BTreeSet::from([429]);
+    if doc.body.is_some() || doc.query.is_some() || doc.path.contains("{deployment_id}") {
+        statuses.insert(400);
+    }
+    if doc.body.is_some() {
+        statuses.insert(413);
+    }
+    match doc.access {
+        // Static answers: no store, no credentials.
+        Access::Anyone => {}
+        Access::ApiKey(_) => {
+            statuses.extend([401, 403, 503]);
+            if doc.path.contains("/{") {
+                statuses.insert(404);
+            }
+            if doc.method != Method::GET {
+                statuses.insert(409);
+            }
+        }
+        Access::LicenseKey | Access::Stripe => {
+            statuses.insert(503);
+        }
+        // The token protocol's answers: a bad scope or service (400), no or bad credentials (401).
+        Access::RegistryBasic => {
+            statuses.extend([400, 401, 503]);
+        }
+    }
+    statuses.extend(doc.errors.iter().copied());
+    statuses
+}
+
+/// Links a body field of one operation to a value of another's answer or request, so a
+/// stateful fuzzer can walk customer → license → validate → deployments → suspend → revoke.
+struct BodyLink {
+    from: (Method, &'static str),
+    to: (Method, &'static str),
+    parameters: &'static [(&'static str, &'static str)],
+    body: &'static [(&'static str, &'static str)],
+}
+
+fn body_links() -> Vec<BodyLink> {
+    const KEY: &[(&str, &str)] = &[("key", "$response.body#/key")];
+    let license = || (Method::POST, "/v1/licenses");
+    let validate = || (Method::POST, "/v1/licenses/validate");
+    vec![
+        BodyLink {
+            from: (Method::POST, "/v1/customers"),
+            to: license(),
+            parameters: &[],
+            body: &[("customer_id", "$response.body#/customer/id")],
+        },
+        BodyLink { from: license(), to: validate(), parameters: &[], body: KEY },
+        BodyLink { from: license(), to: (Method::POST, "/v1/usage"), parameters: &[], body: KEY },
+        BodyLink {
+            from: validate(),
+            to: (Method::POST, "/v1/heartbeat"),
+            parameters: &[],
+            body: &[("key", "$request.body#/key"), ("deployment_id", "$response.body#/deployment/id")],
+        },
+        BodyLink {
+            from: validate(),
+            to: (Method::DELETE, "/v1/deployments/{deployment_id}"),
+            parameters: &[("deployment_id", "$response.body#/deployment/id")],
+            body: &[("key", "$request.body#/key")],
+        },
+    ]
+}
+
+fn link_name(method: &Method, path: &str) -> String {
+    let words = path.split(|c: char| !c.is_ascii_alphanumeric()).filter(|w| !w.is_empty());
+    std::iter::once(method.as_str().to_ascii_lowercase())
+        .chain(words.map(str::to_owned))
+        .collect::<Vec<_>>()
+        .join("_")
+}
+
+fn operation_id(method: &Method, path: &str) -> String {
+    format!("{method} {path}")
+}
+
+/// The `links` of a route's success answer.
+fn links_of(doc: &RouteDoc, all: &[RouteDoc]) -> Map<String, Value> {
+    let mut links = Map::new();
+    if let Some(pointer) = doc.creates {
+        let prefix = format!("{}/{{id}}", doc.path);
+        for target in all.iter().filter(|t| t.path == prefix || t.path.starts_with(&format!("{prefix}/"))) {
+            links.insert(
+                link_name(&target.method, target.path),
+                json!({
+                    "operationId": operation_id(&target.method, target.path),
+                    "parameters": {"path.id": format!("$response.body#{pointer}")}
+                }),
+            );
+        }
+    }
+    for link in body_links().into_iter().filter(|l| l.from == (doc.method.clone(), doc.path)) {
+        let (method, path) = &link.to;
+        let mut value = json!({"operationId": operation_id(method, path)});
+        if !link.parameters.is_empty() {
+            let parameters: Map<String, Value> =
+                link.parameters.iter().map(|(name, expr)| (format!("path.{name}"), json!(expr))).collect();
+            value["parameters"] = Value::Object(parameters);
+        }
+        let body: Map<String, Value> =
+            link.body.iter().map(|(field, expr)| ((*field).to_owned(), json!(expr))).collect();
+        value["requestBody"] = Value::Object(body);
+        links.insert(link_name(method, path), value);
+    }
+    links
+}
+
+/// A path parameter's schema: what the handlers accept.
+fn path_parameter_schema(name: &str) -> Value {
+    match name {
+        "deployment_id" => json!({"type": "string", "minLength": 1, "maxLength": 256}),
+        _ => json!({"type": "string", "minLength": 1}),
+    }
+}
+
+/// Puts each literal schema from `wire` (carried in an extension) in place of its carrier.
+/// Also spells a nullable formatted value (`type: [string, null], format: date-time`) as
+/// `anyOf`, so no tool applies the format's rules to its `null` branch or drops the format.
+fn expand_literal_schemas(value: &mut Value) {
+    match value {
+        Value::Object(map) => {
+            if let Some(literal) = map.remove(LITERAL_SCHEMA_EXTENSION) {
+                *value = literal;
+                return;
+            }
+            let nullable_format = map.contains_key("format")
+                && map
+                    .get("type")
+                    .and_then(Value::as_array)
+                    .is_some_and(|t| t.len() == 2 && t.contains(&json!("null")));
+            if nullable_format {
+                let types = map.remove("type").unwrap_or_default();
+                let description = map.remove("description");
+                let kind = types.as_array().and_then(|t| t.iter().find(|t| *t != "null")).cloned();
+                map.insert("type".into(), kind.unwrap_or(Value::Null));
+                let formatted = Value::Object(std::mem::take(map));
+                *value = json!({"anyOf": [formatted, {"type": "null"}]});
+                if let Some(description) = description {
+                    value["description"] = description;
+                }
+                return;
+            }
+            map.values_mut().for_each(expand_literal_schemas);
+        }
+        Value::Array(items) => items.iter_mut().for_each(expand_literal_schemas),
+        _ => {}
+    }
+}
+
+/// A query parameter is absent or a value: `null` has no spelling in a query string.
+fn without_null(mut schema: Value) -> Value {
+    if let Some(Value::Array(types)) = schema.get("type") {
+        let kept: Vec<Value> = types.iter().filter(|t| *t != "null").cloned().collect();
+        schema["type"] = if kept.len() == 1 { kept[0].clone() } else { Value::Array(kept) };
+    }
+    schema
+}
+
 /// The OpenAPI 3.1 document of [`routes`].
 pub fn openapi_document() -> Value {
     let mut components = Vec::new();
     let error_ref = schema::<ErrorBody>(&mut components);
     let mut paths = Map::new();
-    for (doc, _) in routes() {
+    let docs: Vec<RouteDoc> = routes().into_iter().map(|(d, _)| d).collect();
+    for doc in &docs {
         let mut op = Map::new();
         op.insert("summary".into(), json!(doc.summary));
-        op.insert("operationId".into(), json!(format!("{} {}", doc.method, doc.path)));
+        op.insert("operationId".into(), json!(operation_id(&doc.method, doc.path)));
         let mut parameters: Vec<Value> = doc
             .path
             .split('/')
             .filter_map(|seg| seg.strip_prefix('{').and_then(|s| s.strip_suffix('}')))
-            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": {"type": "string"}}))
+            .map(|name| json!({"name": name, "in": "path", "required": true, "schema": path_parameter_schema(name)}))
             .collect();
         if let Some(query) = doc.query {
             let mut local = Vec::new();
@@ -331,9 +547,11 @@ pub fn openapi_document() -> Value {
                 .and_then(|(_, s)| serde_json::to_value(s).ok())
                 .and_then(|v| v.get("properties").cloned());
             if let Some(Value::Object(props)) = props {
-                for (param, schema) in props {
-                    parameters
-                        .push(json!({"name": param, "in": "query", "required": false, "schema": schema}));
+                for (param, mut schema) in props {
+                    expand_literal_schemas(&mut schema);
+                    parameters.push(
+                        json!({"name": param, "in": "query", "required": false, "schema": without_null(schema)}),
+                    );
                 }
             }
         }
@@ -347,18 +565,31 @@ pub fn openapi_document() -> Value {
                 json!({"required": doc.method != Method::DELETE, "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}}),
             );
         }
-        let success = match doc.answer {
+        let mut success = match doc.answer {
             Some(answer) => {
                 let name = answer(&mut components);
                 json!({"description": "success", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{name}")}}}})
             }
             None => json!({"description": "success"}),
         };
-        let error = json!({"description": "error", "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{error_ref}")}}}});
-        op.insert(
-            "responses".into(),
-            json!({ doc.status.to_string(): success, "4XX": error.clone(), "5XX": error }),
-        );
+        let links = links_of(doc, &docs);
+        if !links.is_empty() {
+            success["links"] = Value::Object(links);
+        }
+        let mut responses = Map::new();
+        responses.insert(doc.status.to_string(), success);
+        for status in error_statuses(doc) {
+            let mut error = json!({
+                "description": error_description(status),
+                "content": {"application/json": {"schema": {"$ref": format!("#/components/schemas/{error_ref}")}}}
+            });
+            if matches!(status, 429 | 503) {
+                error["headers"] =
+                    json!({"Retry-After": {"required": true, "schema": {"type": "integer", "minimum": 0}}});
+            }
+            responses.insert(status.to_string(), error);
+        }
+        op.insert("responses".into(), Value::Object(responses));
         match doc.access {
             Access::ApiKey(scope) => {
                 op.insert("security".into(), json!([{ "apiKey": [scope] }]));
@@ -386,6 +617,10 @@ pub fn openapi_document() -> Value {
     let schemas: Map<String, Value> = components
         .into_iter()
         .filter_map(|(name, s)| serde_json::to_value(s).ok().map(|v| (name, v)))
+        .map(|(name, mut v)| {
+            expand_literal_schemas(&mut v);
+            (name, v)
+        })
         .collect();
     json!({
         "openapi": "3.1.0",

@@ -8,7 +8,9 @@ use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Deserializer, Serialize};
+use serde_json::{Value, json};
 use utoipa::ToSchema;
+use utoipa::openapi::schema::Schema;
 
 use crate::model::{
     ApiKeyRecord, AuditEntry, Customer, Deployment, License, NotificationRecord, NotificationState,
@@ -23,6 +25,7 @@ use crate::validation::LicenseSummary;
 pub struct ValidateRequest {
     pub key: String,
     #[serde(default)]
+    #[schema(min_length = 1, max_length = 256)]
     pub deployment_id: Option<String>,
     #[serde(default)]
     pub fingerprint: Option<String>,
@@ -30,7 +33,8 @@ pub struct ValidateRequest {
     #[serde(default)]
     pub features: Vec<String>,
     /// metric → amount about to be used; checked against this month's counter and the limit.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number_map")]
+    #[schema(schema_with = counter_map)]
     pub metrics: BTreeMap<String, u64>,
 }
 
@@ -99,6 +103,7 @@ pub struct DeploymentRef {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct HeartbeatRequest {
     pub key: String,
+    #[schema(min_length = 1, max_length = 256)]
     pub deployment_id: String,
     #[serde(default)]
     pub app_version: Option<String>,
@@ -116,8 +121,10 @@ pub struct HeartbeatAnswer {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UsageRequest {
     pub key: String,
+    #[schema(min_length = 1, max_length = 256)]
     pub deployment_id: String,
     /// Chosen by the client; a batch is counted once however often it is sent.
+    #[schema(min_length = 1, max_length = 256)]
     pub batch_id: String,
     /// At most 99 distinct counter periods (UTC days plus months) in all; more is 400
     /// `usage_out_of_bounds`.
@@ -127,9 +134,11 @@ pub struct UsageRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UsageRecordBody {
+    #[schema(min_length = 1, max_length = 256)]
     pub metric: String,
     /// At most 2^53 − 1; a batch that would overflow a counter is 400 `usage_out_of_bounds`.
-    #[schema(maximum = 9007199254740991_f64)]
+    #[serde(deserialize_with = "whole_number")]
+    #[schema(format = "uint64", maximum = 9_007_199_254_740_991_u64)]
     pub value: u64,
     /// Within 35 days before and 5 minutes after the server's clock (configurable); outside
     /// it, 400 `usage_out_of_bounds`.
@@ -180,9 +189,12 @@ pub struct ErrorDetail {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateCustomerRequest {
+    #[schema(schema_with = customer_text)]
     pub name: String,
+    #[schema(schema_with = email)]
     pub email: String,
     #[serde(default)]
+    #[schema(schema_with = nullable_customer_text)]
     pub stripe_customer_id: Option<String>,
     #[serde(default)]
     pub reminders_opt_out: bool,
@@ -192,11 +204,13 @@ pub struct CreateCustomerRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateCustomerRequest {
     #[serde(default)]
+    #[schema(schema_with = nullable_customer_text)]
     pub name: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = nullable_email)]
     pub email: Option<String>,
     #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<String>)]
+    #[schema(schema_with = nullable_customer_text)]
     pub stripe_customer_id: Option<Option<String>>,
     #[serde(default)]
     pub reminders_opt_out: Option<bool>,
@@ -240,7 +254,9 @@ pub struct CustomerPage {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct PageQuery {
-    #[serde(default)]
+    /// Items per page, 1 to 100 (default 50); anything else is `invalid_query`.
+    #[serde(default, deserialize_with = "page_limit")]
+    #[schema(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page; any other value is 400 `invalid_query`.
     #[serde(default)]
@@ -254,20 +270,28 @@ pub struct PageQuery {
 pub struct CreateLicenseRequest {
     pub customer_id: String,
     #[serde(default)]
+    #[schema(schema_with = nullable_tier)]
     pub tier: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = feature_list)]
     pub features: Vec<String>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "whole_number_map")]
+    #[schema(schema_with = limit_map)]
     pub limits: BTreeMap<String, u64>,
     /// Absent or `null`: unlimited.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    #[schema(format = "uint32", maximum = 4_294_967_295_u32)]
     pub max_deployments: Option<u32>,
     /// Absent or `null`: perpetual.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
-    #[serde(default)]
+    /// Default 30; at most 3650.
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    #[schema(maximum = 3650)]
     pub offline_days: Option<u32>,
-    #[serde(default)]
+    /// Default 7; at most 3650.
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    #[schema(maximum = 3650)]
     pub grace_days: Option<u32>,
     /// The container images this license may pull (docs/distribution.md).
     #[serde(default)]
@@ -304,20 +328,25 @@ impl From<&crate::model::RegistryGrant> for RegistryGrantBody {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UpdateLicenseRequest {
     #[serde(default)]
+    #[schema(schema_with = nullable_tier)]
     pub tier: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = nullable_feature_list)]
     pub features: Option<Vec<String>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_whole_number_map")]
+    #[schema(schema_with = nullable_limit_map)]
     pub limits: Option<BTreeMap<String, u64>>,
-    #[serde(default, deserialize_with = "present")]
-    #[schema(value_type = Option<u32>)]
+    #[serde(default, deserialize_with = "present_whole_number")]
+    #[schema(value_type = Option<u32>, format = "uint32", maximum = 4_294_967_295_u32)]
     pub max_deployments: Option<Option<u32>>,
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<DateTime<Utc>>)]
     pub expires_at: Option<Option<DateTime<Utc>>>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    #[schema(maximum = 3650)]
     pub offline_days: Option<u32>,
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    #[schema(maximum = 3650)]
     pub grace_days: Option<u32>,
     /// `null` removes the license's registry access.
     #[serde(default, deserialize_with = "present")]
@@ -334,7 +363,7 @@ pub struct RenewLicenseRequest {
 pub struct LicenseView {
     pub id: String,
     pub customer_id: String,
-    /// `active`, `past_due`, `suspended`, `expired` or `revoked`.
+    #[schema(schema_with = license_status)]
     pub status: &'static str,
     /// While suspended: `admin` (lifted only by staff) or `billing` (lifted by payment too).
     #[serde(skip_serializing_if = "Option::is_none")]
@@ -404,10 +433,13 @@ pub struct LicenseListQuery {
     #[serde(default)]
     pub customer_id: Option<String>,
     #[serde(default)]
+    #[schema(schema_with = license_status)]
     pub status: Option<String>,
     #[serde(default)]
     pub expires_before: Option<DateTime<Utc>>,
-    #[serde(default)]
+    /// Items per page, 1 to 100 (default 50).
+    #[serde(default, deserialize_with = "page_limit")]
+    #[schema(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page; any other value is 400 `invalid_query`.
     #[serde(default)]
@@ -451,6 +483,7 @@ pub struct DeploymentList {
 pub struct UsageQuery {
     /// `2026-11` (a month) or `2026-11-30` (a day); default: the current month.
     #[serde(default)]
+    #[schema(pattern = "^[0-9]{4}-[0-9]{2}(-[0-9]{2})?$")]
     pub period: Option<String>,
 }
 
@@ -464,7 +497,9 @@ pub struct UsageView {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct HistoryQuery {
-    #[serde(default)]
+    /// Newest entries to return, 1 to 1000 (default 100).
+    #[serde(default, deserialize_with = "history_limit")]
+    #[schema(minimum = 1, maximum = 1000)]
     pub limit: Option<u32>,
 }
 
@@ -579,7 +614,8 @@ pub struct ValidationHistory {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct OfflineFileRequest {
     /// How long the file stays valid; default 30, at most 3650.
-    #[serde(default)]
+    #[serde(default, deserialize_with = "optional_whole_number")]
+    #[schema(minimum = 1, maximum = 3650)]
     pub ttl_days: Option<u32>,
     /// Binds the file to one machine.
     #[serde(default)]
@@ -605,8 +641,11 @@ pub struct OfflineFileView {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct CreateApiKeyRequest {
+    #[schema(schema_with = api_key_name)]
     pub name: String,
-    /// Any of `read`, `write`, `admin` (each implies the ones before it).
+    /// Any of `read`, `write`, `admin` (each implies the ones before it), or `edge` alone: the
+    /// edges' service token, which reaches only the internal routes.
+    #[schema(schema_with = scope_list)]
     pub scopes: Vec<String>,
 }
 
@@ -658,7 +697,9 @@ pub struct AuditQuery {
     pub since: Option<DateTime<Utc>>,
     #[serde(default)]
     pub until: Option<DateTime<Utc>>,
-    #[serde(default)]
+    /// Items per page, 1 to 100 (default 50).
+    #[serde(default, deserialize_with = "page_limit")]
+    #[schema(minimum = 1, maximum = 100)]
     pub limit: Option<u32>,
     /// The `next_cursor` of the previous page; any other value is 400 `invalid_query`.
     #[serde(default)]
@@ -722,4 +763,239 @@ where
     T: Deserialize<'de>,
 {
     Option::<T>::deserialize(deserializer).map(Some)
+}
+
+/// The most items a page holds (`limit` of the paged lists).
+pub const MAX_PAGE_LIMIT: u32 = 100;
+/// The most entries `GET /v1/licenses/{id}/validations` returns.
+pub const MAX_HISTORY_LIMIT: u32 = 1000;
+
+fn limit_in<'de, D: Deserializer<'de>>(deserializer: D, max: u32) -> Result<Option<u32>, D::Error> {
+    let WholeNumber(limit) = deserializer.deserialize_any(WholeNumberVisitor { from_text: true })?;
+    if !(1..=u64::from(max)).contains(&limit) {
+        return Err(serde::de::Error::custom(format!("`limit` must be 1 to {max}")));
+    }
+    Ok(u32::try_from(limit).ok())
+}
+
+/// A non-negative integer as JSON Schema counts integers: `3` and `3.0` alike. Anything
+/// fractional, negative or over `u64::MAX` is refused, and so is a JSON string.
+struct WholeNumber(u64);
+
+impl<'de> Deserialize<'de> for WholeNumber {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(WholeNumberVisitor { from_text: false })
+    }
+}
+
+/// `from_text`: the number may be spelled as text (a query string has nothing else).
+struct WholeNumberVisitor {
+    from_text: bool,
+}
+
+impl serde::de::Visitor<'_> for WholeNumberVisitor {
+    type Value = WholeNumber;
+    fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+        f.write_str("a non-negative integer")
+    }
+    fn visit_u64<E: serde::de::Error>(self, v: u64) -> Result<WholeNumber, E> {
+        Ok(WholeNumber(v))
+    }
+    fn visit_i64<E: serde::de::Error>(self, v: i64) -> Result<WholeNumber, E> {
+        u64::try_from(v).map(WholeNumber).map_err(|_| E::custom(format!("{v} is negative")))
+    }
+    fn visit_f64<E: serde::de::Error>(self, v: f64) -> Result<WholeNumber, E> {
+        // 2^64 is the first float above u64::MAX.
+        if v.fract() == 0.0 && (0.0..18_446_744_073_709_551_616.0).contains(&v) {
+            Ok(WholeNumber(v as u64))
+        } else {
+            Err(E::custom(format!("{v} is not a non-negative integer")))
+        }
+    }
+    fn visit_str<E: serde::de::Error>(self, v: &str) -> Result<WholeNumber, E> {
+        if !self.from_text {
+            return Err(E::invalid_type(serde::de::Unexpected::Str(v), &self));
+        }
+        match v.parse::<u64>() {
+            Ok(n) => Ok(WholeNumber(n)),
+            Err(_) => v
+                .parse::<f64>()
+                .map_err(|_| E::custom(format!("{v:?} is not a number")))
+                .and_then(|f| self.visit_f64(f)),
+        }
+    }
+}
+
+fn narrow<T: TryFrom<u64>, E: serde::de::Error>(WholeNumber(n): WholeNumber) -> Result<T, E> {
+    T::try_from(n).map_err(|_| E::custom(format!("{n} is out of range")))
+}
+
+fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+    WholeNumber::deserialize(deserializer).map(|n| n.0)
+}
+
+fn optional_whole_number<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+    deserializer: D,
+) -> Result<Option<T>, D::Error> {
+    Option::<WholeNumber>::deserialize(deserializer)?.map(narrow).transpose()
+}
+
+/// Absent (outer `None`, via `#[serde(default)]`) versus `null` (`Some(None)`), as [`present`].
+fn present_whole_number<'de, D: Deserializer<'de>, T: TryFrom<u64>>(
+    deserializer: D,
+) -> Result<Option<Option<T>>, D::Error> {
+    optional_whole_number(deserializer).map(Some)
+}
+
+fn whole_number_map<'de, D: Deserializer<'de>>(deserializer: D) -> Result<BTreeMap<String, u64>, D::Error> {
+    let map = BTreeMap::<String, WholeNumber>::deserialize(deserializer)?;
+    Ok(map.into_iter().map(|(k, v)| (k, v.0)).collect())
+}
+
+fn optional_whole_number_map<'de, D: Deserializer<'de>>(
+    deserializer: D,
+) -> Result<Option<BTreeMap<String, u64>>, D::Error> {
+    let map = Option::<BTreeMap<String, WholeNumber>>::deserialize(deserializer)?;
+    Ok(map.map(|m| m.into_iter().map(|(k, v)| (k, v.0)).collect()))
+}
+
+fn page_limit<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    limit_in(deserializer, MAX_PAGE_LIMIT)
+}
+
+fn history_limit<'de, D: Deserializer<'de>>(deserializer: D) -> Result<Option<u32>, D::Error> {
+    limit_in(deserializer, MAX_HISTORY_LIMIT)
+}
+
+// ---------------------------------------------------------------------------------------------
+// Schemas the derive cannot say: what the handlers check beyond the Rust types.
+
+/// A string that is not only white space, as `str::trim` sees it (Unicode `White_Space`).
+pub const NOT_BLANK_PATTERN: &str = r"[^\t-\r \u0085\u00a0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]";
+/// The shape the API checks an email against: something, `@`, then a domain with a dot.
+pub const EMAIL_PATTERN: &str = r"^[^@]+@[\s\S]*\.";
+/// Lengths are counted in characters (Unicode scalar values), as JSON Schema counts them.
+pub const MAX_CUSTOMER_TEXT: usize = 512;
+pub const MAX_TERM_NAME: usize = 128;
+pub const MAX_TERM_ITEMS: usize = 100;
+pub const MAX_API_KEY_NAME: usize = 256;
+/// The scopes an API key may carry together; `edge` stands alone.
+pub const STAFF_SCOPE_NAMES: &[&str] = &["read", "write", "admin"];
+pub const EDGE_SCOPE_NAME: &str = "edge";
+pub const LICENSE_STATUSES: &[&str] = &["active", "past_due", "suspended", "expired", "revoked"];
+
+/// The key under which a literal schema travels through utoipa's types (which cannot hold
+/// every JSON Schema keyword); `route_table` puts the literal in its place.
+pub const LITERAL_SCHEMA_EXTENSION: &str = "x-nls-literal-schema";
+
+fn from_json(value: Value) -> Schema {
+    let extensions =
+        utoipa::openapi::extensions::ExtensionsBuilder::new().add(LITERAL_SCHEMA_EXTENSION, value).build();
+    Schema::Object(utoipa::openapi::ObjectBuilder::new().extensions(Some(extensions)).build())
+}
+
+fn nullable(mut value: Value) -> Value {
+    value["type"] = json!([value["type"].clone(), "null"]);
+    value
+}
+
+fn text(max: usize) -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": max, "pattern": NOT_BLANK_PATTERN})
+}
+
+fn customer_text() -> Schema {
+    from_json(text(MAX_CUSTOMER_TEXT))
+}
+fn nullable_customer_text() -> Schema {
+    from_json(nullable(text(MAX_CUSTOMER_TEXT)))
+}
+fn email_value() -> Value {
+    json!({"type": "string", "minLength": 1, "maxLength": MAX_CUSTOMER_TEXT, "pattern": EMAIL_PATTERN})
+}
+fn email() -> Schema {
+    from_json(email_value())
+}
+fn nullable_email() -> Schema {
+    from_json(nullable(email_value()))
+}
+fn nullable_tier() -> Schema {
+    from_json(nullable(text(MAX_TERM_NAME)))
+}
+fn api_key_name() -> Schema {
+    from_json(text(MAX_API_KEY_NAME))
+}
+fn features_value() -> Value {
+    json!({
+        "type": "array",
+        "maxItems": MAX_TERM_ITEMS,
+        "items": {"type": "string", "minLength": 1, "maxLength": MAX_TERM_NAME}
+    })
+}
+fn feature_list() -> Schema {
+    from_json(features_value())
+}
+fn nullable_feature_list() -> Schema {
+    from_json(nullable(features_value()))
+}
+fn counter() -> Value {
+    json!({"type": "integer", "minimum": 0, "maximum": u64::MAX})
+}
+fn limits_value() -> Value {
+    json!({
+        "type": "object",
+        "maxProperties": MAX_TERM_ITEMS,
+        "propertyNames": {"minLength": 1, "maxLength": MAX_TERM_NAME},
+        "additionalProperties": counter()
+    })
+}
+fn limit_map() -> Schema {
+    from_json(limits_value())
+}
+fn nullable_limit_map() -> Schema {
+    from_json(nullable(limits_value()))
+}
+fn counter_map() -> Schema {
+    from_json(json!({"type": "object", "additionalProperties": counter()}))
+}
+fn scope_list() -> Schema {
+    let list_of = |names: &[&str]| json!({"type": "array", "minItems": 1, "items": {"enum": names}});
+    from_json(json!({"anyOf": [list_of(STAFF_SCOPE_NAMES), list_of(&[EDGE_SCOPE_NAME])]}))
+}
+fn license_status() -> Schema {
+    from_json(json!({"type": "string", "enum": LICENSE_STATUSES}))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn integers_are_counted_as_json_schema_counts_them() {
+        let parse = |json: &str| serde_json::from_str::<UsageRecordBody>(json).map(|r| r.value);
+        let record = |value: &str| format!(r#"{{"metric":"m","at":"2026-01-01T00:00:00Z","value":{value}}}"#);
+        assert_eq!(parse(&record("7")).ok(), Some(7));
+        assert_eq!(parse(&record("7.0")).ok(), Some(7));
+        assert_eq!(parse(&record("18446744073709551615")).ok(), Some(u64::MAX));
+        for refused in ["7.5", "-1", "-1.0", "1.8446744073709552e19", "\"7\"", "null"] {
+            assert!(parse(&record(refused)).is_err(), "{refused} must be refused");
+        }
+        let query = |q: &str| {
+            let uri: axum::http::Uri = format!("/v1/customers?{q}").parse().unwrap();
+            axum::extract::Query::<PageQuery>::try_from_uri(&uri).map(|p| p.0.limit)
+        };
+        assert_eq!(query("limit=10").ok(), Some(Some(10)));
+        assert_eq!(query("limit=10.0").ok(), Some(Some(10)));
+        assert_eq!(query("").ok(), Some(None));
+        for refused in ["limit=0", "limit=101", "limit=1.5", "limit=x", "limit="] {
+            assert!(query(refused).is_err(), "{refused} must be refused");
+        }
+        let create = |json: &str| serde_json::from_str::<CreateLicenseRequest>(json);
+        let terms = create(r#"{"customer_id":"c","max_deployments":3.0,"limits":{"runs":5.0}}"#).unwrap();
+        assert_eq!((terms.max_deployments, terms.limits["runs"]), (Some(3), 5));
+        assert!(create(r#"{"customer_id":"c","max_deployments":4294967296}"#).is_err());
+        let update = |json: &str| serde_json::from_str::<UpdateLicenseRequest>(json).unwrap().max_deployments;
+        assert_eq!(update("{}"), None);
+        assert_eq!(update(r#"{"max_deployments":null}"#), Some(None));
+        assert_eq!(update(r#"{"max_deployments":2.0}"#), Some(Some(2)));
+    }
 }

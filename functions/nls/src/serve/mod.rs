@@ -8,6 +8,7 @@
 
 mod logging;
 pub(crate) mod signing_key_file;
+mod slow_client_limits;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -31,6 +32,7 @@ use nls_edge_push::HttpStatusPublisher;
 use nls_sqlite_store::SqliteStore;
 
 pub use self::logging::LogFormat;
+use self::slow_client_limits::SlowClientLimits;
 
 pub const BOOTSTRAP_KEY_VAR: &str = "NLS_BOOTSTRAP_ADMIN_KEY";
 /// Shorter bootstrap keys are refused: this key has the `admin` scope.
@@ -104,6 +106,12 @@ pub struct ServeArgs {
     /// from `NLS_EDGE_PUSH_TOKEN` only: it is a secret, so never a flag.
     #[arg(long = "edge-push-url", value_name = "URL")]
     pub edge_push_urls: Vec<String>,
+    /// A connection whose request headers take longer than this is closed (slowloris).
+    #[arg(long, value_name = "SECONDS", default_value_t = 10)]
+    pub header_read_timeout_secs: u64,
+    /// A request body still arriving this long after the request started is refused (400).
+    #[arg(long, value_name = "SECONDS", default_value_t = 30)]
+    pub body_read_timeout_secs: u64,
     #[command(flatten)]
     pub registry: RegistryArgs,
 }
@@ -311,7 +319,11 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     );
     let renewals_every =
         (args.renewals_every_secs > 0).then(|| StdDuration::from_secs(args.renewals_every_secs));
-    runtime.block_on(serve(args.listen, state, mailer, renewals_every))
+    let limits = SlowClientLimits {
+        header_read: StdDuration::from_secs(args.header_read_timeout_secs.max(1)),
+        body_read: StdDuration::from_secs(args.body_read_timeout_secs.max(1)),
+    };
+    runtime.block_on(serve(args.listen, state, mailer, renewals_every, limits))
 }
 
 async fn serve(
@@ -319,6 +331,7 @@ async fn serve(
     state: AppState,
     mailer: Arc<dyn Mailer>,
     renewals_every: Option<StdDuration>,
+    limits: SlowClientLimits,
 ) -> Result<(), ServeError> {
     let listener =
         tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
@@ -327,9 +340,7 @@ async fn serve(
     let renewals =
         renewals_every.map(|every| tokio::spawn(run_renewals_forever(state.clone(), mailer, every)));
     tracing::info!(listen = %listener.local_addr().unwrap_or(addr), "listening");
-    let served = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(shutdown_signal())
-        .await;
+    let served = slow_client_limits::serve(listener, app, limits, shutdown_signal()).await;
     flusher.abort();
     if let Some(renewals) = renewals {
         renewals.abort();
