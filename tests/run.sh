@@ -66,4 +66,7 @@ tests/edge/run.sh all
 step "Node client against nls serve"
 clients/node/run-tests.sh
 
+step "admin portal: Debian's Chromium (playwright-core, axe-core) against nls serve"
+tests/portal/run.sh
+
 printf '\nall checks and tests passed\n'
