@@ -108,5 +108,7 @@ if [ ! -e "$stamp" ]; then
 fi
 KUBERNETES_VALIDATE="$package_venv/bin/kubernetes-validate" KUBERNETES_VALIDATE_PYTHON="$package_venv/bin/python" \
   distribution/customer/tests/check-package.sh
+step "admin portal: Debian's Chromium (playwright-core, axe-core) against nls serve"
+tests/portal/run.sh
 
 printf '\nall checks and tests passed\n'
