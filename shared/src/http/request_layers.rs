@@ -25,7 +25,7 @@ pub fn is_admin_path(path: &str) -> bool {
 fn client_ip(state: &AppState, req: &Request) -> Option<std::net::IpAddr> {
     if state.config().trust_forwarded_for {
         let forwarded =
-            req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).last();
+            req.headers().get_all("x-forwarded-for").iter().filter_map(|v| v.to_str().ok()).next_back();
         if let Some(ip) = forwarded.and_then(|v| v.rsplit(',').next()).and_then(|s| s.trim().parse().ok()) {
             return Some(ip);
         }
