@@ -29,12 +29,18 @@ export PATH="$venv/bin:$PATH"
 export NLS_PYTHON="$venv/bin/python"
 export NLS_MOTO_SERVER="$venv/bin/moto_server"
 
-step "container registry tools (the CNCF registry and skopeo, for the registry token tests)"
-# tests/tests/registry_tokens.rs drives the real registry with skopeo (docs/distribution.md).
-if ! command -v docker-registry >/dev/null || ! command -v skopeo >/dev/null; then
+step "Debian packages: the CNCF registry and skopeo, promtool, Chromium, shellcheck, yamllint"
+# docker-registry and skopeo: the registry token tests (docs/distribution.md); prometheus:
+# promtool for the alert rules and a live /metrics; chromium: the portal's browser tests;
+# shellcheck and yamllint: scripts, infra and the customer package. Installed only if missing.
+apt_packages=(docker-registry skopeo prometheus chromium shellcheck yamllint)
+missing=()
+for package in "${apt_packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
+if [ ${#missing[@]} -gt 0 ]; then
   sudo_if_needed=$([ "$(id -u)" = 0 ] || echo sudo)
   $sudo_if_needed apt-get -o DPkg::Lock::Timeout=600 update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get -o DPkg::Lock::Timeout=600 install -y -qq docker-registry skopeo >/dev/null
+  DEBIAN_FRONTEND=noninteractive $sudo_if_needed apt-get -o DPkg::Lock::Timeout=600 install -y -qq \
+    --no-install-recommends "${missing[@]}" >/dev/null
 fi
 
 step "format and lints"
@@ -53,14 +59,6 @@ cfn-lint template.yaml
 SAM_CLI_TELEMETRY=0 sam validate --lint -t template.yaml
 
 step "operations: Prometheus alert rules and their unit tests, infra YAML, runbook links"
-# promtool (Debian package prometheus) also checks a live /metrics in the workspace tests.
-apt_packages=(prometheus yamllint)
-missing=()
-for package in "${apt_packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
-if [ ${#missing[@]} -gt 0 ]; then
-  sudo=$([ "$(id -u)" = 0 ] || echo sudo)
-  $sudo apt-get -o DPkg::Lock::Timeout=600 install -y --no-install-recommends "${missing[@]}"
-fi
 yamllint --strict -c infra/.yamllint.yml infra/
 promtool check config infra/prometheus/prometheus.yml
 promtool test rules infra/prometheus/nls-rules.test.yml infra/prometheus/nls-rules-days.test.yml
@@ -93,10 +91,6 @@ step "Node client against nls serve"
 clients/node/run-tests.sh
 
 step "customer install package: shellcheck, yamllint, Kubernetes schemas (offline), install.sh --dry-run"
-if ! command -v shellcheck >/dev/null || ! command -v yamllint >/dev/null; then
-  apt-get -o DPkg::Lock::Timeout=600 update -qq
-  apt-get -o DPkg::Lock::Timeout=600 install -y -qq shellcheck yamllint
-fi
 # kubernetes-validate bundles the Kubernetes JSON schemas: the check needs no network.
 package_venv="$NLS_TOOLS_DIR/venv-customer-package"
 package_tools=("kubernetes-validate==1.37.0")
@@ -108,6 +102,7 @@ if [ ! -e "$stamp" ]; then
 fi
 KUBERNETES_VALIDATE="$package_venv/bin/kubernetes-validate" KUBERNETES_VALIDATE_PYTHON="$package_venv/bin/python" \
   distribution/customer/tests/check-package.sh
+
 step "admin portal: Debian's Chromium (playwright-core, axe-core) against nls serve"
 tests/portal/run.sh
 
