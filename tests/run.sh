@@ -32,7 +32,8 @@ export NLS_MOTO_SERVER="$venv/bin/moto_server"
 step "Debian packages: the CNCF registry and skopeo, promtool, Chromium, shellcheck, yamllint"
 # docker-registry and skopeo: the registry token tests (docs/distribution.md); prometheus:
 # promtool for the alert rules and a live /metrics; chromium: the portal's browser tests;
-# shellcheck and yamllint: scripts, infra and the customer package. Installed only if missing.
+# and the shellcheck and yamllint linters: scripts, infra, the customer package. Installed only if
+# missing.
 apt_packages=(docker-registry skopeo prometheus chromium shellcheck yamllint)
 missing=()
 for package in "${apt_packages[@]}"; do dpkg -s "$package" >/dev/null 2>&1 || missing+=("$package"); done
