@@ -38,7 +38,9 @@ pub async fn create_api_key(
         .iter()
         .map(|s| {
             Scope::parse(s).ok_or_else(|| {
-                AppError::invalid(format!("unknown scope {s:?}: use read, write, admin, registry:push or edge"))
+                AppError::invalid(format!(
+                    "unknown scope {s:?}: use read, write, admin, registry:push or edge"
+                ))
             })
         })
         .collect::<Result<Vec<_>, _>>()?;

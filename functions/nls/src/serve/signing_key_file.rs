@@ -32,7 +32,8 @@ pub fn load_ring(data_dir: &Path) -> Result<KeyRing, ServeError> {
     let signer = load_or_create(data_dir)?;
     let verifiers = read_trusted(data_dir)?;
     let path = data_dir.join(TRUSTED_KEYS_FILE);
-    KeyRing::with_signer(signer, verifiers).map_err(|e| ServeError::SigningKey { path, reason: e.to_string() })
+    KeyRing::with_signer(signer, verifiers)
+        .map_err(|e| ServeError::SigningKey { path, reason: e.to_string() })
 }
 
 /// The verifiers of `trusted-keys.json`; none when it does not exist.
