@@ -339,41 +339,20 @@ pub trait ValidationLogStore: Send + Sync {
 ///
 /// A store may drop a session once its `expires_at` has passed (DynamoDB's TTL; SQLite when
 /// the next session is created), but need not do so promptly: readers check `expires_at`.
-///
-/// The default methods answer `Unavailable` for stores that have not implemented staff
-/// accounts yet; every store of the origin must override all of them (conformance suite).
 #[async_trait]
 pub trait StaffStore: Send + Sync {
-    async fn get_staff_user(&self, _id: &str) -> StoreResult<Option<StaffUser>> {
-        Err(staff_unsupported())
-    }
+    async fn get_staff_user(&self, id: &str) -> StoreResult<Option<StaffUser>>;
     /// `email` is matched lower case.
-    async fn find_staff_user_by_email(&self, _email: &str) -> StoreResult<Option<StaffUser>> {
-        Err(staff_unsupported())
-    }
+    async fn find_staff_user_by_email(&self, email: &str) -> StoreResult<Option<StaffUser>>;
     /// Every staff user, ordered by email (a small set: no paging).
-    async fn list_staff_users(&self) -> StoreResult<Vec<StaffUser>> {
-        Err(staff_unsupported())
-    }
+    async fn list_staff_users(&self) -> StoreResult<Vec<StaffUser>>;
     /// Creates the session; `AlreadyExists` if the token hash is taken.
-    async fn create_session(&self, _session: &StaffSession) -> StoreResult<()> {
-        Err(staff_unsupported())
-    }
-    async fn get_session(&self, _token_sha256: &str) -> StoreResult<Option<StaffSession>> {
-        Err(staff_unsupported())
-    }
+    async fn create_session(&self, session: &StaffSession) -> StoreResult<()>;
+    async fn get_session(&self, token_sha256: &str) -> StoreResult<Option<StaffSession>>;
     /// Moves `last_seen_at` forward (idle timeout). A missing session is not an error.
-    async fn touch_session(&self, _token_sha256: &str, _last_seen_at: Timestamp) -> StoreResult<()> {
-        Err(staff_unsupported())
-    }
+    async fn touch_session(&self, token_sha256: &str, last_seen_at: Timestamp) -> StoreResult<()>;
     /// Logout. A missing session is not an error.
-    async fn delete_session(&self, _token_sha256: &str) -> StoreResult<()> {
-        Err(staff_unsupported())
-    }
-}
-
-fn staff_unsupported() -> StoreError {
-    StoreError::Unavailable("this store does not keep staff accounts".into())
+    async fn delete_session(&self, token_sha256: &str) -> StoreResult<()>;
 }
 
 /// Everything a full origin needs. Edge adapters implement only the parts they serve.
