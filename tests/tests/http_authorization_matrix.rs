@@ -74,6 +74,10 @@ const fn license_key(ok: u16, missing: u16) -> [u16; 11] {
 }
 /// The webhook is authenticated by `Stripe-Signature` alone: no bearer token stands in for it.
 const STRIPE: [u16; 11] = [400; 11];
+/// The registry token service takes HTTP Basic only (password: a license key or a
+/// `registry:push` key; tests/tests/registry_tokens.rs drives those): every bearer token, no
+/// credentials and a Basic password that is neither are the protocol's 401.
+const REGISTRY: [u16; 11] = [401; 11];
 
 /// (operation, expected status per column).
 const MATRIX: &[(&str, [u16; 11])] = &[
@@ -110,6 +114,7 @@ const MATRIX: &[(&str, [u16; 11])] = &[
     ("GET /v1/audit-log", READ),
     ("GET /v1/stats", READ),
     ("POST /v1/webhooks/stripe", STRIPE),
+    ("GET /v1/registry/token", REGISTRY),
 ];
 
 struct Keys {
@@ -232,7 +237,10 @@ fn request_for(operation: &str, t: &Target) -> (String, Option<Value>) {
     } else {
         &t.license_id
     };
-    let path = template.replace("{id}", id).replace("{deployment_id}", &t.deployment_id);
+    let mut path = template.replace("{id}", id).replace("{deployment_id}", &t.deployment_id);
+    if operation == "GET /v1/registry/token" {
+        path.push_str("?service=nectar-registry&scope=repository:nectar/app:pull");
+    }
     let future = (chrono::Utc::now() + chrono::Duration::days(400)).to_rfc3339();
     let body = match operation {
         "POST /v1/licenses/validate" => Some(json!({"deployment_id": t.deployment_id})),
