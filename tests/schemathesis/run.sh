@@ -41,11 +41,15 @@ for _ in $(seq 200); do
 done
 
 status=0
+# /v1/registry/token is left out: it answers in the Docker token protocol's shape (HTTP Basic,
+# `{"errors":[...]}`), which the document does not describe yet; tests/tests/registry_tokens.rs
+# drives it against the real registry, bad input included.
 # From the scratch directory: schemathesis keeps a cache in the working directory.
 cd "$work"
 schemathesis --config-file "$here/schemathesis.toml" run "http://127.0.0.1:$port/openapi.json" \
   -H "Authorization: Bearer $admin_key" \
   --checks all --phases examples,coverage,fuzzing,stateful \
+  --exclude-path /v1/registry/token \
   --seed "$seed" --max-examples "$examples" --generation-database none \
   --workers 1 --report junit --report-dir "$report_dir" --no-color || status=$?
 if grep -q "panicked" "$work/server.log"; then

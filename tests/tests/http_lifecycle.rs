@@ -385,18 +385,19 @@ fn acknowledged_data_survives_a_restart_and_kill_9(host: Host) {
     let history = server.admin("GET", &format!("/v1/licenses/{id}/validations"), None);
     assert!(history["items"].as_array().unwrap().len() >= 3, "history flushed at shutdown: {history}");
 
-    // kill -9 right after acknowledgement.
-    let suspended = server.admin("POST", &format!("/v1/licenses/{id}/suspend"), None);
-    assert_eq!(suspended["license"]["status"], "suspended");
+    // kill -9 right after acknowledgement. (Usage is reported before the suspension: a
+    // suspended license's usage is refused.)
     let batch2 = json!({"key": key, "deployment_id": "d1", "batch_id": "b2", "records": [{"metric": "m", "value": 2, "at": chrono::Utc::now().to_rfc3339()}]});
     assert_eq!(server.call("POST", "/v1/usage", None, Some(&batch2)).status, 202);
+    let suspended = server.admin("POST", &format!("/v1/licenses/{id}/suspend"), None);
+    assert_eq!(suspended["license"]["status"], "suspended");
     let (_, id2, key2) = new_license(&*server, json!({}));
     server.kill9();
     server.start_again();
     assert_eq!(server.admin("GET", &format!("/v1/licenses/{id}"), None)["license"]["status"], "suspended");
     assert_eq!(server.validate(&json!({"key": key}))["code"], "SUSPENDED");
     assert_eq!(server.admin("GET", &format!("/v1/licenses/{id}/usage"), None)["counters"]["m"], 7);
-    assert_eq!(server.call("POST", "/v1/usage", None, Some(&batch2)).json()["duplicate"], true);
+    assert_eq!(server.call("POST", "/v1/usage", None, Some(&batch2)).status, 403, "suspended: refused");
     assert_eq!(server.admin("GET", &format!("/v1/licenses/{id2}"), None)["license"]["id"], json!(id2));
     assert_eq!(server.validate(&json!({"key": key2}))["code"], "VALID");
 }

@@ -196,7 +196,8 @@ fn sqlite_backup_under_load_restores_everything_acknowledged() {
     let validations = load.thread.join().expect("the load thread");
     assert!(backed_up.status.success(), "nls backup: {}", String::from_utf8_lossy(&backed_up.stderr));
     let summary: Value = serde_json::from_slice(&backed_up.stdout).expect("the summary is JSON");
-    assert_eq!(summary["files"], json!(["signing-key.jwk"]), "{summary}");
+    // Both private keys travel with --include-keys: the license ring and the registry token key.
+    assert_eq!(summary["files"], json!(["registry-signing-key.jwk", "signing-key.jwk"]), "{summary}");
     let acks = load.acknowledged.lock().expect("acks").clone();
     let after_backup = acks.iter().filter(|(_, at)| *at > started + backup_took).count();
     assert!(

@@ -253,14 +253,16 @@ async fn concurrent_webhook_replays_through_two_handles_apply_once() {
 }
 
 #[tokio::test]
-async fn usage_counters_saturate_at_u64_max() {
+async fn a_batch_that_would_overflow_a_counter_is_refused_and_changes_nothing() {
     let store = SqliteStore::open_in_memory().expect("open");
     let mut batch = usage_batch("lic_1", "b1");
     batch.records[0].value = u64::MAX - 1;
     store.record_usage_batch(&batch).await.expect("b1");
-    store.record_usage_batch(&usage_batch("lic_1", "b2")).await.expect("b2");
+    let overflowing = usage_batch("lic_1", "b2");
+    let refused = store.record_usage_batch(&overflowing).await;
+    assert!(matches!(refused, Err(StoreError::CounterOverflow(_))), "{refused:?}");
     let month = store.usage_counters("lic_1", "2026-11").await.expect("month");
-    assert_eq!(month.get("api_calls"), Some(&u64::MAX));
+    assert_eq!(month.get("api_calls"), Some(&(u64::MAX - 1)), "never wrapped nor saturated");
 }
 
 #[tokio::test]
