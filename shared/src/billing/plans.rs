@@ -1,7 +1,8 @@
 //! The plan catalogue: which tier, features, limits and seats a Stripe price buys.
 //!
 //! The adapter reads the file named by `NLS_PLANS_FILE`; the core only parses its text:
-//! `{"plans":[{"stripe_price":"price_...","tier":"pro","features":[...],"limits":{"metric":N},"max_deployments":N}]}`.
+//! `{"plans":[{"stripe_price":"price_...","tier":"pro","features":[...],"limits":{"metric":N},"max_deployments":N,"amount":4900,"currency":"eur"}]}`
+//! (`amount`, the monthly price in minor units, and `currency` are optional and go together).
 
 use std::collections::BTreeMap;
 
@@ -23,6 +24,12 @@ pub struct Plan {
     /// The container images a license of this plan may pull (docs/distribution.md).
     #[serde(default)]
     pub registry: Option<crate::registry_token::RegistryGrant>,
+    /// The monthly price in minor units (cents), for the portal's recurring revenue.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub amount: Option<u64>,
+    /// ISO 4217 code, lower or upper case (`eur`, `USD`); needed with `amount`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub currency: Option<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -41,6 +48,8 @@ pub enum PlanCatalogueError {
     Empty(&'static str),
     #[error("plan {0:?}: {1}")]
     Registry(String, crate::registry_token::GrantError),
+    #[error("plan {0:?}: `amount` needs a three-letter `currency`, and `currency` an `amount`")]
+    Price(String),
 }
 
 /// Stripe price id → plan.
@@ -66,6 +75,11 @@ impl PlanCatalogue {
             }
             if let Some(grant) = &plan.registry {
                 grant.check().map_err(|e| PlanCatalogueError::Registry(plan.stripe_price.clone(), e))?;
+            }
+            let currency_ok = |c: &String| c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic());
+            if plan.amount.is_some() != plan.currency.is_some() || plan.currency.as_ref().is_some_and(|c| !currency_ok(c))
+            {
+                return Err(PlanCatalogueError::Price(plan.stripe_price));
             }
             if by_price.contains_key(&plan.stripe_price) {
                 return Err(PlanCatalogueError::DuplicatePrice(plan.stripe_price));
@@ -98,7 +112,7 @@ mod tests {
             r#"{"plans":[
                 {"stripe_price":"price_basic","tier":"basic","features":["sso"],"limits":{"api_calls":1000},"max_deployments":2,
                  "registry":{"repositories":["nectar/app","nectar/worker-*"],"actions":["pull"]}},
-                {"stripe_price":"price_ent","tier":"enterprise"}
+                {"stripe_price":"price_ent","tier":"enterprise","amount":49900,"currency":"eur"}
             ]}"#,
         )
         .expect("valid catalogue");
@@ -112,6 +126,8 @@ mod tests {
         assert_eq!(ent.max_deployments, None);
         assert!(ent.features.is_empty());
         assert_eq!(ent.registry, None);
+        assert_eq!((ent.amount, ent.currency.as_deref()), (Some(49900), Some("eur")));
+        assert_eq!(basic.amount, None);
         assert!(catalogue.plan_for_price("price_unknown").is_none());
     }
 
@@ -128,6 +144,10 @@ mod tests {
             r#"{"plans":[{"stripe_price":"p","tier":"x","registry":{"repositories":["a"],"actions":["push"]}}]}"#,
             r#"{"plans":[{"stripe_price":"p","tier":"x","registry":{"repositories":["A B"]}}]}"#,
             r#"{"plans":[{"stripe_price":"p","tier":"x","registry":{"repos":["a"]}}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","amount":100}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","currency":"eur"}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","amount":100,"currency":"euro"}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","amount":-1,"currency":"eur"}]}"#,
         ] {
             assert!(PlanCatalogue::parse(bad).is_err(), "{bad}");
         }

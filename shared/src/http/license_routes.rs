@@ -428,12 +428,23 @@ pub async fn issue_offline_license_file(
     JsonBody(body): JsonBody<OfflineFileRequest>,
 ) -> Result<(StatusCode, Json<OfflineFileIssued>), AppError> {
     caller.require(Scope::Write)?;
+    Ok((StatusCode::CREATED, Json(offline_file(&state, &caller, &id, body).await?)))
+}
+
+/// Signs an offline license file for license `id`, audited as `caller` (the API and the
+/// portal's download both call this).
+pub async fn offline_file(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    body: OfflineFileRequest,
+) -> Result<OfflineFileIssued, AppError> {
     crate::http::public_routes::check_client_text("fingerprint", body.fingerprint.as_deref())?;
     let days = body.ttl_days.unwrap_or(DEFAULT_OFFLINE_FILE_DAYS);
     if days == 0 || days > MAX_OFFLINE_FILE_DAYS {
         return Err(AppError::invalid(format!("`ttl_days` must be 1 to {MAX_OFFLINE_FILE_DAYS}")));
     }
-    let license = load(&state, &id).await?;
+    let license = load(state, id).await?;
     if !matches!(license.status, LicenseStatus::Active | LicenseStatus::PastDue) {
         return Err(AppError::InvalidTransition(format!(
             "a {} license cannot get an offline file",
@@ -441,7 +452,7 @@ pub async fn issue_offline_license_file(
         )));
     }
     let now = state.now();
-    let key = sign_key(&state, &license)?;
+    let key = sign_key(state, &license)?;
     let claims = OfflineFileClaims {
         sub: license.id.clone(),
         license_key: key,
@@ -452,11 +463,7 @@ pub async fn issue_offline_license_file(
         .map_err(|e| AppError::Internal(format!("signing an offline file: {e}")))?;
     let detail =
         serde_json::json!({ "ttl_days": days, "fingerprint": body.fingerprint, "expires_at": now + ttl });
-    let entry = audit::<(), _>(&caller, "license.offline_file", target(&id), None, Some(&detail), now);
+    let entry = audit::<(), _>(caller, "license.offline_file", target(id), None, Some(&detail), now);
     state.store().commit(None, vec![entry]).await?;
-    let issued = OfflineFileIssued {
-        file: OfflineFileView { format: file.format, token: file.token },
-        expires_at: now + ttl,
-    };
-    Ok((StatusCode::CREATED, Json(issued)))
+    Ok(OfflineFileIssued { file: OfflineFileView { format: file.format, token: file.token }, expires_at: now + ttl })
 }

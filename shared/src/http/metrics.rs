@@ -35,7 +35,15 @@ pub struct Metrics {
     pub snapshot_misses: AtomicU64,
     snapshot_pushes_ok: AtomicU64,
     snapshot_pushes_failed: AtomicU64,
+    /// Per validation code (same order as `validation_codes`), a ring of [`HOURS_BY_CODE`]
+    /// UTC hours: (hour number since the epoch, count). Fixed size: codes are a fixed set.
+    hourly_by_code: Vec<[(AtomicI64, AtomicU64); HOURS_BY_CODE]>,
+    /// Emails the mailer refused or could not send (the portal's dashboard).
+    emails_failed: AtomicU64,
 }
+
+/// How far back the per-code hourly counts reach (the portal's dashboard chart).
+pub const HOURS_BY_CODE: usize = 48;
 
 impl Metrics {
     pub fn new(routes: &[(Method, &'static str)], validation_codes: &[&'static str]) -> Self {
@@ -53,6 +61,11 @@ impl Metrics {
             snapshot_misses: AtomicU64::new(0),
             snapshot_pushes_ok: AtomicU64::new(0),
             snapshot_pushes_failed: AtomicU64::new(0),
+            hourly_by_code: validation_codes
+                .iter()
+                .map(|_| std::array::from_fn(|_| (AtomicI64::new(-1), AtomicU64::new(0))))
+                .collect(),
+            emails_failed: AtomicU64::new(0),
         }
     }
 
@@ -76,16 +89,50 @@ impl Metrics {
     }
 
     pub fn record_validation(&self, code: &str, now: Timestamp) {
-        if let Some((_, n)) = self.validation_codes.iter().find(|(c, _)| *c == code) {
-            n.fetch_add(1, Relaxed);
-        }
         let hour = now.timestamp().div_euclid(3600);
-        let (stamp, count) = &self.hourly[hour.rem_euclid(24) as usize];
-        let seen = stamp.load(Relaxed);
-        if seen != hour && stamp.compare_exchange(seen, hour, Relaxed, Relaxed).is_ok() {
-            count.store(0, Relaxed);
+        if let Some(i) = self.validation_codes.iter().position(|(c, _)| *c == code) {
+            self.validation_codes[i].1.fetch_add(1, Relaxed);
+            count_in_hour(&self.hourly_by_code[i][hour.rem_euclid(HOURS_BY_CODE as i64) as usize], hour);
         }
-        count.fetch_add(1, Relaxed);
+        count_in_hour(&self.hourly[hour.rem_euclid(24) as usize], hour);
+    }
+
+    /// For each validation code seen in the last [`HOURS_BY_CODE`] hours: the code and its
+    /// count per hour, oldest hour first (the hour numbers are `first_hour(now) + index`).
+    pub fn validations_per_hour_by_code(&self, now: Timestamp) -> Vec<(&'static str, Vec<u64>)> {
+        let current = now.timestamp().div_euclid(3600);
+        let hours = current - (HOURS_BY_CODE as i64 - 1)..=current;
+        self.validation_codes
+            .iter()
+            .zip(&self.hourly_by_code)
+            .map(|((code, _), ring)| {
+                let counts = hours
+                    .clone()
+                    .map(|hour| {
+                        let (stamp, count) = &ring[hour.rem_euclid(HOURS_BY_CODE as i64) as usize];
+                        if stamp.load(Relaxed) == hour { count.load(Relaxed) } else { 0 }
+                    })
+                    .collect::<Vec<_>>();
+                (*code, counts)
+            })
+            .filter(|(_, counts)| counts.iter().any(|n| *n > 0))
+            .collect()
+    }
+
+    /// Answers with a 4xx or 5xx status on one route since start (e.g. refused webhook
+    /// deliveries: Stripe sees each as a failed delivery and retries).
+    pub fn failed_answers(&self, method: &Method, route: &str) -> u64 {
+        let stats = self.stats(method, Some(route));
+        stats.by_status_class[3].load(Relaxed) + stats.by_status_class[4].load(Relaxed)
+    }
+
+    /// One email the mailer refused or could not send.
+    pub fn record_email_failure(&self) {
+        self.emails_failed.fetch_add(1, Relaxed);
+    }
+
+    pub fn emails_failed(&self) -> u64 {
+        self.emails_failed.load(Relaxed)
     }
 
     /// One status push to the edges after a committed change (see `AppState::license_changed`).
@@ -180,6 +227,11 @@ impl Metrics {
                 "Snapshot reads from the store.",
                 self.snapshot_misses.load(Relaxed),
             ),
+            (
+                "nls_emails_failed_total",
+                "Emails the mailer refused or could not send (this process).",
+                self.emails_failed.load(Relaxed),
+            ),
         ];
         for (name, help, value) in counters.iter().copied().chain(extra.iter().copied()) {
             let kind = if name.ends_with("_total") { "counter" } else { "gauge" };
@@ -187,4 +239,13 @@ impl Metrics {
         }
         out
     }
+}
+
+/// Adds one to an hourly slot, first resetting it when it still holds an older hour.
+fn count_in_hour((stamp, count): &(AtomicI64, AtomicU64), hour: i64) {
+    let seen = stamp.load(Relaxed);
+    if seen != hour && stamp.compare_exchange(seen, hour, Relaxed, Relaxed).is_ok() {
+        count.store(0, Relaxed);
+    }
+    count.fetch_add(1, Relaxed);
 }

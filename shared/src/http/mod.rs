@@ -29,6 +29,7 @@ pub mod registry_routes;
 pub mod request_layers;
 pub mod route_table;
 pub mod snapshot_cache;
+pub mod staff_license_actions;
 pub mod validation_log_buffer;
 pub mod webhook_routes;
 pub mod wire;
@@ -42,7 +43,10 @@ use chrono::Duration;
 
 use crate::key_ring::KeyRing;
 use crate::model::{Scope, Timestamp, UsageWindow};
-use crate::ports::{ActivationPolicy, Clock, StatusPublisher, Store, StoreResult};
+use crate::billing::PlanCatalogue;
+use crate::ports::{
+    ActivationPolicy, Clock, MailError, Mailer, OutgoingEmail, StatusPublisher, Store, StoreResult,
+};
 use crate::status_push::push_license_status;
 use crate::validation::Verifier;
 
@@ -149,6 +153,11 @@ pub struct AppState {
     publisher: Option<Arc<dyn StatusPublisher>>,
     /// Set by [`AppState::with_registry`] (`registry_routes`): the registry token service.
     registry: Option<Arc<registry_routes::RegistryTokenService>>,
+    /// Set by [`AppState::with_mailer`]: what the portal sends emails through (failures are
+    /// counted in the metrics).
+    mailer: Option<Arc<dyn Mailer>>,
+    /// Set by [`AppState::with_plans`]: the plan catalogue (the dashboard's revenue by tier).
+    plans: Option<Arc<PlanCatalogue>>,
 }
 
 struct Services {
@@ -200,7 +209,7 @@ impl AppState {
             config,
             metrics,
         };
-        Self { inner: Arc::new(inner), publisher: None, registry: None }
+        Self { inner: Arc::new(inner), publisher: None, registry: None, mailer: None, plans: None }
     }
 
     /// Pushes every committed license change an edge's snapshot reflects to `publisher`
@@ -208,6 +217,29 @@ impl AppState {
     pub fn with_status_publisher(mut self, publisher: Arc<dyn StatusPublisher>) -> Self {
         self.publisher = Some(publisher);
         self
+    }
+
+    /// Emails from this host (the portal's key email; `nls serve`'s renewals) go through
+    /// `mailer`, and each failed send is counted (`nls_emails_failed_total`, the dashboard).
+    pub fn with_mailer(mut self, mailer: Arc<dyn Mailer>) -> Self {
+        self.mailer = Some(Arc::new(CountingMailer { inner: mailer, services: Arc::clone(&self.inner) }));
+        self
+    }
+
+    /// The plan catalogue (`NLS_PLANS_FILE`), when the host has one.
+    pub fn with_plans(mut self, plans: PlanCatalogue) -> Self {
+        self.plans = Some(Arc::new(plans));
+        self
+    }
+
+    /// The counting mailer of [`AppState::with_mailer`]; `None` on a host without one.
+    pub fn mailer(&self) -> Option<Arc<dyn Mailer>> {
+        self.mailer.clone()
+    }
+
+    /// The plan catalogue of [`AppState::with_plans`], else the billing set-up's.
+    pub fn plans(&self) -> Option<&PlanCatalogue> {
+        self.plans.as_deref().or_else(|| self.billing().map(|b| &b.plans))
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -302,6 +334,23 @@ impl AppState {
                 .map_err(|retry_after_secs| AppError::RateLimited { retry_after_secs }),
             None => Ok(()),
         }
+    }
+}
+
+/// A mailer that counts its failed sends in the host's metrics.
+struct CountingMailer {
+    inner: Arc<dyn Mailer>,
+    services: Arc<Services>,
+}
+
+#[async_trait::async_trait]
+impl Mailer for CountingMailer {
+    async fn send(&self, email: &OutgoingEmail) -> Result<String, MailError> {
+        let sent = self.inner.send(email).await;
+        if sent.is_err() {
+            self.services.metrics.record_email_failure();
+        }
+        sent
     }
 }
 

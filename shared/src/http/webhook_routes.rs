@@ -31,9 +31,11 @@ pub async fn stripe_webhook(State(state): State<AppState>, headers: HeaderMap, b
         return AppError::NotFound { code: "webhooks_not_configured", what: "the Stripe webhook".into() }
             .into_response();
     };
+    // The host's counting mailer when it has one, so failed notices reach the dashboard.
+    let mailer = state.mailer().unwrap_or_else(|| Arc::clone(&billing.mailer));
     let deps = BillingDeps {
         store: state.store(),
-        mailer: &*billing.mailer,
+        mailer: &*mailer,
         clock: state.clock(),
         key_ring: state.key_ring(),
         plans: &billing.plans,

@@ -198,22 +198,22 @@ fn edge_publisher(urls: &[String]) -> Result<Option<Arc<HttpStatusPublisher>>, S
     Ok(Some(Arc::new(HttpStatusPublisher::new(urls, &token)?)))
 }
 
+/// The plan catalogue in the JSON file named by `NLS_PLANS_FILE` (none: an empty catalogue).
+fn plan_catalogue() -> Result<PlanCatalogue, ServeError> {
+    let Some(path) = std::env::var_os(PLANS_FILE_VAR) else { return Ok(PlanCatalogue::default()) };
+    let path = PathBuf::from(path);
+    let plans_error = |reason: String| ServeError::Plans { path: path.clone(), reason };
+    let json = std::fs::read_to_string(&path).map_err(|e| plans_error(e.to_string()))?;
+    PlanCatalogue::parse(&json).map_err(|e| plans_error(e.to_string()))
+}
+
 /// Stripe webhooks are served when `NLS_STRIPE_WEBHOOK_SECRET` is set; the plan catalogue comes
 /// from the JSON file named by `NLS_PLANS_FILE` (none: every price is unknown and ignored).
-fn billing_setup(mailer: Arc<dyn Mailer>) -> Result<Option<BillingSetup>, ServeError> {
+fn billing_setup(mailer: Arc<dyn Mailer>, plans: PlanCatalogue) -> Result<Option<BillingSetup>, ServeError> {
     let secret = match std::env::var(STRIPE_SECRET_VAR) {
         Ok(secret) if !secret.trim().is_empty() => secret,
         Ok(_) | Err(std::env::VarError::NotPresent) => return Ok(None),
         Err(std::env::VarError::NotUnicode(_)) => return Err(ServeError::StripeSecretNotUnicode),
-    };
-    let plans = match std::env::var_os(PLANS_FILE_VAR) {
-        None => PlanCatalogue::default(),
-        Some(path) => {
-            let path = PathBuf::from(path);
-            let plans_error = |reason: String| ServeError::Plans { path: path.clone(), reason };
-            let json = std::fs::read_to_string(&path).map_err(|e| plans_error(e.to_string()))?;
-            PlanCatalogue::parse(&json).map_err(|e| plans_error(e.to_string()))?
-        }
     };
     Ok(Some(BillingSetup {
         mailer,
@@ -294,11 +294,14 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         }
     };
     let deps = AppDeps { store, key_ring: Arc::new(key_ring), clock: Arc::new(SystemClock), config };
-    let state = match billing_setup(Arc::clone(&mailer))? {
+    let plans = plan_catalogue()?;
+    let state = match billing_setup(Arc::clone(&mailer), plans.clone())? {
         Some(billing) => AppState::with_billing(deps, billing),
         None => AppState::new(deps),
     };
-    let state = state.with_registry(registry);
+    // The portal's key emails and the renewals below share the counting mailer.
+    let state = state.with_registry(registry).with_mailer(Arc::clone(&mailer)).with_plans(plans);
+    let mailer = state.mailer().unwrap_or(mailer);
     let state = match publisher {
         Some(publisher) => {
             // The URLs only: the token is never logged.

@@ -18,10 +18,18 @@ pub enum PortalAction {
     EditLicense,
     CreateCustomer,
     RevokeLicense,
+    /// Free a deployment's seat (license detail page).
+    ReleaseDeployment,
+    /// Email the license key to the customer again.
+    ResendKeyEmail,
+    /// Download a signed offline license file.
+    DownloadOfflineFile,
+    /// Change a customer's name, email, Stripe id or reminder opt-out.
+    EditCustomer,
 }
 
 impl PortalAction {
-    pub const ALL: [PortalAction; 8] = [
+    pub const ALL: [PortalAction; 12] = [
         Self::Read,
         Self::SuspendLicense,
         Self::ReactivateLicense,
@@ -30,18 +38,25 @@ impl PortalAction {
         Self::EditLicense,
         Self::CreateCustomer,
         Self::RevokeLicense,
+        Self::ReleaseDeployment,
+        Self::ResendKeyEmail,
+        Self::DownloadOfflineFile,
+        Self::EditCustomer,
     ];
 }
 
 /// The least role allowed each action; roles are ordered `viewer` < `support` < `billing` <
-/// `admin` (issue 11: support suspends and reactivates, billing also renews and creates and
-/// edits licenses and customers, admin does everything).
+/// `admin` (issue 11: support suspends and reactivates, releases deployments, resends key
+/// emails and downloads offline files; billing also renews and creates and edits licenses and
+/// customers; admin does everything).
 pub const fn minimum_role(action: PortalAction) -> StaffRole {
     use PortalAction::*;
     match action {
         Read => StaffRole::Viewer,
-        SuspendLicense | ReactivateLicense => StaffRole::Support,
-        RenewLicense | CreateLicense | EditLicense | CreateCustomer => StaffRole::Billing,
+        SuspendLicense | ReactivateLicense | ReleaseDeployment | ResendKeyEmail | DownloadOfflineFile => {
+            StaffRole::Support
+        }
+        RenewLicense | CreateLicense | EditLicense | CreateCustomer | EditCustomer => StaffRole::Billing,
         RevokeLicense => StaffRole::Admin,
     }
 }
@@ -79,19 +94,10 @@ mod tests {
             }
         };
         check(StaffRole::Viewer, &[Read]);
-        check(StaffRole::Support, &[Read, SuspendLicense, ReactivateLicense]);
-        check(
-            StaffRole::Billing,
-            &[
-                Read,
-                SuspendLicense,
-                ReactivateLicense,
-                RenewLicense,
-                CreateLicense,
-                EditLicense,
-                CreateCustomer,
-            ],
-        );
+        let support = [Read, SuspendLicense, ReactivateLicense, ReleaseDeployment, ResendKeyEmail, DownloadOfflineFile];
+        check(StaffRole::Support, &support);
+        let billing = [RenewLicense, CreateLicense, EditLicense, CreateCustomer, EditCustomer];
+        check(StaffRole::Billing, &[&support[..], &billing[..]].concat());
         check(StaffRole::Admin, &PortalAction::ALL);
         assert_eq!(staff_caller("stf_1", StaffRole::Support).actor, "staff:stf_1");
     }

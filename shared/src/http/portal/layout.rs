@@ -20,6 +20,7 @@ pub enum Section {
     Dashboard,
     Licenses,
     Customers,
+    Renewals,
     Audit,
     SignIn,
 }
@@ -40,6 +41,7 @@ pub fn page(staff: Option<&Staff>, section: Section, title: &str, body: Markup) 
         (Section::Dashboard, "/admin/", "Dashboard"),
         (Section::Licenses, "/admin/licenses", "Licenses"),
         (Section::Customers, "/admin/customers", "Customers"),
+        (Section::Renewals, "/admin/renewals", "Renewals"),
         (Section::Audit, "/admin/audit", "Audit log"),
     ];
     html! {

@@ -1,5 +1,5 @@
-//! Licenses: the filtered list, the detail page with its actions, the create wizard and the
-//! edit form. Every change goes through the same functions as the JSON API
+//! Licenses: the filtered list, the status actions, the create wizard and the edit form (the
+//! detail page is `license_detail_page`). Every change goes through the same functions as the JSON API
 //! (`license_routes::{create, update, change_status}`), audited as the staff user.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
@@ -15,18 +15,14 @@ use crate::http::AppState;
 use crate::http::app_error::{AppError, QueryParams};
 use crate::http::license_routes::{self, StaffStatusChange, parse_status_filter};
 use crate::http::portal::access::PortalAction;
-use crate::http::portal::audit_pages::audit_table;
 use crate::http::portal::csrf::{StaffForm, hidden_field};
 use crate::http::portal::form_body::FormBody;
-use crate::http::portal::layout::{
-    DoneParams, Section, date, date_time, html_response, non_empty, notice, page, status_badge,
-};
+use crate::http::portal::layout::{Section, date, html_response, non_empty, page, status_badge};
 use crate::http::portal::portal_error::PortalResult;
 use crate::http::portal::session_auth::Staff;
-use crate::http::wire::{CreateLicenseRequest, DeploymentView, NotificationView, UpdateLicenseRequest};
-use crate::lifecycle::LicenseStatus;
-use crate::model::{Customer, License, Timestamp, UsagePeriod};
-use crate::ports::{AuditFilter, LicenseFilter, PageRequest};
+use crate::http::wire::{CreateLicenseRequest, UpdateLicenseRequest};
+use crate::model::{Customer, License, Timestamp};
+use crate::ports::{LicenseFilter, PageRequest};
 
 /// Rows on a list page.
 pub const PAGE_ROWS: usize = 50;
@@ -240,163 +236,6 @@ pub async fn list(
         }
     };
     Ok(html_response(StatusCode::OK, page(Some(&staff), Section::Licenses, "Licenses", body)))
-}
-
-/// The notice after a change; a fixed text per action, never the query's own text.
-fn done_notice(done: Option<&str>) -> Option<&'static str> {
-    Some(match done? {
-        "suspend" => "License suspended.",
-        "reactivate" => "License reactivated.",
-        "renew" => "License renewed.",
-        "revoke" => "License revoked.",
-        "edit" => "License updated.",
-        _ => return None,
-    })
-}
-
-fn action_form(
-    staff: &Staff,
-    id: &str,
-    action: &str,
-    label: &str,
-    confirm: Option<&str>,
-    class: &str,
-) -> Markup {
-    html! {
-        form method="post" action={ "/admin/licenses/" (id) "/" (action) } data-confirm=[confirm] {
-            (hidden_field(staff))
-            button class=(class) type="submit" { (label) }
-        }
-    }
-}
-
-fn actions(staff: &Staff, l: &License) -> Markup {
-    let live = matches!(l.status, LicenseStatus::Active | LicenseStatus::PastDue);
-    let revoked = l.status == LicenseStatus::Revoked;
-    html! {
-        div.actions {
-            @if live && staff.can(PortalAction::SuspendLicense) {
-                (action_form(staff, &l.id, "suspend", "Suspend", Some("Suspend this license? Its installs stop validating."), "secondary"))
-            }
-            @if l.status == LicenseStatus::Suspended && staff.can(PortalAction::ReactivateLicense) {
-                (action_form(staff, &l.id, "reactivate", "Reactivate", None, "secondary"))
-            }
-            @if !revoked && staff.can(PortalAction::RenewLicense) {
-                form method="post" action={ "/admin/licenses/" (l.id) "/renew" } {
-                    (hidden_field(staff))
-                    div { label for="renew-until" { "New expiry" }
-                        input #renew-until type="date" name="expires_on" required; }
-                    button.secondary type="submit" { "Renew" }
-                }
-            }
-            @if !revoked && staff.can(PortalAction::EditLicense) {
-                a.button href={ "/admin/licenses/" (l.id) "/edit" } { "Edit terms" }
-            }
-            @if !revoked && staff.can(PortalAction::RevokeLicense) {
-                form method="post" action={ "/admin/licenses/" (l.id) "/revoke" }
-                    data-confirm="Revoke this license for good? This cannot be undone." {
-                    (hidden_field(staff))
-                    label { input type="checkbox" name="confirm" value="yes" required; " I understand revoking is final" }
-                    button.danger type="submit" { "Revoke" }
-                }
-            }
-        }
-    }
-}
-
-pub async fn detail(
-    State(state): State<AppState>,
-    staff: Staff,
-    Path(id): Path<String>,
-    QueryParams(params): QueryParams<DoneParams>,
-) -> PortalResult<Response> {
-    staff.require(PortalAction::Read)?;
-    let l = license_routes::load(&state, &id).await?;
-    let now = state.now();
-    let customer = state.store().get_customer(&l.customer_id).await?;
-    let deployments: Vec<DeploymentView> =
-        state.store().list_deployments(&id).await?.iter().map(|d| DeploymentView::new(d, now)).collect();
-    let period = UsagePeriod::month_of(now).key();
-    let usage = state.store().usage_counters(&id, &period).await?;
-    let validations = license_routes::validation_history(&state, &id, 20).await?;
-    let notifications: Vec<NotificationView> =
-        state.store().list_notifications(&id).await?.iter().map(NotificationView::from).collect();
-    let trail_filter = AuditFilter { target: Some(format!("license:{id}")), ..AuditFilter::default() };
-    let trail = state.store().list_audit(&trail_filter, &PageRequest::first(20)).await?;
-    let body = html! {
-        (notice(done_notice(params.done.as_deref())))
-        h1 { "License " span.mono { (l.id) } " " (status_badge(l.status.as_str())) }
-        (actions(&staff, &l))
-        dl.facts {
-            dt { "Customer" }
-            dd { @match &customer {
-                Some(c) => { a href={ "/admin/customers/" (c.id) } { (c.name) } " " span.muted { (c.email) } }
-                None => { span.mono { (l.customer_id) } }
-            } }
-            dt { "Tier" } dd { (l.tier) }
-            dt { "Features" } dd { @if l.features.is_empty() { span.muted { "none" } } @else { (l.features.join(", ")) } }
-            dt { "Limits" } dd {
-                @if l.limits.is_empty() { span.muted { "none" } }
-                @for (metric, n) in &l.limits { code { (metric) "=" (n) } " " }
-            }
-            dt { "Max deployments" } dd { (l.max_deployments.map_or("unlimited".to_owned(), |n| n.to_string())) }
-            dt { "Expires" } dd { (date(l.expires_at, "never (perpetual)")) }
-            @if let Some(grace) = l.grace_ends_at { dt { "Grace ends" } dd { (date_time(grace)) } }
-            dt { "Offline / grace days" } dd { (l.offline_days) " / " (l.grace_days) }
-            dt { "Key id" } dd.mono { (l.key_id) }
-            @if let Some(sub) = &l.stripe_subscription_id { dt { "Stripe subscription" } dd.mono { (sub) } }
-            dt { "Created" } dd { (date_time(l.created_at)) }
-            dt { "Updated" } dd { (date_time(l.updated_at)) " (version " (l.version) ")" }
-        }
-        h2 { "Deployments" }
-        @if deployments.is_empty() { p.muted { "No deployments." } } @else {
-            table {
-                thead { tr { th scope="col" { "Deployment" } th scope="col" { "Seat" } th scope="col" { "Version" }
-                    th scope="col" { "Activated" } th scope="col" { "Last heartbeat" } th scope="col" { "Lease ends" } } }
-                tbody { @for d in &deployments { tr {
-                    td.mono { (d.deployment_id) }
-                    td { @if d.live { "live" } @else { "released" } }
-                    td { (d.app_version.as_deref().unwrap_or("")) }
-                    td { (date_time(d.activated_at)) } td { (date_time(d.last_heartbeat_at)) } td { (date_time(d.lease_expires_at)) }
-                } } }
-            }
-        }
-        h2 { "Usage in " (period) }
-        @if usage.is_empty() { p.muted { "No usage reported this month." } } @else {
-            table {
-                thead { tr { th scope="col" { "Metric" } th scope="col" { "Used" } th scope="col" { "Limit" } } }
-                tbody { @for (metric, used) in &usage { tr {
-                    td { (metric) } td { (used) }
-                    td { (l.limits.get(metric).map_or("none".to_owned(), |n| n.to_string())) }
-                } } }
-            }
-        }
-        h2 { "Latest validations" }
-        @if validations.is_empty() { p.muted { "No validations yet." } } @else {
-            table {
-                thead { tr { th scope="col" { "When" } th scope="col" { "Code" } th scope="col" { "Deployment" } th scope="col" { "Client IP" } } }
-                tbody { @for v in &validations { tr {
-                    td { (date_time(v.at)) } td { code { (v.code) } }
-                    td.mono { (v.deployment_id.as_deref().unwrap_or("")) } td.mono { (v.client_ip.as_deref().unwrap_or("")) }
-                } } }
-            }
-        }
-        h2 { "Emails sent" }
-        @if notifications.is_empty() { p.muted { "No emails." } } @else {
-            table {
-                thead { tr { th scope="col" { "Notice" } th scope="col" { "Subject" } th scope="col" { "To" } th scope="col" { "State" } th scope="col" { "Sent" } } }
-                tbody { @for n in &notifications { tr {
-                    td { (n.notice) } td { (n.subject) } td { (n.recipient) } td { (n.state) }
-                    td { (n.sent_at.map(date_time).unwrap_or_default()) }
-                } } }
-            }
-        }
-        h2 { "Audit trail" }
-        (audit_table(&trail.items))
-        p { a href={ "/admin/audit?target=license:" (l.id) } { "Full audit trail" } }
-    };
-    let title = format!("License {}", l.id);
-    Ok(html_response(StatusCode::OK, page(Some(&staff), Section::Licenses, &title, body)))
 }
 
 async fn redirect_after(

@@ -7,7 +7,8 @@
 //! the session cookie and its checks; `csrf` the form tokens; `login_pages` login, logout and
 //! their rate limits; `layout` the page frame and the HTML response (with its CSP);
 //! `static_assets` the hand-written CSS and JS; `form_body` form parsing; `portal_error` the
-//! error pages; the `*_pages` modules the pages themselves.
+//! error pages; `svg_chart` the server-drawn charts; the `*_page(s)` modules the pages
+//! themselves.
 
 pub mod access;
 pub mod audit_pages;
@@ -16,11 +17,14 @@ pub mod customer_pages;
 pub mod dashboard_page;
 pub mod form_body;
 pub mod layout;
+pub mod license_detail_page;
 pub mod license_pages;
 pub mod login_pages;
 pub mod portal_error;
+pub mod renewal_pipeline_page;
 pub mod session_auth;
 pub mod static_assets;
+pub mod svg_chart;
 
 use axum::http::Method;
 use axum::response::Redirect;
@@ -46,17 +50,24 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (M::GET, "/admin/licenses", get(license_pages::list)),
         (M::GET, "/admin/licenses/new", get(license_pages::new_form)),
         (M::POST, "/admin/licenses", post(license_pages::create)),
-        (M::GET, "/admin/licenses/{id}", get(license_pages::detail)),
+        (M::GET, "/admin/licenses/{id}", get(license_detail_page::detail)),
         (M::GET, "/admin/licenses/{id}/edit", get(license_pages::edit_form)),
         (M::POST, "/admin/licenses/{id}/edit", post(license_pages::edit)),
         (M::POST, "/admin/licenses/{id}/suspend", post(license_pages::suspend)),
         (M::POST, "/admin/licenses/{id}/reactivate", post(license_pages::reactivate)),
         (M::POST, "/admin/licenses/{id}/renew", post(license_pages::renew)),
         (M::POST, "/admin/licenses/{id}/revoke", post(license_pages::revoke)),
+        (M::POST, "/admin/licenses/{id}/deployments/release", post(license_detail_page::release_deployment)),
+        (M::POST, "/admin/licenses/{id}/resend-key", post(license_detail_page::resend_key_email)),
+        (M::POST, "/admin/licenses/{id}/offline-file", post(license_detail_page::offline_file)),
         (M::GET, "/admin/customers", get(customer_pages::list)),
         (M::GET, "/admin/customers/new", get(customer_pages::new_form)),
         (M::POST, "/admin/customers", post(customer_pages::create)),
         (M::GET, "/admin/customers/{id}", get(customer_pages::detail)),
+        (M::GET, "/admin/customers/{id}/edit", get(customer_pages::edit_form)),
+        (M::POST, "/admin/customers/{id}/edit", post(customer_pages::edit)),
+        (M::POST, "/admin/customers/{id}/reminders", post(customer_pages::set_reminders)),
+        (M::GET, "/admin/renewals", get(renewal_pipeline_page::pipeline)),
         (M::GET, "/admin/audit", get(audit_pages::list)),
     ]
 }

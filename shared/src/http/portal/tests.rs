@@ -330,3 +330,5 @@ async fn customer_names_render_as_text() {
         assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{path}");
     }
 }
+
+mod pages;
