@@ -8,7 +8,7 @@ import assert from 'node:assert/strict';
 import { spawn, spawnSync } from 'node:child_process';
 import { createServer as createNetServer } from 'node:net';
 import { mkdtempSync, mkdirSync, openSync, readFileSync, readdirSync, writeFileSync } from 'node:fs';
-import { randomBytes } from 'node:crypto';
+import { createHmac, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -22,7 +22,11 @@ const SHOTS = process.env.NLS_PORTAL_SCREENSHOTS || join(WORK, 'screenshots');
 const AXE = readFileSync(join(here, 'node_modules/axe-core/axe.min.js'), 'utf8');
 const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const PLANS = { plans: [{ stripe_price: 'price_pro_monthly', tier: 'pro', amount: 4900, currency: 'eur' }] };
+// The price of the Stripe fixtures (shared/tests/fixtures/stripe), with a monthly amount.
+const PLANS = { plans: [{ stripe_price: 'price_1QproMonthlyNLS', tier: 'pro', features: ['sso'],
+  max_deployments: 10, amount: 4900, currency: 'eur' }] };
+const FIXTURES = join(here, '../../shared/tests/fixtures/stripe');
+const WEBHOOK_SECRET = `whsec_${randomBytes(16).toString("hex")}`;
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 const secret = () => randomBytes(12).toString('hex');
@@ -59,7 +63,8 @@ before(async () => {
   base = `http://127.0.0.1:${port}`;
   const log = openSync(join(WORK, 'serve.log'), 'a');
   server = spawn(NLS_BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir], {
-    env: { ...process.env, RUST_LOG: 'warn', NLS_PLANS_FILE: plansFile }, detached: true, stdio: ['ignore', log, log],
+    env: { ...process.env, RUST_LOG: 'warn', NLS_PLANS_FILE: plansFile, NLS_STRIPE_WEBHOOK_SECRET: WEBHOOK_SECRET },
+    detached: true, stdio: ['ignore', log, log],
   });
   server.exitPromise = new Promise((r) => server.on('exit', r));
   for (let i = 0; ; i++) {
@@ -139,6 +144,17 @@ async function customerWithLicense(page, name, email, expiresOn) {
   return { licenseId: page.url().split('/').pop(), key, customerUrl };
 }
 
+/** Delivers a Stripe fixture event, signed as Stripe does; returns the HTTP status. */
+async function deliverStripe(fixture) {
+  const body = readFileSync(join(FIXTURES, `${fixture}.json`), 'utf8');
+  const t = Math.floor(Date.now() / 1000);
+  const v1 = createHmac('sha256', WEBHOOK_SECRET).update(`${t}.${body}`).digest('hex');
+  const r = await fetch(`${base}/v1/webhooks/stripe`, {
+    method: 'POST', body, headers: { 'stripe-signature': `t=${t},v1=${v1}`, 'content-type': 'application/json' },
+  });
+  return r.status;
+}
+
 const inDays = (n) => new Date(Date.now() + n * 86400e3).toISOString().slice(0, 10);
 let acme;
 
@@ -159,13 +175,14 @@ test('support releases a deployment, resends the key email and downloads an offl
   const page = await signedIn('support');
   await page.goto(`${base}/admin/licenses/${acme.licenseId}`);
   assert.match(await page.textContent('main'), /NLS keeps only the key's id/);
-  assert.equal(await page.locator('figure.chart svg').count(), 1, 'a usage chart for workflow_runs');
+  assert.equal(await page.locator('figure.chart > svg').count(), 1, 'a usage chart for workflow_runs');
   await check(page, 'license-detail-deployments');
   await page.click('button[aria-label="Release deployment host-a"]');
   await page.waitForURL(/done=release/);
   assert.match(await page.textContent('.notice'), /Deployment released/);
+  // The store forgets a released seat (SQLite deletes it): host-a is no longer live.
   const rows = await page.locator('#deployments tbody tr').allTextContents();
-  assert.ok(rows.some((r) => r.includes('host-a') && r.includes('released')), rows.join('\n'));
+  assert.ok(!rows.some((r) => r.includes('host-a') && r.includes('live')), rows.join('\n'));
   assert.ok(rows.some((r) => r.includes('host-b') && r.includes('live')), rows.join('\n'));
   assert.match(await page.textContent('main'), /license\.deployment_release/);
 
@@ -217,8 +234,18 @@ test('billing toggles the reminder opt-out and edits the customer; support sees 
 });
 
 test('the dashboard charts validations by code and shows revenue, deployments and past due', async () => {
+  // A Stripe subscription on the priced plan that then fails to pay: revenue and past due.
+  for (const event of ['customer.subscription.created', 'customer.subscription.updated.past_due']) {
+    assert.equal(await deliverStripe(event), 200, event);
+  }
+  // A delivery with a bad signature: a failed webhook delivery.
+  const forged = await fetch(`${base}/v1/webhooks/stripe`, { method: 'POST', body: '{}', headers: { 'stripe-signature': 't=1,v1=00' } });
+  assert.equal(forged.status, 400);
   const page = await signedIn('viewer');
-  const chart = page.locator('#validations-chart svg');
+  assert.match(await page.textContent('#revenue'), /pro\s*1\s*49\.00 EUR/);
+  assert.equal(await page.locator('#past-due tbody tr').count(), 1);
+  assert.match(await page.textContent('#failed-webhooks'), /^\s*1\s*failed webhook/);
+  const chart = page.locator('#validations-chart > svg');
   assert.equal(await chart.count(), 1);
   assert.match(await page.textContent('#validations-chart'), /VALID/);
   assert.match(await page.textContent('#active-deployments'), /^\s*1\s*active deployments/);

@@ -77,7 +77,8 @@ impl PlanCatalogue {
                 grant.check().map_err(|e| PlanCatalogueError::Registry(plan.stripe_price.clone(), e))?;
             }
             let currency_ok = |c: &String| c.len() == 3 && c.bytes().all(|b| b.is_ascii_alphabetic());
-            if plan.amount.is_some() != plan.currency.is_some() || plan.currency.as_ref().is_some_and(|c| !currency_ok(c))
+            if plan.amount.is_some() != plan.currency.is_some()
+                || plan.currency.as_ref().is_some_and(|c| !currency_ok(c))
             {
                 return Err(PlanCatalogueError::Price(plan.stripe_price));
             }

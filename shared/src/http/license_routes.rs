@@ -465,5 +465,8 @@ pub async fn offline_file(
         serde_json::json!({ "ttl_days": days, "fingerprint": body.fingerprint, "expires_at": now + ttl });
     let entry = audit::<(), _>(caller, "license.offline_file", target(id), None, Some(&detail), now);
     state.store().commit(None, vec![entry]).await?;
-    Ok(OfflineFileIssued { file: OfflineFileView { format: file.format, token: file.token }, expires_at: now + ttl })
+    Ok(OfflineFileIssued {
+        file: OfflineFileView { format: file.format, token: file.token },
+        expires_at: now + ttl,
+    })
 }

@@ -249,3 +249,32 @@ fn count_in_hour((stamp, count): &(AtomicI64, AtomicU64), hour: i64) {
     }
     count.fetch_add(1, Relaxed);
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{Duration, TimeZone, Utc};
+
+    #[test]
+    fn validations_by_code_keep_48_hours_and_roll_off() {
+        let metrics = Metrics::new(&[], &["VALID", "EXPIRED"]);
+        let start = Utc.with_ymd_and_hms(2026, 12, 1, 10, 30, 0).unwrap();
+        metrics.record_validation("VALID", start);
+        metrics.record_validation("VALID", start);
+        metrics.record_validation("EXPIRED", start + Duration::hours(1));
+        metrics.record_validation("NOT_A_CODE", start);
+        let now = start + Duration::hours(47);
+        let by_code = metrics.validations_per_hour_by_code(now);
+        let counts = |code: &str| by_code.iter().find(|(c, _)| *c == code).map(|(_, v)| v.clone());
+        let valid = counts("VALID").expect("VALID seen");
+        assert_eq!(valid.len(), HOURS_BY_CODE);
+        assert_eq!((valid[0], valid.iter().sum::<u64>()), (2, 2), "the oldest hour is still in");
+        assert_eq!(counts("EXPIRED").unwrap()[1], 1);
+        // An hour later the first hour rolls off; recording into its slot again starts at zero.
+        let later = now + Duration::hours(1);
+        assert!(metrics.validations_per_hour_by_code(later).iter().all(|(c, _)| *c != "VALID"));
+        metrics.record_validation("VALID", start + Duration::hours(48));
+        let again = metrics.validations_per_hour_by_code(later);
+        assert_eq!(again.iter().find(|(c, _)| *c == "VALID").unwrap().1.iter().sum::<u64>(), 1);
+    }
+}

@@ -41,9 +41,9 @@ use std::sync::Arc;
 use axum::http::Method;
 use chrono::Duration;
 
+use crate::billing::PlanCatalogue;
 use crate::key_ring::KeyRing;
 use crate::model::{Scope, Timestamp, UsageWindow};
-use crate::billing::PlanCatalogue;
 use crate::ports::{
     ActivationPolicy, Clock, MailError, Mailer, OutgoingEmail, StatusPublisher, Store, StoreResult,
 };

@@ -42,14 +42,8 @@ pub async fn release_deployment(
         .find(|d| d.deployment_id == deployment_id && d.is_live(now))
         .ok_or_else(|| AppError::DeploymentNotActive(deployment_id.to_owned()))?;
     let view = DeploymentView::new(&deployment, now);
-    let entry = audit::<_, ()>(
-        caller,
-        "license.deployment_release",
-        format!("license:{id}"),
-        Some(&view),
-        None,
-        now,
-    );
+    let entry =
+        audit::<_, ()>(caller, "license.deployment_release", format!("license:{id}"), Some(&view), None, now);
     state.store().commit(None, vec![entry]).await?;
     state.store().release_deployment(id, deployment_id).await?;
     // The snapshot counts live seats: the edges learn of the free seat now.
@@ -95,17 +89,21 @@ pub async fn resend_key_email(state: &AppState, caller: &Caller, id: &str) -> Re
         notice: NoticeKind::KeyDelivery.as_str().to_owned(),
         window: format!("{}/resend/{}", license.key_id, new_id("rsnd")),
     };
-    let sent = send_once(state.store(), &*mailer, notice.clone(), &email, &caller.actor, now, STALE_CLAIM_AFTER)
-        .await
-        .map_err(|e| {
-            if e.is_retryable() {
-                AppError::Unavailable(format!("the key email was not sent: {e}"))
-            } else {
-                AppError::Conflict(format!("the key email was not sent: {e}"))
-            }
-        })?;
+    let sent =
+        send_once(state.store(), &*mailer, notice.clone(), &email, &caller.actor, now, STALE_CLAIM_AFTER)
+            .await
+            .map_err(|e| {
+                if e.is_retryable() {
+                    AppError::Unavailable(format!("the key email was not sent: {e}"))
+                } else {
+                    AppError::Conflict(format!("the key email was not sent: {e}"))
+                }
+            })?;
     let SendOnce::Sent { message_id } = sent else {
-        return Err(AppError::Internal(format!("a fresh notice window {} was already claimed", notice.window)));
+        return Err(AppError::Internal(format!(
+            "a fresh notice window {} was already claimed",
+            notice.window
+        )));
     };
     let detail = serde_json::json!({
         "notice": notice.notice,
@@ -113,7 +111,8 @@ pub async fn resend_key_email(state: &AppState, caller: &Caller, id: &str) -> Re
         "recipient": customer.email,
         "key_id": license.key_id,
     });
-    let entry = audit::<(), _>(caller, "license.key_email_resend", format!("license:{id}"), None, Some(&detail), now);
+    let entry =
+        audit::<(), _>(caller, "license.key_email_resend", format!("license:{id}"), None, Some(&detail), now);
     state.store().commit(None, vec![entry]).await?;
     Ok(KeyEmailSent { recipient: customer.email, message_id })
 }

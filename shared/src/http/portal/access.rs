@@ -94,7 +94,8 @@ mod tests {
             }
         };
         check(StaffRole::Viewer, &[Read]);
-        let support = [Read, SuspendLicense, ReactivateLicense, ReleaseDeployment, ResendKeyEmail, DownloadOfflineFile];
+        let support =
+            [Read, SuspendLicense, ReactivateLicense, ReleaseDeployment, ResendKeyEmail, DownloadOfflineFile];
         check(StaffRole::Support, &support);
         let billing = [RenewLicense, CreateLicense, EditLicense, CreateCustomer, EditCustomer];
         check(StaffRole::Billing, &[&support[..], &billing[..]].concat());

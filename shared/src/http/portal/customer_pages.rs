@@ -117,7 +117,7 @@ async fn communication_log(
             log.push((l.id.clone(), NotificationView::from(&record)));
         }
     }
-    log.sort_by(|a, b| b.1.sent_at.cmp(&a.1.sent_at));
+    log.sort_by_key(|(_, n)| std::cmp::Reverse(n.sent_at));
     Ok(log)
 }
 
@@ -227,7 +227,11 @@ pub async fn edit_form(
 }
 
 /// The edit form through `customer_routes::update`, as `PATCH /v1/customers/{id}`.
-pub async fn edit(State(state): State<AppState>, Path(id): Path<String>, f: StaffForm) -> PortalResult<Response> {
+pub async fn edit(
+    State(state): State<AppState>,
+    Path(id): Path<String>,
+    f: StaffForm,
+) -> PortalResult<Response> {
     f.staff.require(PortalAction::EditCustomer)?;
     let request = UpdateCustomerRequest {
         name: Some(f.form.require("name")?.to_owned()),

@@ -31,8 +31,10 @@ const DEPLOYMENT_SCAN_BUDGET: usize = 500;
 /// `past_due` licenses listed.
 const PAST_DUE_ROWS: usize = 50;
 /// Stripe's zero-decimal currencies: their minor unit is the unit.
-const ZERO_DECIMAL: [&str; 16] =
-    ["bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof", "xpf"];
+const ZERO_DECIMAL: [&str; 16] = [
+    "bif", "clp", "djf", "gnf", "jpy", "kmf", "krw", "mga", "pyg", "rwf", "ugx", "vnd", "vuv", "xaf", "xof",
+    "xpf",
+];
 
 /// Monthly recurring revenue of one (tier, currency).
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -118,7 +120,8 @@ fn validations_chart(state: &AppState, now: Timestamp) -> Markup {
     let first = current - (HOURS_BY_CODE as i64 - 1);
     let labels: Vec<String> = (first..=current)
         .map(|hour| {
-            DateTime::<Utc>::from_timestamp(hour * 3600, 0).map_or_else(String::new, |t| t.format("%d %H:00").to_string())
+            DateTime::<Utc>::from_timestamp(hour * 3600, 0)
+                .map_or_else(String::new, |t| t.format("%d %H:00").to_string())
         })
         .collect();
     let series: Vec<Series> = state
@@ -208,7 +211,7 @@ pub async fn dashboard(State(state): State<AppState>, staff: Staff) -> PortalRes
             }
         }
         @if live.unpriced > 0 {
-            p.hint { (live.unpriced) " live licenses have no priced plan (made by hand, or a price without an amount) and are not counted." }
+            p.hint { "Not counted: " (live.unpriced) " live license(s) on no priced plan (made by hand, or a price without an amount)." }
         }
         p { a href="/admin/licenses" { "All licenses" } }
     };

@@ -15,7 +15,9 @@ use crate::http::license_routes::{self, DEFAULT_OFFLINE_FILE_DAYS, MAX_OFFLINE_F
 use crate::http::portal::access::PortalAction;
 use crate::http::portal::audit_pages::audit_table;
 use crate::http::portal::csrf::{StaffForm, hidden_field};
-use crate::http::portal::layout::{DoneParams, Section, date, date_time, html_response, notice, page, status_badge};
+use crate::http::portal::layout::{
+    DoneParams, Section, date, date_time, html_response, notice, page, status_badge,
+};
 use crate::http::portal::portal_error::PortalResult;
 use crate::http::portal::session_auth::Staff;
 use crate::http::portal::svg_chart::{Series, stacked_bars};
@@ -42,7 +44,14 @@ fn done_notice(done: Option<&str>) -> Option<&'static str> {
     })
 }
 
-fn action_form(staff: &Staff, id: &str, action: &str, label: &str, confirm: Option<&str>, class: &str) -> Markup {
+fn action_form(
+    staff: &Staff,
+    id: &str,
+    action: &str,
+    label: &str,
+    confirm: Option<&str>,
+    class: &str,
+) -> Markup {
     html! {
         form method="post" action={ "/admin/licenses/" (id) "/" (action) } data-confirm=[confirm] {
             (hidden_field(staff))

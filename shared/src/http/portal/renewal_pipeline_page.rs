@@ -74,13 +74,17 @@ pub async fn pipeline(State(state): State<AppState>, staff: Staff) -> PortalResu
         h1 { "Renewal pipeline" }
         p { "Licenses expiring in the " (WEEKS) " weeks from Monday " (date(Some(start), "")) " (UTC), and the notices sent about each expiry." }
         (stacked_bars("pipeline-chart", "Licenses expiring per week", &labels, &[Series { name: String::new(), values: per_week.clone() }]))
-        @for (w, label) in labels.iter().enumerate() {
+        @let empty_weeks: Vec<&str> =
+            labels.iter().zip(&per_week).filter(|(_, n)| **n == 0).map(|(l, _)| l.as_str()).collect();
+        @if !empty_weeks.is_empty() {
+            p.muted #empty-weeks { "No license expires in the weeks of " (empty_weeks.join(", ")) "." }
+        }
+        @for (w, label) in labels.iter().enumerate().filter(|(w, _)| per_week[*w] > 0) {
             @let in_week: Vec<_> = rows.iter().filter(|(l, _)| l.expires_at.map(week_of) == Some(w)).collect();
             section.week aria-labelledby={ "week-" (w) } {
                 h2 #{ "week-" (w) } { "Week of " (label) " " span.muted { "(" (per_week[w]) " licenses)" } }
                 @if in_week.is_empty() {
-                    @if per_week[w] > 0 { p.muted { "Too many licenses to list here; filter the license list by expiry." } }
-                    @else { p.muted { "No license expires this week." } }
+                    p.muted { "Too many licenses to list here; filter the license list by expiry." }
                 } @else {
                     table {
                         thead { tr {

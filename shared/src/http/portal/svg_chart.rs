@@ -21,6 +21,8 @@ const HEIGHT: f64 = 180.0;
 const LEFT: f64 = 44.0;
 const BOTTOM: f64 = 22.0;
 const TOP: f64 = 8.0;
+/// Room for the last bar's label.
+const RIGHT: f64 = 24.0;
 
 pub fn colour(index: usize) -> &'static str {
     PALETTE[index % PALETTE.len()]
@@ -29,11 +31,12 @@ pub fn colour(index: usize) -> &'static str {
 /// A stacked bar chart: one bar per label, one colour per series, with a legend and the data
 /// as a table in a `<details>`. `id` must be unique on the page (it names the chart's title).
 pub fn stacked_bars(id: &str, title: &str, labels: &[String], series: &[Series]) -> Markup {
-    let totals: Vec<u64> =
-        (0..labels.len()).map(|i| series.iter().map(|s| s.values.get(i).copied().unwrap_or(0)).sum()).collect();
+    let totals: Vec<u64> = (0..labels.len())
+        .map(|i| series.iter().map(|s| s.values.get(i).copied().unwrap_or(0)).sum())
+        .collect();
     let max = totals.iter().copied().max().unwrap_or(0).max(1);
     let plot_height = HEIGHT - BOTTOM - TOP;
-    let slot = (WIDTH - LEFT) / labels.len().max(1) as f64;
+    let slot = (WIDTH - LEFT - RIGHT) / labels.len().max(1) as f64;
     let bar = (slot * 0.8).max(1.0);
     let y_of = |v: u64| TOP + plot_height - plot_height * v as f64 / max as f64;
     // Label every bar when there are few; otherwise about eight evenly spaced labels.
@@ -58,7 +61,7 @@ pub fn stacked_bars(id: &str, title: &str, labels: &[String], series: &[Series])
         figure.chart id=(id) {
             svg viewBox={ "0 0 " (WIDTH) " " (HEIGHT) } role="img" aria-labelledby=(title_id) xmlns="http://www.w3.org/2000/svg" {
                 title id=(title_id) { (summary) }
-                line x1=(LEFT) y1=(TOP + plot_height) x2=(WIDTH) y2=(TOP + plot_height) stroke="#4b5563" stroke-width="1" {}
+                line x1=(LEFT) y1=(TOP + plot_height) x2=(WIDTH - RIGHT) y2=(TOP + plot_height) stroke="#4b5563" stroke-width="1" {}
                 line x1=(LEFT) y1=(TOP) x2=(LEFT) y2=(TOP + plot_height) stroke="#4b5563" stroke-width="1" {}
                 text x=(LEFT - 4.0) y=(TOP + 10.0) text-anchor="end" font-size="11" fill="#1b1f24" { (max) }
                 text x=(LEFT - 4.0) y=(TOP + plot_height) text-anchor="end" font-size="11" fill="#1b1f24" { "0" }
