@@ -18,10 +18,14 @@ pub enum PortalAction {
     EditLicense,
     CreateCustomer,
     RevokeLicense,
+    /// The API keys page: create and revoke keys.
+    ManageApiKeys,
+    /// The staff users page: create, disable, reset passwords, change roles.
+    ManageStaff,
 }
 
 impl PortalAction {
-    pub const ALL: [PortalAction; 8] = [
+    pub const ALL: [PortalAction; 10] = [
         Self::Read,
         Self::SuspendLicense,
         Self::ReactivateLicense,
@@ -30,6 +34,8 @@ impl PortalAction {
         Self::EditLicense,
         Self::CreateCustomer,
         Self::RevokeLicense,
+        Self::ManageApiKeys,
+        Self::ManageStaff,
     ];
 }
 
@@ -42,7 +48,7 @@ pub const fn minimum_role(action: PortalAction) -> StaffRole {
         Read => StaffRole::Viewer,
         SuspendLicense | ReactivateLicense => StaffRole::Support,
         RenewLicense | CreateLicense | EditLicense | CreateCustomer => StaffRole::Billing,
-        RevokeLicense => StaffRole::Admin,
+        RevokeLicense | ManageApiKeys | ManageStaff => StaffRole::Admin,
     }
 }
 
