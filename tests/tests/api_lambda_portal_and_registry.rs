@@ -15,7 +15,6 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use nls_tests::api_lambda::ApiLambda;
 use nls_tests::http_client::{HttpResponse, request};
-use nls_tests::lambda_runtime::FUNCTION_URL_PREFIX;
 use nls_tests::nls_host::{HostOptions, NlsHost};
 use nls_tests::nls_server::{TempDir, run_nls};
 use serde_json::{Value, json};

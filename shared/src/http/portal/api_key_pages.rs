@@ -39,7 +39,7 @@ async fn list_page(
 ) -> PortalResult<Response> {
     let mut keys: Vec<ApiKeyView> =
         state.store().list_api_keys().await?.iter().map(ApiKeyView::from).collect();
-    keys.sort_by(|a, b| b.created_at.cmp(&a.created_at));
+    keys.sort_by_key(|k| std::cmp::Reverse(k.created_at));
     let body = html! {
         (top)
         h1 { "API keys" }
