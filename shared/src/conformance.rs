@@ -61,6 +61,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("staff_updates_are_versioned", |s| Box::pin(staff_updates_are_versioned(s))),
     ("staff_sessions_lifecycle", |s| Box::pin(staff_sessions_lifecycle(s))),
     ("staff_commit_with_audit_is_all_or_nothing", |s| Box::pin(staff_commit_with_audit_is_all_or_nothing(s))),
+    ("concurrent_totp_sign_ins_one_code_one_winner", |s| {
+        Box::pin(concurrent_totp_sign_ins_one_code_one_winner(s))
+    }),
 ];
 
 /// Runs every case against fresh stores from `make_store`.
@@ -745,6 +748,7 @@ fn staff_user(email: &str, role: StaffRole) -> StaffUser {
         // Not a real hash: stores keep the string as given.
         password_hash: format!("$argon2id$v=19$m=19456,t=2,p=1$c2FsdA${}", email.len()),
         totp_secret: None,
+        totp_last_step: None,
         disabled: false,
         sessions_valid_after: at,
         version: 1,
@@ -764,6 +768,7 @@ async fn create_staff(store: &Arc<dyn Store>, user: &StaffUser) {
 async fn staff_users_get_find_and_list(store: Arc<dyn Store>) {
     let mut carol = staff_user("carol@nectar.example", StaffRole::Admin);
     carol.totp_secret = Some("JBSWY3DPEHPK3PXP".into());
+    carol.totp_last_step = Some(59_000_123);
     let alice = staff_user("alice@nectar.example", StaffRole::Viewer);
     let bob = StaffUser { disabled: true, ..staff_user("bob@nectar.example", StaffRole::Billing) };
     for user in [&carol, &alice, &bob] {
@@ -957,4 +962,44 @@ async fn staff_commit_with_audit_is_all_or_nothing(store: Arc<dyn Store>) {
         .expect("update with its audit entry");
     assert_eq!(store.get_staff_user(&existing.id).await.expect("get"), Some(disabled));
     assert_eq!(audit_rows(Arc::clone(&store)).await, vec![entry], "the change and its audit entry together");
+}
+
+/// A second-factor code signs in once: of sign-ins racing with the same code, exactly one
+/// records its step (a conditional write on the user's version); the others re-read and are
+/// refused as a replay, and so is any later try with that code. The secret round-trips.
+async fn concurrent_totp_sign_ins_one_code_one_winner(store: Arc<dyn Store>) {
+    use crate::staff_changes::{StaffChangeError, accept_totp_code};
+    use crate::totp::{DIGITS, TotpError, base32_decode, code_for_step, step_at};
+
+    let secret = "GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ";
+    let user =
+        StaffUser { totp_secret: Some(secret.into()), ..staff_user("otp@nectar.example", StaffRole::Admin) };
+    create_staff(&store, &user).await;
+    let clock = Arc::new(ManualClock::new(t0()));
+    let step = step_at(t0().timestamp());
+    let code = code_for_step(&base32_decode(secret).expect("base32"), step, DIGITS);
+
+    let tasks: Vec<_> = (0..8)
+        .map(|_| {
+            let (store, clock, user, code) =
+                (Arc::clone(&store), Arc::clone(&clock), user.clone(), code.clone());
+            tokio::spawn(async move { accept_totp_code(&*store, &*clock, &user, &code).await })
+        })
+        .collect();
+    let mut accepted = 0;
+    for t in tasks {
+        match t.await.expect("task") {
+            Ok(after) => {
+                accepted += 1;
+                assert_eq!(after.totp_last_step, Some(step));
+            }
+            Err(StaffChangeError::Totp(TotpError::AlreadyUsed)) => {}
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+    assert_eq!(accepted, 1, "one sign-in per code");
+    let stored = store.get_staff_user(&user.id).await.expect("get").expect("user");
+    assert_eq!((stored.totp_secret.as_deref(), stored.totp_last_step), (Some(secret), Some(step)));
+    let again = accept_totp_code(&*store, &*clock, &stored, &code).await;
+    assert!(matches!(again, Err(StaffChangeError::Totp(TotpError::AlreadyUsed))), "{again:?}");
 }

@@ -17,7 +17,9 @@ pub mod receipt;
 pub mod registry_token;
 pub mod renewals;
 pub mod staff_accounts;
+pub mod staff_changes;
 pub mod status_push;
+pub mod totp;
 pub mod validation;
 
 #[cfg(feature = "conformance")]

@@ -436,6 +436,10 @@ pub struct StaffUser {
     /// Base32 secret of the RFC 6238 second factor, when the user enrolled one.
     #[serde(default)]
     pub totp_secret: Option<String>,
+    /// The TOTP step of the last code accepted at sign-in: a code for this step or an earlier
+    /// one is refused (no replay within the code's window). Written with a version check.
+    #[serde(default)]
+    pub totp_last_step: Option<u64>,
     #[serde(default)]
     pub disabled: bool,
     /// Sessions created before this instant are void: set on password change and on disable,

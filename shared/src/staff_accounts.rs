@@ -106,6 +106,7 @@ pub fn new_staff_user(
         role,
         password_hash: hash_password(password)?,
         totp_secret: None,
+        totp_last_step: None,
         disabled: false,
         sessions_valid_after: now,
         version: 1,

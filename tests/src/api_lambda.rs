@@ -51,6 +51,12 @@ fn api_lambda_binary() -> PathBuf {
 
 impl ApiLambda {
     pub fn start(label: &str, options: HostOptions) -> Self {
+        Self::start_with_secrets(label, options, &[])
+    }
+
+    /// Also puts each `(VARIABLE, value)` of `secrets` into a Secrets Manager secret of its
+    /// own and sets `VARIABLE` to its id (as template.yaml does with e.g. the registry key).
+    pub fn start_with_secrets(label: &str, options: HostOptions, secrets: &[(&'static str, &str)]) -> Self {
         static NEXT: AtomicU32 = AtomicU32::new(0);
         // Its own moto: the races of the other Lambda tests must not queue ahead of this one's
         // requests (moto serves one request at a time, and the function's DynamoDB client
@@ -78,6 +84,11 @@ impl ApiLambda {
             moto.create_secret(&token_id, EDGE_PUSH_TOKEN);
             env.extend([("NLS_EDGE_PUSH_URLS", url.to_owned()), ("NLS_EDGE_PUSH_TOKEN_SECRET_ID", token_id)]);
         }
+        for (variable, value) in secrets {
+            let secret_id = format!("{name}/{variable}");
+            moto.create_secret(&secret_id, value);
+            env.push((variable, secret_id));
+        }
         env.extend([
             ("NLS_TABLE_NAME", name.clone()),
             ("NLS_SIGNING_KEY_SECRET_ID", secret_id),
@@ -96,6 +107,14 @@ impl ApiLambda {
         };
         lambda.start_again();
         lambda
+    }
+
+    /// The function's DynamoDB table and the AWS environment that reaches it (moto), for
+    /// `nls ... --store dynamodb --table` on the same store.
+    pub fn store_env(&self) -> (String, Vec<(&'static str, String)>) {
+        let table = self.env.iter().find(|(k, _)| *k == "NLS_TABLE_NAME").map(|(_, v)| v.clone());
+        let aws = self.env.iter().filter(|(k, _)| k.starts_with("AWS_")).cloned().collect();
+        (table.expect("the table name"), aws)
     }
 
     fn log_path(&self) -> PathBuf {

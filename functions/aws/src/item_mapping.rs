@@ -465,6 +465,7 @@ pub fn staff_user_item(u: &StaffUser) -> Item {
         .set("role", s(u.role.as_str()))
         .set("password_hash", s(&u.password_hash))
         .set_opt("totp_secret", u.totp_secret.as_deref().map(s))
+        .set_opt("totp_last_step", u.totp_last_step.map(n))
         .set("disabled", AttributeValue::Bool(u.disabled))
         .set("sessions_valid_after", ts(u.sessions_valid_after))
         .set("version", n(u.version))
@@ -485,6 +486,7 @@ pub fn staff_user_from_item(item: &Item) -> StoreResult<StaffUser> {
         role,
         password_hash: r.string("password_hash")?,
         totp_secret: r.opt_string("totp_secret")?,
+        totp_last_step: r.opt_number("totp_last_step")?,
         disabled: r.bool_or_false("disabled")?,
         sessions_valid_after: r.timestamp("sessions_valid_after")?,
         version: r.number("version")?,

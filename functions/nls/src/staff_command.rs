@@ -12,10 +12,13 @@ use std::process::ExitCode;
 use std::sync::Arc;
 
 use clap::{Args, Subcommand};
-use nls_core::issuing::new_id;
-use nls_core::model::{AuditEntry, StaffRole, StaffUser, Timestamp};
-use nls_core::ports::{Clock, Store, StoreError, SystemClock, Write};
+use nls_core::model::{StaffRole, StaffUser};
+use nls_core::ports::{Clock, Store, StoreError, SystemClock};
 use nls_core::staff_accounts::{StaffAccountError, hash_password, new_staff_user, normalize_email};
+use nls_core::staff_changes::{
+    Sessions, StaffChangeError, StaffLookup, StaffUserView, create_staff_user, generated_password,
+    update_staff_user,
+};
 use nls_sqlite_store::SqliteStore;
 use serde::Serialize;
 
@@ -23,10 +26,6 @@ use crate::serve::{DATABASE_FILE, StoreKind};
 
 /// The audit log's `actor` for changes made with `nls staff`.
 pub const CLI_ACTOR: &str = "cli";
-/// Optimistic updates re-read and retry this often when someone else changed the user first.
-const UPDATE_ATTEMPTS: u32 = 5;
-/// 24 characters of 5 random bits: 120 bits.
-const GENERATED_PASSWORD_CHARS: usize = 24;
 
 #[derive(Subcommand)]
 pub enum StaffCommand {
@@ -58,6 +57,14 @@ pub enum StaffCommand {
         email: String,
         #[arg(long)]
         generate_password: bool,
+        #[command(flatten)]
+        store: StoreArgs,
+    },
+    /// Remove a user's second factor (TOTP), for a user who lost their authenticator; ends
+    /// every session of the user. They can enrol again from their account page.
+    DisableTotp {
+        #[arg(long)]
+        email: String,
         #[command(flatten)]
         store: StoreArgs,
     },
@@ -108,43 +115,12 @@ pub enum StaffCommandError {
     UnknownEmail(String),
     #[error("staff user {0} kept changing under us; try again")]
     KeptChanging(String),
+    #[error("{0}")]
+    Change(StaffChangeError),
     #[error("store: {0}")]
     Store(#[from] StoreError),
     #[error("starting the runtime: {0}")]
     Runtime(std::io::Error),
-}
-
-/// A staff user as `nls staff` prints it and as its audit entries record it: never the
-/// password hash or the second-factor secret.
-#[derive(Serialize)]
-struct StaffUserView<'a> {
-    id: &'a str,
-    email: &'a str,
-    name: &'a str,
-    role: &'a str,
-    disabled: bool,
-    totp_enabled: bool,
-    sessions_valid_after: Timestamp,
-    version: u64,
-    created_at: Timestamp,
-    updated_at: Timestamp,
-}
-
-impl<'a> From<&'a StaffUser> for StaffUserView<'a> {
-    fn from(u: &'a StaffUser) -> Self {
-        Self {
-            id: &u.id,
-            email: &u.email,
-            name: &u.name,
-            role: u.role.as_str(),
-            disabled: u.disabled,
-            totp_enabled: u.totp_secret.is_some(),
-            sessions_valid_after: u.sessions_valid_after,
-            version: u.version,
-            created_at: u.created_at,
-            updated_at: u.updated_at,
-        }
-    }
 }
 
 /// What `create` and `reset-password` print: the user and, when generated, the password.
@@ -169,14 +145,7 @@ pub fn run(cmd: StaffCommand) -> Result<ExitCode, StaffCommandError> {
             let password = new_password(generate_password)?;
             let user = new_staff_user(&email, &name, role, &password, clock.now())?;
             let store = runtime.block_on(open_store(&store, true))?;
-            let entry = audit_entry("staff_user.create", &user, None, clock.now());
-            let created =
-                runtime.block_on(store.commit(None, vec![Write::CreateStaffUser(user.clone()), entry]));
-            match created {
-                Ok(_) => {}
-                Err(StoreError::AlreadyExists(_)) => return Err(StaffCommandError::EmailTaken(email)),
-                Err(e) => return Err(e.into()),
-            }
+            runtime.block_on(create_staff_user(&*store, CLI_ACTOR, &user))?;
             print_report(&user, generate_password.then_some(password.as_str()));
         }
         StaffCommand::Disable { email, store } => {
@@ -198,6 +167,16 @@ pub fn run(cmd: StaffCommand) -> Result<ExitCode, StaffCommandError> {
                     Ok(())
                 }))?;
             print_report(&user, generate_password.then_some(password.as_str()));
+        }
+        StaffCommand::DisableTotp { email, store } => {
+            let store = runtime.block_on(open_store(&store, false))?;
+            let user =
+                runtime.block_on(update_user(&*store, &clock, &email, "staff_user.totp_disable", |u| {
+                    u.totp_secret = None;
+                    u.totp_last_step = None;
+                    Ok(())
+                }))?;
+            print_report(&user, None);
         }
         StaffCommand::List { store } => {
             let store = runtime.block_on(open_store(&store, false))?;
@@ -227,52 +206,31 @@ async fn open_store(args: &StoreArgs, may_create: bool) -> Result<Arc<dyn Store>
     }
 }
 
-/// Applies `change` to the user with `email`, and also ends their sessions
-/// (`sessions_valid_after = now`) and bumps `version`, in one audited commit. A lost race
-/// re-reads and tries again.
+/// Applies `change` to the user with `email` and ends their sessions, in one audited commit
+/// (actor `cli`): the core's `update_staff_user`, which the portal uses too.
 async fn update_user(
     store: &dyn Store,
     clock: &dyn Clock,
     email: &str,
     action: &str,
-    change: impl Fn(&mut StaffUser) -> Result<(), StaffCommandError>,
+    change: impl Fn(&mut StaffUser) -> Result<(), StaffChangeError>,
 ) -> Result<StaffUser, StaffCommandError> {
     let email = normalize_email(email)?;
-    for _ in 0..UPDATE_ATTEMPTS {
-        let before = store
-            .find_staff_user_by_email(&email)
-            .await?
-            .ok_or_else(|| StaffCommandError::UnknownEmail(email.clone()))?;
-        let now = clock.now();
-        let mut after = before.clone();
-        change(&mut after)?;
-        after.sessions_valid_after = now;
-        after.updated_at = now;
-        after.version = before.version + 1;
-        let writes = vec![
-            Write::UpdateStaffUser { user: after.clone(), expected_version: before.version },
-            audit_entry(action, &after, Some(&before), now),
-        ];
-        match store.commit(None, writes).await {
-            Ok(_) => return Ok(after),
-            Err(StoreError::Conflict(_)) => continue,
-            Err(e) => return Err(e.into()),
-        }
-    }
-    Err(StaffCommandError::KeptChanging(email))
+    Ok(update_staff_user(store, clock, StaffLookup::Email(&email), CLI_ACTOR, action, Sessions::End, change)
+        .await?)
 }
 
-fn audit_entry(action: &str, after: &StaffUser, before: Option<&StaffUser>, now: Timestamp) -> Write {
-    let view = |u: &StaffUser| serde_json::to_value(StaffUserView::from(u)).ok();
-    Write::Audit(AuditEntry {
-        id: new_id("aud"),
-        at: now,
-        actor: CLI_ACTOR.to_owned(),
-        action: action.to_owned(),
-        target: format!("staff_user:{}", after.id),
-        before: before.and_then(view),
-        after: view(after),
-    })
+impl From<StaffChangeError> for StaffCommandError {
+    fn from(e: StaffChangeError) -> Self {
+        match e {
+            StaffChangeError::Account(e) => Self::Account(e),
+            StaffChangeError::EmailTaken(email) => Self::EmailTaken(email),
+            StaffChangeError::UnknownUser(email) => Self::UnknownEmail(email),
+            StaffChangeError::KeptChanging(email) => Self::KeptChanging(email),
+            StaffChangeError::Store(e) => Self::Store(e),
+            other => Self::Change(other),
+        }
+    }
 }
 
 /// A generated password, or the one given on stdin (checked against the policy by hashing).
@@ -297,35 +255,4 @@ fn new_password(generate: bool) -> Result<String, StaffCommandError> {
         return Err(StaffCommandError::PasswordsDiffer);
     }
     Ok(first.to_owned())
-}
-
-/// Lower-case letters and digits without the look-alikes `0 1 l o`: exactly 32 symbols, so
-/// `byte % 32` is unbiased. Grouped by six for reading aloud.
-fn generated_password() -> String {
-    const ALPHABET: &[u8; 32] = b"23456789abcdefghijkmnpqrstuvwxyz";
-    let mut bytes = [0u8; GENERATED_PASSWORD_CHARS];
-    getrandom::fill(&mut bytes).expect("the platform random source is unavailable");
-    let mut password = String::with_capacity(GENERATED_PASSWORD_CHARS + GENERATED_PASSWORD_CHARS / 6);
-    for (i, byte) in bytes.iter().enumerate() {
-        if i > 0 && i % 6 == 0 {
-            password.push('-');
-        }
-        password.push(char::from(ALPHABET[usize::from(*byte % 32)]));
-    }
-    password
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn generated_passwords_are_long_fresh_and_pass_the_policy() {
-        let a = generated_password();
-        let b = generated_password();
-        assert_ne!(a, b);
-        assert_eq!(a.len(), GENERATED_PASSWORD_CHARS + 3, "{a}");
-        assert!(nls_core::staff_accounts::check_password_policy(&a).is_ok());
-        assert!(a.split('-').all(|group| group.len() == 6), "{a}");
-    }
 }

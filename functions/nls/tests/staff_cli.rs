@@ -243,3 +243,70 @@ fn staff_commands_work_on_a_dynamodb_table() {
         (created["id"].clone(), json!(true))
     );
 }
+
+#[test]
+fn disable_totp_removes_the_second_factor_and_ends_sessions_for_lockout_recovery() {
+    use nls_core::ports::{AuditFilter, AuditStore, PageRequest, UnitOfWork, Write};
+
+    let dir = TempDir::new("staff-totp");
+    let data_dir = dir.path().to_string_lossy().into_owned();
+    let made = nls_staff(
+        &[
+            "create",
+            "--email",
+            "otp@nectar.example",
+            "--name",
+            "Otp",
+            "--role",
+            "support",
+            "--data-dir",
+            &data_dir,
+        ],
+        &twice(PASSWORD),
+        &[],
+    );
+    succeeded(&made);
+    // Enrolled (as the portal's account page would store it).
+    let before = stored_user(dir.path(), "otp@nectar.example");
+    let enrolled = StaffUser {
+        totp_secret: Some("GEZDGNBVGY3TQOJQGEZDGNBVGY3TQOJQ".into()),
+        totp_last_step: Some(1),
+        version: before.version + 1,
+        ..before.clone()
+    };
+    let store = SqliteStore::open(&dir.path().join("nls.sqlite3")).expect("open the store");
+    let runtime = tokio::runtime::Builder::new_current_thread().build().expect("runtime");
+    runtime
+        .block_on(
+            store.commit(
+                None,
+                vec![Write::UpdateStaffUser { user: enrolled, expected_version: before.version }],
+            ),
+        )
+        .expect("enrol");
+    assert!(
+        succeeded(&nls_staff(&["list", "--data-dir", &data_dir], "", &[]))[0]["totp_enabled"]
+            .as_bool()
+            .unwrap()
+    );
+
+    let out = succeeded(&nls_staff(
+        &["disable-totp", "--email", "OTP@nectar.example", "--data-dir", &data_dir],
+        "",
+        &[],
+    ));
+    assert_eq!(out["totp_enabled"], json!(false));
+    let after = stored_user(dir.path(), "otp@nectar.example");
+    assert_eq!((after.totp_secret, after.totp_last_step), (None, None));
+    assert!(after.sessions_valid_after > before.sessions_valid_after, "sessions end");
+    assert!(verify_password(&after.password_hash, PASSWORD), "the password stays");
+
+    let filter = AuditFilter { actor: Some("cli".into()), ..AuditFilter::default() };
+    let log = runtime.block_on(store.list_audit(&filter, &PageRequest::first(10))).expect("audit");
+    assert_eq!(log.items[0].action, "staff_user.totp_disable");
+    assert!(!serde_json::to_string(&log.items[0]).unwrap().contains("GEZDGNBV"), "the secret is not audited");
+
+    let unknown =
+        nls_staff(&["disable-totp", "--email", "nobody@nectar.example", "--data-dir", &data_dir], "", &[]);
+    assert!(failed(&unknown).contains("nobody@nectar.example"), "{unknown:?}");
+}

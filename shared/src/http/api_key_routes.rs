@@ -24,6 +24,16 @@ pub async fn create_api_key(
     caller: Caller,
     JsonBody(body): JsonBody<CreateApiKeyRequest>,
 ) -> Result<(StatusCode, Json<ApiKeyCreated>), AppError> {
+    let created = create(&state, &caller, &body).await?;
+    Ok((StatusCode::CREATED, Json(created)))
+}
+
+/// Creates a key and its audit entry: the JSON route and the portal's API keys page.
+pub async fn create(
+    state: &AppState,
+    caller: &Caller,
+    body: &CreateApiKeyRequest,
+) -> Result<ApiKeyCreated, AppError> {
     caller.require(Scope::Admin)?;
     if body.name.trim().is_empty() || body.name.chars().count() > MAX_API_KEY_NAME {
         return Err(AppError::invalid(format!("`name` must be 1 to {MAX_API_KEY_NAME} characters")));
@@ -51,9 +61,9 @@ pub async fn create_api_key(
     let now = state.now();
     let (record, secret) = mint_api_key(&body.name, scopes, now);
     let view = ApiKeyView::from(&record);
-    let entry = audit::<ApiKeyView, _>(&caller, "api_key.create", target(&record.id), None, Some(&view), now);
+    let entry = audit::<ApiKeyView, _>(caller, "api_key.create", target(&record.id), None, Some(&view), now);
     state.store().commit(None, vec![Write::PutApiKey(record), entry]).await?;
-    Ok((StatusCode::CREATED, Json(ApiKeyCreated { api_key: view, secret })))
+    Ok(ApiKeyCreated { api_key: view, secret })
 }
 
 pub async fn list_api_keys(
@@ -70,20 +80,26 @@ pub async fn revoke_api_key(
     caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Json<ApiKeyEnvelope>, AppError> {
+    Ok(Json(ApiKeyEnvelope { api_key: revoke(&state, &caller, &id).await? }))
+}
+
+/// Revokes a key (a revoked key stays revoked; no second audit entry): the JSON route and the
+/// portal's API keys page.
+pub async fn revoke(state: &AppState, caller: &Caller, id: &str) -> Result<ApiKeyView, AppError> {
     caller.require(Scope::Admin)?;
     let before = state
         .store()
-        .get_api_key(&id)
+        .get_api_key(id)
         .await?
         .ok_or_else(|| AppError::not_found("api_key_not_found", format!("API key {id}")))?;
     if before.revoked_at.is_some() {
-        return Ok(Json(ApiKeyEnvelope { api_key: ApiKeyView::from(&before) }));
+        return Ok(ApiKeyView::from(&before));
     }
     let now = state.now();
     let mut after = before.clone();
     after.revoked_at = Some(now);
     let (before_view, after_view) = (ApiKeyView::from(&before), ApiKeyView::from(&after));
-    let entry = audit(&caller, "api_key.revoke", target(&id), Some(&before_view), Some(&after_view), now);
+    let entry = audit(caller, "api_key.revoke", target(id), Some(&before_view), Some(&after_view), now);
     state.store().commit(None, vec![Write::PutApiKey(after), entry]).await?;
-    Ok(Json(ApiKeyEnvelope { api_key: after_view }))
+    Ok(after_view)
 }

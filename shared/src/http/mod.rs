@@ -177,6 +177,18 @@ struct Services {
     billing: Option<BillingSetup>,
     /// The portal's sign-in rate limits.
     portal_logins: portal::login_pages::LoginLimits,
+    /// The last status push to the edges from this process (the portal's System page).
+    last_edge_push: std::sync::Mutex<Option<EdgePushOutcome>>,
+}
+
+/// What this process knows of its last status push to the edges. In memory only: each
+/// instance (each Lambda) knows its own pushes; `/metrics` and the logs have them all.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct EdgePushOutcome {
+    pub at: Timestamp,
+    pub license_id: String,
+    /// `None` when it succeeded; the error text when it failed.
+    pub error: Option<String>,
 }
 
 impl AppState {
@@ -203,6 +215,7 @@ impl AppState {
             route_scopes: route_table::route_scopes(),
             billing,
             portal_logins: portal::login_pages::LoginLimits::default(),
+            last_edge_push: std::sync::Mutex::new(None),
             store,
             key_ring,
             clock,
@@ -240,6 +253,12 @@ impl AppState {
     /// The plan catalogue of [`AppState::with_plans`], else the billing set-up's.
     pub fn plans(&self) -> Option<&PlanCatalogue> {
         self.plans.as_deref().or_else(|| self.billing().map(|b| &b.plans))
+    }
+
+    /// Whether this host pushes status changes to the edges, and its last push.
+    pub fn edge_push_status(&self) -> (bool, Option<EdgePushOutcome>) {
+        let last = self.inner.last_edge_push.lock().unwrap_or_else(|p| p.into_inner()).clone();
+        (self.publisher.is_some(), last)
     }
 
     pub fn store(&self) -> &dyn Store {
@@ -296,7 +315,16 @@ impl AppState {
         self.invalidate_license(license_id);
         let Some(publisher) = &self.publisher else { return };
         let metrics = &self.inner.metrics;
-        match push_license_status(&*self.inner.store, &**publisher, license_id, self.now()).await {
+        let pushed = push_license_status(&*self.inner.store, &**publisher, license_id, self.now()).await;
+        if let Ok(true) | Err(_) = &pushed {
+            let outcome = EdgePushOutcome {
+                at: self.now(),
+                license_id: license_id.to_owned(),
+                error: pushed.as_ref().err().map(ToString::to_string),
+            };
+            *self.inner.last_edge_push.lock().unwrap_or_else(|p| p.into_inner()) = Some(outcome);
+        }
+        match pushed {
             Ok(true) => metrics.record_snapshot_push(true),
             Ok(false) => {}
             Err(e) => {

@@ -36,6 +36,10 @@ use crate::ports::{Clock, Mailer, Store, StoreError, Write};
 
 /// The audit actor of the job's changes.
 pub const SCHEDULER_ACTOR: &str = "scheduler";
+/// The audit target of each run's record (`renewals.run`): the portal's System page shows the
+/// newest as the job's last run.
+pub const RUN_RECORD_TARGET: &str = "job:renewals";
+pub const RUN_RECORD_ACTION: &str = "renewals.run";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct RenewalsConfig {
@@ -204,7 +208,31 @@ pub async fn run_renewals(
             }),
         }
     }
+    record_run(store, &report, now).await;
     Ok(report)
+}
+
+/// Writes the run's summary to the audit log (actor `scheduler`, target
+/// [`RUN_RECORD_TARGET`]). Best effort: the notices are sent and claimed whatever happens to
+/// this record, so a failure to write it does not fail the run.
+async fn record_run(store: &dyn Store, report: &RenewalsReport, now: Timestamp) {
+    let summary = serde_json::json!({
+        "run_id": report.run_id,
+        "examined": report.examined,
+        "sent": report.sent.len(),
+        "expired": report.expired.len(),
+        "failures": report.failures.len(),
+    });
+    let entry = AuditEntry {
+        id: new_id("aud"),
+        at: now,
+        actor: SCHEDULER_ACTOR.to_owned(),
+        action: RUN_RECORD_ACTION.to_owned(),
+        target: RUN_RECORD_TARGET.to_owned(),
+        before: None,
+        after: Some(summary),
+    };
+    let _ = store.commit(None, vec![Write::Audit(entry)]).await;
 }
 
 async fn handle_license(

@@ -26,10 +26,14 @@ pub enum PortalAction {
     DownloadOfflineFile,
     /// Change a customer's name, email, Stripe id or reminder opt-out.
     EditCustomer,
+    /// The API keys page: create and revoke keys.
+    ManageApiKeys,
+    /// The staff users page: create, disable, reset passwords, change roles.
+    ManageStaff,
 }
 
 impl PortalAction {
-    pub const ALL: [PortalAction; 12] = [
+    pub const ALL: [PortalAction; 14] = [
         Self::Read,
         Self::SuspendLicense,
         Self::ReactivateLicense,
@@ -42,6 +46,8 @@ impl PortalAction {
         Self::ResendKeyEmail,
         Self::DownloadOfflineFile,
         Self::EditCustomer,
+        Self::ManageApiKeys,
+        Self::ManageStaff,
     ];
 }
 
@@ -57,7 +63,7 @@ pub const fn minimum_role(action: PortalAction) -> StaffRole {
             StaffRole::Support
         }
         RenewLicense | CreateLicense | EditLicense | CreateCustomer | EditCustomer => StaffRole::Billing,
-        RevokeLicense => StaffRole::Admin,
+        RevokeLicense | ManageApiKeys | ManageStaff => StaffRole::Admin,
     }
 }
 

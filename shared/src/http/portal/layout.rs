@@ -6,6 +6,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use maud::{DOCTYPE, Markup, html};
 
+use crate::http::portal::access::PortalAction;
 use crate::http::portal::csrf;
 use crate::http::portal::session_auth::Staff;
 use crate::model::Timestamp;
@@ -23,6 +24,10 @@ pub enum Section {
     Renewals,
     Audit,
     SignIn,
+    ApiKeys,
+    Staff,
+    System,
+    Account,
 }
 
 /// `markup` as an HTML answer with the portal's CSP (the router's guard adds the API's other
@@ -43,7 +48,16 @@ pub fn page(staff: Option<&Staff>, section: Section, title: &str, body: Markup) 
         (Section::Customers, "/admin/customers", "Customers"),
         (Section::Renewals, "/admin/renewals", "Renewals"),
         (Section::Audit, "/admin/audit", "Audit log"),
+        (Section::ApiKeys, "/admin/api-keys", "API keys"),
+        (Section::Staff, "/admin/staff", "Staff"),
+        (Section::System, "/admin/system", "System"),
     ];
+    // Admin-only pages are linked for admins only (the handlers check the role too).
+    let shown = |s: Section, staff: &Staff| match s {
+        Section::ApiKeys => staff.can(PortalAction::ManageApiKeys),
+        Section::Staff => staff.can(PortalAction::ManageStaff),
+        _ => true,
+    };
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -63,7 +77,7 @@ pub fn page(staff: Option<&Staff>, section: Section, title: &str, body: Markup) 
                     @if let Some(staff) = staff {
                         nav aria-label="Main" {
                             ul {
-                                @for (s, href, label) in nav {
+                                @for (s, href, label) in nav.into_iter().filter(|n| shown(n.0, staff)) {
                                     li {
                                         @if s == section {
                                             a href=(href) aria-current="page" { (label) }
@@ -75,7 +89,9 @@ pub fn page(staff: Option<&Staff>, section: Section, title: &str, body: Markup) 
                             }
                         }
                         div.who {
-                            span { (staff.user.name) " (" (staff.user.role.as_str()) ")" }
+                            a href="/admin/account" aria-current=[(section == Section::Account).then_some("page")] {
+                                (staff.user.name) " (" (staff.user.role.as_str()) ")"
+                            }
                             form method="post" action="/admin/logout" {
                                 (csrf::hidden_field(staff))
                                 button.link type="submit" { "Sign out" }

@@ -20,13 +20,16 @@ use crate::http::portal::session_auth::{
 use crate::http::rate_limit::{RateLimit, TokenBuckets};
 use crate::http::{AppState, ClientIp};
 use crate::staff_accounts::{normalize_email, verify_password, verify_password_against_nobody};
+use crate::staff_changes::{StaffChangeError, accept_totp_code};
 
 /// Per account: 5 attempts, then one a minute.
 pub const PER_ACCOUNT: RateLimit = RateLimit { per_second: 1.0 / 60.0, burst: 5.0 };
 /// Per client IP: 20 attempts, then one every 5 s (a shared office NAT still gets in).
 pub const PER_IP: RateLimit = RateLimit { per_second: 0.2, burst: 20.0 };
 
-const WRONG_CREDENTIALS: &str = "The email or the password is not right.";
+/// One answer for every refusal: unknown email, wrong password, disabled account, and a
+/// missing, wrong or already used second-factor code.
+const WRONG_CREDENTIALS: &str = "The email, the password or the code is not right.";
 
 /// The sign-in rate limits of this process.
 pub struct LoginLimits {
@@ -51,6 +54,8 @@ fn form(token: &str, email: &str, error: Option<&str>) -> Markup {
                 input #email type="email" name="email" value=(email) autocomplete="username" required;
                 label for="password" { "Password" }
                 input #password type="password" name="password" autocomplete="current-password" required;
+                label for="code" { "Code from your authenticator app (only if you set up two-step sign-in)" }
+                input #code type="text" name="code" inputmode="numeric" autocomplete="one-time-code" pattern="[0-9 ]*" maxlength="8";
                 button type="submit" { "Sign in" }
             }
         }
@@ -106,9 +111,17 @@ pub async fn login(State(state): State<AppState>, req: Request) -> PortalResult<
             false
         }
     };
-    let Some(user) = user.filter(|_| signed_in) else {
-        return Ok(form_response(&headers, StatusCode::UNAUTHORIZED, email_text, Some(WRONG_CREDENTIALS)));
-    };
+    let refused = || form_response(&headers, StatusCode::UNAUTHORIZED, email_text, Some(WRONG_CREDENTIALS));
+    let Some(mut user) = user.filter(|_| signed_in) else { return Ok(refused()) };
+    // The second factor, when enrolled: checked after the password (and within the same rate
+    // limits), and its step recorded so the code cannot be used again.
+    if user.totp_secret.is_some() {
+        match accept_totp_code(state.store(), state.clock(), &user, form.get("code").unwrap_or("")).await {
+            Ok(after) => user = after,
+            Err(StaffChangeError::Store(e)) => return Err(e.into()),
+            Err(_) => return Ok(refused()),
+        }
+    }
     // A session token that came in with the request is dropped: sign-in always starts afresh.
     if let Some(old) = cookie(&headers, SESSION_COOKIE) {
         state.store().delete_session(&token_hash(old)).await?;

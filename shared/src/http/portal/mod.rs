@@ -7,10 +7,13 @@
 //! the session cookie and its checks; `csrf` the form tokens; `login_pages` login, logout and
 //! their rate limits; `layout` the page frame and the HTML response (with its CSP);
 //! `static_assets` the hand-written CSS and JS; `form_body` form parsing; `portal_error` the
-//! error pages; `svg_chart` the server-drawn charts; the `*_page(s)` modules the pages
-//! themselves.
+//! error pages; `svg_chart` the server-drawn charts; the `*_page(s)` modules the pages themselves (`api_key_pages`, `staff_pages`,
+//! `account_pages` with the TOTP second factor, and `system_page` are the admin and system
+//! pages).
 
 pub mod access;
+pub mod account_pages;
+pub mod api_key_pages;
 pub mod audit_pages;
 pub mod csrf;
 pub mod customer_pages;
@@ -23,8 +26,10 @@ pub mod login_pages;
 pub mod portal_error;
 pub mod renewal_pipeline_page;
 pub mod session_auth;
+pub mod staff_pages;
 pub mod static_assets;
 pub mod svg_chart;
+pub mod system_page;
 
 use axum::http::Method;
 use axum::response::Redirect;
@@ -69,6 +74,21 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (M::POST, "/admin/customers/{id}/reminders", post(customer_pages::set_reminders)),
         (M::GET, "/admin/renewals", get(renewal_pipeline_page::pipeline)),
         (M::GET, "/admin/audit", get(audit_pages::list)),
+        (M::GET, "/admin/api-keys", get(api_key_pages::list)),
+        (M::POST, "/admin/api-keys", post(api_key_pages::create)),
+        (M::POST, "/admin/api-keys/{id}/revoke", post(api_key_pages::revoke)),
+        (M::GET, "/admin/staff", get(staff_pages::list)),
+        (M::POST, "/admin/staff", post(staff_pages::create)),
+        (M::GET, "/admin/staff/{id}", get(staff_pages::detail)),
+        (M::POST, "/admin/staff/{id}/role", post(staff_pages::change_role)),
+        (M::POST, "/admin/staff/{id}/disable", post(staff_pages::disable)),
+        (M::POST, "/admin/staff/{id}/enable", post(staff_pages::enable)),
+        (M::POST, "/admin/staff/{id}/reset-password", post(staff_pages::reset_password)),
+        (M::GET, "/admin/account", get(account_pages::show)),
+        (M::POST, "/admin/account/totp/setup", post(account_pages::setup)),
+        (M::POST, "/admin/account/totp/confirm", post(account_pages::confirm)),
+        (M::POST, "/admin/account/totp/disable", post(account_pages::disable)),
+        (M::GET, "/admin/system", get(system_page::system)),
     ]
 }
 

@@ -332,3 +332,5 @@ async fn customer_names_render_as_text() {
 }
 
 mod pages;
+/// The API keys, staff, account (TOTP) and system pages.
+mod admin_pages;
