@@ -15,7 +15,7 @@ use crate::key_format::{self, hex_lower};
 use crate::key_ring::KeyRing;
 use crate::license_token::{KeyRejection, SigningError, TokenTimes, sign_jws, verify_jws};
 use crate::model::{Timestamp, days_after, saturating_add};
-use crate::validation::{Decision, ValidationCode};
+use crate::validation::{Decision, MetricUsage, ValidationCode};
 
 pub const RECEIPT_TYP: &str = "nls-receipt+jwt";
 pub const OFFLINE_FILE_TYP: &str = "nls-offline+jwt";
@@ -38,6 +38,14 @@ pub struct ReceiptClaims {
     /// Unix seconds; absent means perpetual.
     #[serde(default)]
     pub license_expires_at: Option<i64>,
+    /// Fleet-wide usage of every limited metric when the receipt was signed (metric →
+    /// `{used, limit, period}`). Absent in receipts from before it existed, and when the
+    /// decision had no snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage: Option<BTreeMap<String, MetricUsage>>,
+    /// Unix seconds: when the snapshot behind `usage` was read from the store.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub usage_as_of: Option<i64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -87,6 +95,8 @@ pub fn sign_receipt(
         offline_days: lic.offline_days,
         grace_days: lic.grace_days,
         license_expires_at: lic.expires_at.map(|t| t.timestamp()),
+        usage: decision.usage.as_ref().map(|u| u.metrics.clone()),
+        usage_as_of: decision.usage.as_ref().map(|u| u.as_of.timestamp()),
     };
     let expires_at = days_after(days_after(now, lic.offline_days), lic.grace_days);
     let times = TokenTimes { issued_at: Some(now), not_before: None, expires_at: Some(expires_at) };

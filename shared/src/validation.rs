@@ -10,7 +10,7 @@ use serde::{Deserialize, Serialize};
 use crate::key_ring::KeyRing;
 use crate::license_token::{KeyRejection, VerifiedLicense, verify_license_key};
 use crate::lifecycle::LicenseStatus;
-use crate::model::{License, Timestamp, days_after};
+use crate::model::{License, Timestamp, UsagePeriod, days_after};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
@@ -114,11 +114,48 @@ pub struct LicenseSummary {
     pub grace_days: u32,
 }
 
+/// One limited metric's fleet-wide use in its counter period, as a snapshot knows it: every
+/// deployment's reports that reached the store, through any edge or the origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct MetricUsage {
+    pub used: u64,
+    pub limit: u64,
+    /// The counter period, a UTC month: `2026-12`.
+    pub period: String,
+}
+
+/// The fleet-wide usage of every limited metric of a license, read from a status snapshot
+/// (so it costs no store read when the snapshot is cached).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetUsage {
+    /// When the snapshot was read from the store: reports recorded before it are counted.
+    pub as_of: Timestamp,
+    pub metrics: BTreeMap<String, MetricUsage>,
+}
+
+impl FleetUsage {
+    /// Every metric of `limits`, with the snapshot's counter for its month (0 when none).
+    pub fn from_snapshot(snapshot: &StatusSnapshot, limits: &BTreeMap<String, u64>) -> Self {
+        let period = UsagePeriod::month_of(snapshot.as_of).key();
+        let metrics = limits
+            .iter()
+            .map(|(metric, limit)| {
+                let used = snapshot.month_usage.get(metric).copied().unwrap_or(0);
+                (metric.clone(), MetricUsage { used, limit: *limit, period: period.clone() })
+            })
+            .collect();
+        Self { as_of: snapshot.as_of, metrics }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Decision {
     pub code: ValidationCode,
     pub warning: Option<String>,
     pub license: LicenseSummary,
+    /// Fleet-wide usage of the limited metrics; `None` without a snapshot (decided from the
+    /// key alone), when it is not known.
+    pub usage: Option<FleetUsage>,
     /// The request names a deployment the snapshot does not hold and the limit has room: the
     /// caller must activate it with the store's conditional write before answering `VALID`.
     pub needs_activation: bool,
@@ -152,10 +189,12 @@ pub fn decide(
         offline_days: stored.map_or(claims.offline_days, |l| l.offline_days),
         grace_days,
     };
+    let usage = snapshot.filter(|_| stored.is_some()).map(|s| FleetUsage::from_snapshot(s, &license.limits));
     let verdict = |code, warning: Option<String>, license: LicenseSummary| Decision {
         code,
         warning,
         license,
+        usage: usage.clone(),
         needs_activation: false,
     };
 
@@ -210,7 +249,7 @@ pub fn decide(
             return verdict(ValidationCode::UsageLimitExceeded, why, license);
         }
     }
-    Decision { code: state_code, warning, license, needs_activation }
+    Decision { code: state_code, warning, license, usage, needs_activation }
 }
 
 /// Verifies keys, remembering the ones that verified so a warm validation skips the Ed25519

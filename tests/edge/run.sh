@@ -43,9 +43,11 @@ fi
 echo "worker-build $(worker-build --version), wasm-bindgen $bindgen_version, wrangler $("$WORKER_DIR/node_modules/.bin/wrangler" --version), node $(node --version)"
 
 # ---------------------------------------------------------------------------------------------
-step "build the origin (nls serve)"
+step "build the origin (nls serve), and nectar-license with the example app for the CLI scenarios"
 cargo build -p nls
+cargo build -p nls-client --bin nectar-license --example report_usage
 NLS_BIN="$CARGO_TARGET_DIR/debug/nls"
+export NECTAR_LICENSE_BIN="$CARGO_TARGET_DIR/debug/nectar-license" REPORT_USAGE_BIN="$CARGO_TARGET_DIR/debug/examples/report_usage"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/nls-edge-e2e.XXXXXX")
 export EDGE_WORK_DIR="$WORK" EDGE_PGID_FILE="$WORK/pgids"

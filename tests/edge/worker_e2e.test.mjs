@@ -2,13 +2,14 @@
 // a real `nls serve` origin. Started by tests/edge/run.sh, which builds everything first.
 //
 // Env: NLS_BIN, WRANGLER_BIN, WORKER_MAIN (functions/worker/build/index.js), EDGE_WORK_DIR,
-//      ORIGIN_PORT, EDGE_PORT.
+//      ORIGIN_PORT, EDGE_PORT; NECTAR_LICENSE_BIN and REPORT_USAGE_BIN for the CLI scenarios.
 
 import { test, before, after } from 'node:test';
 import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Origin, freePort, http, killGroup, required, startWrangler } from './edge_harness.mjs';
 import { registerScenarios } from './edge_scenarios.mjs';
+import { cliScenarios } from './cli_through_edge.mjs';
 
 const TTL_SECS = 8;
 const MEMORY_FRESH_SECS = 1;
@@ -64,6 +65,13 @@ after(async () => {
 
 test('Cloudflare Worker edge in workerd', async (t) => {
   for (const [name, fn] of registerScenarios(t, ctx)) {
+    await t.test(name, fn);
+  }
+});
+
+test('nectar-license and the Rust client through the Worker', async (t) => {
+  if (!origin.child) await origin.start(); // a scenario above may have left it stopped
+  for (const [name, fn] of cliScenarios(ctx, workDir)) {
     await t.test(name, fn);
   }
 });

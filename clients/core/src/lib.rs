@@ -7,11 +7,14 @@
 //!   offline → grace → fail-closed timeline, with the on-disk cache format.
 //! - [`validation_answer`]: how a server answer is classified (good, refused, offline).
 //! - [`schedule`]: check-in jitter and retry backoff.
+//! - [`fleet_usage`]: the fleet-wide usage the limit check counts (the server's snapshot
+//!   figure plus this process's reports it cannot show yet).
 //!
 //! The Rust client (`clients/rust`) and the Node package (`clients/node`, via wasm) bring
 //! the I/O: HTTP, files and the wall clock are passed in.
 
 pub mod effective_clock;
+pub mod fleet_usage;
 pub mod license_state;
 pub mod schedule;
 pub mod state_machine;

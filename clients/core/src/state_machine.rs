@@ -39,6 +39,7 @@ use sha2::{Digest, Sha256};
 
 use crate::UnixSeconds;
 use crate::effective_clock::{EffectiveClock, Observation};
+use crate::fleet_usage::{FleetView, UsageLedger};
 use crate::license_state::{GraceReason, InvalidCode, LicenseInfo, LicenseState, ProofSource, Timestamp};
 
 pub const CACHE_FORMAT: &str = "nls-client-cache/1";
@@ -93,6 +94,10 @@ struct CacheBody {
     verdict: Option<Verdict>,
     contact: Contact,
     server_grace_ends_at: Option<UnixSeconds>,
+    /// The newest fleet-wide usage an answer showed (absent in caches from before it, which
+    /// keeps their MAC valid).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    fleet_usage: Option<FleetView>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -125,6 +130,13 @@ pub struct LicenseMachine {
     contact: Contact,
     server_grace_ends_at: Option<UnixSeconds>,
     offline_file: Option<OfflineFileState>,
+    usage: UsageLedger,
+}
+
+/// The fleet view a receipt carries, if it carries one.
+fn receipt_view(receipt: &Receipt) -> Option<FleetView> {
+    let metrics = receipt.claims.usage.clone()?;
+    Some(FleetView { as_of: receipt.claims.usage_as_of.unwrap_or(receipt.issued_at.timestamp()), metrics })
 }
 
 impl LicenseMachine {
@@ -144,7 +156,18 @@ impl LicenseMachine {
             contact: Contact::Never,
             server_grace_ends_at: None,
             offline_file: None,
+            usage: UsageLedger::default(),
         }
+    }
+
+    /// Fleet-wide usage as the newest answer or receipt showed it, plus this process's
+    /// deliveries since (see [`crate::fleet_usage`]).
+    pub fn usage(&self) -> &UsageLedger {
+        &self.usage
+    }
+
+    pub fn usage_mut(&mut self) -> &mut UsageLedger {
+        &mut self.usage
     }
 
     pub fn license_key(&self) -> &str {
@@ -221,6 +244,9 @@ impl LicenseMachine {
             } else {
                 clock.raise_to(issued);
             }
+        }
+        if let Some(view) = receipt_view(&receipt) {
+            self.usage.observe(view);
         }
         if strictly_newer {
             self.receipt = Some((receipt_jws.trim().to_owned(), receipt));
@@ -333,6 +359,7 @@ impl LicenseMachine {
             verdict: self.verdict.clone(),
             contact: self.contact.clone(),
             server_grace_ends_at: self.server_grace_ends_at,
+            fleet_usage: self.usage.view().cloned(),
         };
         let mac = self.mac(&body);
         serde_json::to_string_pretty(&CacheFile { body, mac }).unwrap_or_default()
@@ -370,12 +397,18 @@ impl LicenseMachine {
             }
             None => None,
         };
+        if let Some(view) = receipt.as_ref().and_then(|(_, r)| receipt_view(r)) {
+            self.usage.observe(view);
+        }
         self.receipt = receipt;
         self.clock = body.clock;
         self.suspicion = body.suspicion;
         self.verdict = body.verdict;
         self.contact = body.contact;
         self.server_grace_ends_at = body.server_grace_ends_at;
+        if let Some(view) = body.fleet_usage {
+            self.usage.observe(view);
+        }
         Ok(())
     }
 

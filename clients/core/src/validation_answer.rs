@@ -8,8 +8,13 @@
 //!   body, or a "valid" answer whose receipt does not verify (which is what a spoofed server
 //!   would send). Offline never ends the license by itself; the timeline does.
 
+use std::collections::BTreeMap;
+
 use chrono::{DateTime, Utc};
+use nls_core::validation::MetricUsage;
 use serde::{Deserialize, Serialize};
+
+use crate::fleet_usage::FleetView;
 
 use crate::license_state::{InvalidCode, Timestamp};
 use crate::state_machine::LicenseMachine;
@@ -28,6 +33,26 @@ struct AnswerWire {
     receipt: Option<String>,
     #[serde(default)]
     degraded: bool,
+    #[serde(default)]
+    usage: Option<BTreeMap<String, MetricUsageWire>>,
+}
+
+#[derive(Debug, Deserialize)]
+struct MetricUsageWire {
+    used: u64,
+    limit: u64,
+    period: String,
+    as_of: DateTime<Utc>,
+}
+
+/// The answer's fleet view: every entry comes from one snapshot, so one `as_of`.
+fn answer_view(usage: BTreeMap<String, MetricUsageWire>) -> Option<FleetView> {
+    let as_of = usage.values().map(|m| m.as_of.timestamp()).min()?;
+    let metrics = usage
+        .into_iter()
+        .map(|(metric, m)| (metric, MetricUsage { used: m.used, limit: m.limit, period: m.period }))
+        .collect();
+    Some(FleetView { as_of, metrics })
 }
 
 #[derive(Debug, Deserialize)]
@@ -87,7 +112,13 @@ fn classify(machine: &mut LicenseMachine, status: u16, body: &str, now: Timestam
         };
         let grace_end = answer.license.as_ref().and_then(|l| l.grace_ends_at);
         return match machine.record_good(receipt, grace_end, now) {
-            Ok(()) => AnswerOutcome::Good { next_check_in: answer.next_check_in, warning: answer.warning },
+            Ok(()) => {
+                // Only beside a receipt that verified: the answer's usage is then the server's.
+                if let Some(view) = answer.usage.and_then(answer_view) {
+                    machine.usage_mut().observe(view);
+                }
+                AnswerOutcome::Good { next_check_in: answer.next_check_in, warning: answer.warning }
+            }
             Err(e) => offline(format!("the answer's receipt is rejected ({e})")),
         };
     }

@@ -7,19 +7,23 @@ import * as path from "node:path";
 
 import { readOptional, randomId, writeAtomic } from "./durable";
 import { UsageSpool, type SealedBatch } from "./spool";
-import type { AnswerOutcome, ClientOptions, FlushReport, LicenseState, LimitCheck, UsageRecord } from "./types";
-import { toLimitCheck, toOutcome, toState, warningOf } from "./wire";
+import type { AnswerOutcome, ClientOptions, FleetUsage, FlushReport, LicenseState, LimitCheck, UsageRecord, UsageStanding } from "./types";
+import { toFleetUsage, toLimitCheck, toOutcome, toStanding, toState, warningOf } from "./wire";
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 import wasm = require("../wasm-pkg/nls_client_wasm");
 
 const CACHE_FILE = "license-cache.json";
 const DEPLOYMENT_FILE = "deployment-id";
 const COUNTERS_FILE = "usage-month.json";
+/** The seat lease as the last heartbeat stated it, for `nectar-license status` (same format as the Rust client's). */
+const LEASE_FILE = "deployment-lease.json";
 const TICK_MS = 30_000;
 
 interface Reply {
   status: number;
   body: string;
+  /** The server's `Date` header, in unix seconds, when it sent a readable one. */
+  dateSecs: number | null;
 }
 
 const periodOf = (d: Date) => `${d.getUTCFullYear()}-${String(d.getUTCMonth() + 1).padStart(2, "0")}`;
@@ -30,6 +34,8 @@ export class LicenseClient {
   private readonly now: () => Date;
   private readonly log: { warn(msg: string): void; error(msg: string): void };
   private month: { period: string; counters: Record<string, number> };
+  /** Spooled, not yet acknowledged: "period\u0000metric" → sum (no file read on a check). */
+  private spooled = new Map<string, number>();
   private timers = new Set<NodeJS.Timeout>();
   private stopped = false;
   private validationFailures = 0;
@@ -60,6 +66,7 @@ export class LicenseClient {
     this.deploymentId = options.deploymentId ?? this.loadDeploymentId();
     this.spool = new UsageSpool(path.join(options.dataDir, "usage"));
     this.month = this.loadMonth();
+    for (const r of this.spool.pending()) this.addSpooled(r, r.value);
     this.persist();
   }
 
@@ -112,11 +119,32 @@ export class LicenseClient {
   }
 
   /**
-   * Whether `amount` more of `metric` fits this month's limit, counting what this install has
-   * recorded this month (the server enforces the fleet-wide total at validation).
+   * Whether `amount` more of `metric` fits this month's limit, counting the fleet-wide total
+   * from the last answer (every deployment's reports) plus what this process has reported
+   * since or spooled but not yet delivered (`usageStanding`). No I/O.
    */
   checkLimit(metric: string, amount = 1): LimitCheck {
-    return toLimitCheck(this.core.checkLimit(metric, amount, this.usedThisMonth(metric), this.secs()));
+    return toLimitCheck(this.core.checkLimit(metric, amount, this.usageStanding(metric).used, this.secs()));
+  }
+
+  /** The numbers behind the limit check for `metric` this month. */
+  usageStanding(metric: string): UsageStanding {
+    const period = periodOf(this.now());
+    const spooled = this.spooled.get(`${period}\u0000${metric}`) ?? 0;
+    return toStanding(this.core.usageStanding(metric, period, spooled, this.usedThisMonth(metric)));
+  }
+
+  /** The newest fleet-wide usage the server sent (answer or receipt), if any. */
+  fleetUsage(): FleetUsage | null {
+    const json = this.core.fleetUsage();
+    return json === undefined ? null : toFleetUsage(json);
+  }
+
+  private addSpooled(r: UsageRecord, delta: number): void {
+    const slot = `${periodOf(new Date(r.at))}\u0000${r.metric}`;
+    const sum = Math.max(0, (this.spooled.get(slot) ?? 0) + delta);
+    if (sum === 0) this.spooled.delete(slot);
+    else this.spooled.set(slot, sum);
   }
 
   usedThisMonth(metric: string): number {
@@ -126,7 +154,9 @@ export class LicenseClient {
   /** Records usage durably (fsync'd to the spool) before returning. */
   recordUsage(metric: string, value = 1): void {
     const at = this.now();
-    this.spool.append({ metric, value, at: at.toISOString() });
+    const record = { metric, value, at: at.toISOString() };
+    this.spool.append(record);
+    this.addSpooled(record, value);
     const period = periodOf(at);
     if (this.month.period !== period) this.month = { period, counters: {} };
     this.month.counters[metric] = (this.month.counters[metric] ?? 0) + value;
@@ -145,7 +175,9 @@ export class LicenseClient {
       body: body === undefined ? undefined : JSON.stringify(body),
       signal: AbortSignal.timeout(this.options.requestTimeoutMs ?? 10_000),
     });
-    return { status: response.status, body: await response.text() };
+    const date = response.headers.get("date");
+    const parsed = date ? Date.parse(date) : NaN;
+    return { status: response.status, body: await response.text(), dateSecs: Number.isNaN(parsed) ? null : Math.floor(parsed / 1000) };
   }
 
   /** Validates now; the state and the on-disk cache are updated. */
@@ -177,8 +209,28 @@ export class LicenseClient {
       return null;
     }
     if (reply.status < 200 || reply.status >= 300) throw new Error(`heartbeat answered HTTP ${reply.status}`);
-    const next = JSON.parse(reply.body).next_heartbeat_at;
+    const beat = JSON.parse(reply.body);
+    this.rememberLease(beat);
+    const next = beat.next_heartbeat_at;
     return next ? new Date(next) : null;
+  }
+
+  /** Saves what a heartbeat answer said about this deployment's lease (advisory; best effort). */
+  private rememberLease(beat: { deployment?: { lease_expires_at?: string }; next_heartbeat_at?: string; queued?: boolean }): void {
+    const now = this.now().toISOString();
+    const record = {
+      deployment_id: this.deploymentId,
+      lease_expires_at: beat.deployment?.lease_expires_at ?? null,
+      last_heartbeat_at: now,
+      next_heartbeat_at: beat.next_heartbeat_at ?? null,
+      source: beat.queued ? "heartbeat_queued" : "heartbeat",
+      recorded_at: now,
+    };
+    try {
+      writeAtomic(path.join(this.options.dataDir, LEASE_FILE), JSON.stringify(record, null, 2));
+    } catch (e) {
+      this.log.warn(`nls: could not save the deployment lease: ${(e as Error).message}`);
+    }
   }
 
   /**
@@ -204,11 +256,15 @@ export class LicenseClient {
         continue;
       }
       const sent = await this.sendBatch(batch);
-      if (sent === "accepted") {
+      if (typeof sent === "object" && "accepted" in sent) {
+        // Counted as delivered until an answer shows it (compared at the server's Date).
+        for (const r of batch.records) this.addSpooled(r, -r.value);
+        this.core.noteDelivered(JSON.stringify(batch.records), sent.accepted ?? this.secs());
         this.spool.ack(batch);
         report.batchesSent++;
         report.recordsSent += batch.records.length;
       } else if (sent === "rejected") {
+        for (const r of batch.records) this.addSpooled(r, -r.value);
         this.spool.reject(batch);
         report.batchesRejected++;
       } else {
@@ -219,7 +275,7 @@ export class LicenseClient {
     return report;
   }
 
-  private async sendBatch(batch: SealedBatch): Promise<"accepted" | "rejected" | { retry: string }> {
+  private async sendBatch(batch: SealedBatch): Promise<{ accepted: number | null } | "rejected" | { retry: string }> {
     const body = { key: this.core.licenseKey(), deployment_id: this.deploymentId, batch_id: batch.batchId, records: batch.records };
     let reply: Reply;
     try {
@@ -227,7 +283,7 @@ export class LicenseClient {
     } catch (e) {
       return { retry: (e as Error).message };
     }
-    if (reply.status >= 200 && reply.status < 300) return "accepted";
+    if (reply.status >= 200 && reply.status < 300) return { accepted: reply.dateSecs };
     if (reply.status >= 500 || reply.status === 429 || reply.status === 408) return { retry: `HTTP ${reply.status}` };
     this.log.error(`nls: usage batch ${batch.batchId} refused (HTTP ${reply.status}: ${reply.body}); kept aside`);
     return "rejected";

@@ -101,3 +101,29 @@ export interface ClientOptions {
   /** Where warnings go. Default: console.warn / console.error. */
   logger?: { warn(msg: string): void; error(msg: string): void };
 }
+
+/** One limited metric's fleet-wide use, as the server's snapshot counted it. */
+export interface MetricUsage {
+  used: number;
+  limit: number;
+  /** The counter period, a UTC month: `2026-12`. */
+  period: string;
+}
+
+/** The newest fleet-wide usage the server sent: every deployment's reports up to `asOf`. */
+export interface FleetUsage {
+  asOf: Date;
+  metrics: Record<string, MetricUsage>;
+}
+
+/** The numbers behind `checkLimit` for one metric this month. */
+export interface UsageStanding {
+  /** The fleet-wide count from the newest answer or receipt (null: none names the metric). */
+  fleetUsed: number | null;
+  /** Delivered by this process since that answer. */
+  deliveredUnconfirmed: number;
+  /** Spooled by this process, not delivered yet. */
+  spooled: number;
+  /** What the limit check counts: fleet + unconfirmed + spooled, never less than this install's own month total. */
+  used: number;
+}

@@ -1,6 +1,6 @@
 // Converts the core's JSON (snake_case, RFC 3339 strings) into the public camelCase types.
 
-import type { AnswerOutcome, LicenseInfo, LicenseState, LimitCheck } from "./types";
+import type { AnswerOutcome, FleetUsage, LicenseInfo, LicenseState, LimitCheck, UsageStanding } from "./types";
 
 /* eslint-disable @typescript-eslint/no-explicit-any */
 const date = (s: string | null | undefined): Date | null => (s ? new Date(s) : null);
@@ -54,6 +54,16 @@ export function toOutcome(json: string): AnswerOutcome {
 export function toLimitCheck(json: string): LimitCheck {
   const c = JSON.parse(json);
   return { allowed: c.allowed, limit: c.limit ?? null, used: c.used, remaining: c.remaining ?? null };
+}
+
+export function toStanding(json: string): UsageStanding {
+  const s = JSON.parse(json);
+  return { fleetUsed: s.fleet_used ?? null, deliveredUnconfirmed: s.delivered_unconfirmed, spooled: s.spooled, used: s.used };
+}
+
+export function toFleetUsage(json: string): FleetUsage {
+  const f = JSON.parse(json);
+  return { asOf: new Date(f.as_of * 1000), metrics: f.metrics };
 }
 
 /** The text an app should show as a banner, if any (same wording as the Rust client). */

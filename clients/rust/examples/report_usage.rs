@@ -2,10 +2,12 @@
 //! usage reporting.
 //!
 //! ```text
-//! report_usage --server URL --key KEY --jwks-file FILE --data-dir DIR [--records N] [--flush-every K] [--drain]
+//! report_usage --server URL --key KEY --jwks-file FILE --data-dir DIR [--records N] [--flush-every K] [--drain] [--validate]
 //! ```
 //!
-//! Records `N` units of `api_calls`, one at a time, printing `recorded <i>` after each
+//! With `--validate` it first validates and sends a heartbeat, as an app does at start-up
+//! (printing `validated <outcome>`), so the data dir holds a receipt and a lease for
+//! `nectar-license status` (the edge tests use it as the app). Records `N` units of `api_calls`, one at a time, printing `recorded <i>` after each
 //! `record_usage` returned (so the record is on disk), and flushes to the server every `K`
 //! records. With `--drain` it records nothing and sends whatever the spool holds, then prints
 //! `drained <pending>`.
@@ -17,7 +19,7 @@ use nls_client::{ClientConfig, LicenseClient};
 fn main() {
     let mut args = std::env::args().skip(1);
     let (mut server, mut key, mut jwks_file, mut data_dir) = (None, None, None, None);
-    let (mut records, mut flush_every, mut drain) = (0u64, 20u64, false);
+    let (mut records, mut flush_every, mut drain, mut validate) = (0u64, 20u64, false, false);
     while let Some(arg) = args.next() {
         let mut value = || args.next().unwrap_or_else(|| fail(&format!("{arg} needs a value")));
         match arg.as_str() {
@@ -30,6 +32,7 @@ fn main() {
                 flush_every = value().parse().unwrap_or_else(|_| fail("--flush-every: a number"))
             }
             "--drain" => drain = true,
+            "--validate" => validate = true,
             other => fail(&format!("unknown argument {other}")),
         }
     }
@@ -44,6 +47,11 @@ fn main() {
     );
     let client = LicenseClient::open(config).unwrap_or_else(|e| fail(&e.to_string()));
     let out = std::io::stdout();
+    if validate {
+        let outcome = client.validate_now();
+        let beat = client.heartbeat_now();
+        writeln!(out.lock(), "validated {outcome:?} heartbeat {beat:?}").ok();
+    }
     if drain {
         let report = client.flush_usage();
         if let Some(why) = report.stopped {

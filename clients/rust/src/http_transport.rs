@@ -12,6 +12,8 @@ pub struct TransportError(String);
 pub struct Reply {
     pub status: u16,
     pub body: String,
+    /// The server's `Date` header (second resolution), when it sent a readable one.
+    pub date: Option<chrono::DateTime<chrono::Utc>>,
 }
 
 #[derive(Clone)]
@@ -64,9 +66,15 @@ impl HttpTransport {
 
 fn read(mut response: ureq::http::Response<ureq::Body>, path: &str) -> Result<Reply, TransportError> {
     let status = response.status().as_u16();
+    let date = response
+        .headers()
+        .get("date")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| chrono::DateTime::parse_from_rfc2822(v).ok())
+        .map(|d| d.with_timezone(&chrono::Utc));
     let body = response
         .body_mut()
         .read_to_string()
         .map_err(|e| TransportError(format!("{path}: reading the answer: {e}")))?;
-    Ok(Reply { status, body })
+    Ok(Reply { status, body, date })
 }

@@ -14,12 +14,14 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use chrono::{DateTime, Datelike, Utc};
+use nls_client_core::fleet_usage::{MetricStanding, standing};
 use nls_client_core::schedule::{backoff_delay, next_check_delay};
 use nls_client_core::validation_answer::heartbeat_needs_validation;
 use nls_client_core::{AnswerOutcome, CacheLoad, LicenseMachine, LicenseState, LimitCheck, Policy};
 use nls_core::key_ring::KeyRing;
 use serde::{Deserialize, Serialize};
 
+use crate::deployment_lease::{self, LeaseRecord};
 use crate::durable_file::{random_id, random_unit, read_optional, write_atomic};
 use crate::http_transport::HttpTransport;
 use crate::usage_spool::{SealedBatch, UsageRecord, UsageSpool};
@@ -135,6 +137,9 @@ struct Inner {
     spool: UsageSpool,
     /// This month's usage as far as this install knows (acknowledged + spooled).
     month: Mutex<MonthCounters>,
+    /// Spooled, not yet acknowledged: (period, metric) → sum. Kept in memory so the limit
+    /// check on the request path reads no file.
+    spooled: Mutex<BTreeMap<(String, String), u64>>,
     deployment_id: String,
     stopping: Mutex<bool>,
     wake: Condvar,
@@ -212,6 +217,10 @@ impl LicenseClient {
         let spool =
             UsageSpool::open(&config.data_dir.join("usage")).map_err(io_err("opening the usage spool"))?;
         let month = load_month(&config, &spool, now);
+        let mut spooled: BTreeMap<(String, String), u64> = BTreeMap::new();
+        for r in spool.pending().unwrap_or_default() {
+            *spooled.entry((period_of(r.at), r.metric)).or_default() += r.value;
+        }
         let transport = config
             .server_url
             .as_deref()
@@ -225,6 +234,7 @@ impl LicenseClient {
                 machine: Mutex::new(machine),
                 spool,
                 month: Mutex::new(month),
+                spooled: Mutex::new(spooled),
                 deployment_id,
                 stopping: Mutex::new(false),
                 wake: Condvar::new(),
@@ -274,11 +284,29 @@ impl LicenseClient {
         self.state().has_feature(feature)
     }
 
-    /// Whether `amount` more of `metric` fits this month's limit, counting what this install
-    /// has recorded this month (the server enforces the fleet-wide total at validation).
+    /// Whether `amount` more of `metric` fits this month's limit, counting the fleet-wide
+    /// total from the last answer (every deployment's reports) plus what this process has
+    /// reported since or spooled but not yet delivered ([`Self::usage_standing`]). No I/O.
     pub fn check_limit(&self, metric: &str, amount: u64) -> LimitCheck {
-        let used = self.used_this_month(metric);
+        let used = self.usage_standing(metric).used;
         self.state().check_limit(metric, amount, used)
+    }
+
+    /// The numbers behind the limit check for `metric` this month: the fleet-wide count of
+    /// the newest answer or receipt, this process's deliveries it cannot show yet, the spool,
+    /// and the count the check uses (never less than this install's own month total).
+    pub fn usage_standing(&self, metric: &str) -> MetricStanding {
+        let period = period_of(self.inner.config.clock.now());
+        let spooled =
+            lock(&self.inner.spooled).get(&(period.clone(), metric.to_owned())).copied().unwrap_or(0);
+        let own_total = self.used_this_month(metric);
+        standing(lock(&self.inner.machine).usage(), metric, &period, spooled, own_total)
+    }
+
+    /// The fleet view (metric → `{used, limit, period}` and when it was read), if the server
+    /// sent one.
+    pub fn fleet_usage(&self) -> Option<nls_client_core::fleet_usage::FleetView> {
+        lock(&self.inner.machine).usage().view().cloned()
     }
 
     pub fn used_this_month(&self, metric: &str) -> u64 {
@@ -295,6 +323,7 @@ impl LicenseClient {
             .spool
             .append(&UsageRecord { metric: metric.to_owned(), value, at })
             .map_err(io_err("spooling usage"))?;
+        *lock(&self.inner.spooled).entry((period_of(at), metric.to_owned())).or_default() += value;
         let mut month = lock(&self.inner.month);
         let period = period_of(at);
         if month.period != period {
@@ -323,6 +352,16 @@ impl LicenseClient {
         }
         let reply = transport.post_json("/v1/licenses/validate", &body);
         let now = config.clock.now();
+        if let Ok(reply) = &reply {
+            self.remember_lease(|previous| {
+                deployment_lease::from_validation_answer(
+                    &self.inner.deployment_id,
+                    &reply.body,
+                    previous,
+                    now,
+                )
+            });
+        }
         let outcome = {
             let mut machine = lock(&self.inner.machine);
             match reply {
@@ -356,11 +395,25 @@ impl LicenseClient {
         if !(200..300).contains(&reply.status) {
             return Err(format!("heartbeat answered HTTP {}", reply.status));
         }
+        let now = self.inner.config.clock.now();
+        self.remember_lease(|_| {
+            deployment_lease::from_heartbeat_answer(&self.inner.deployment_id, &reply.body, now)
+        });
         #[derive(Deserialize)]
         struct Beat {
             next_heartbeat_at: Option<DateTime<Utc>>,
         }
         Ok(serde_json::from_str::<Beat>(&reply.body).ok().and_then(|b| b.next_heartbeat_at))
+    }
+
+    /// Saves what the server said about this deployment's lease, for `nectar-license status`.
+    fn remember_lease(&self, record: impl FnOnce(Option<LeaseRecord>) -> Option<LeaseRecord>) {
+        let dir = &self.inner.config.data_dir;
+        if let Some(record) = record(deployment_lease::load(dir))
+            && let Err(e) = deployment_lease::save(dir, &record)
+        {
+            tracing::warn!(error = %e, "nls: could not save the deployment lease");
+        }
     }
 
     /// Seals the open spool segment and sends every sealed batch, oldest first. A batch is
@@ -392,7 +445,8 @@ impl LicenseClient {
                 continue;
             }
             match self.send_batch(transport, &key, &batch) {
-                Sent::Accepted => {
+                Sent::Accepted { server_date } => {
+                    self.note_delivered(&batch, server_date);
                     if let Err(e) = spool.ack(&batch) {
                         report.stopped = Some(format!("removing an acknowledged batch: {e}"));
                         return report;
@@ -402,6 +456,7 @@ impl LicenseClient {
                 }
                 Sent::Rejected(why) => {
                     tracing::error!(batch_id = %batch.batch_id, %why, "nls: usage batch refused; kept aside");
+                    self.unspool(&batch);
                     let _ = spool.reject(&batch);
                     report.batches_rejected += 1;
                 }
@@ -414,6 +469,28 @@ impl LicenseClient {
         report
     }
 
+    /// An acknowledged batch leaves the spooled sums and counts as delivered until an answer
+    /// shows it (at the server's `Date` when it sent one: no clock skew in the comparison).
+    fn note_delivered(&self, batch: &SealedBatch, server_date: Option<DateTime<Utc>>) {
+        self.unspool(batch);
+        let delivered_at = server_date.unwrap_or_else(|| self.inner.config.clock.now()).timestamp();
+        let records = batch.records.iter().map(|r| (r.metric.as_str(), r.value, r.at));
+        lock(&self.inner.machine).usage_mut().note_delivered(records, delivered_at);
+    }
+
+    fn unspool(&self, batch: &SealedBatch) {
+        let mut spooled = lock(&self.inner.spooled);
+        for r in &batch.records {
+            let slot = (period_of(r.at), r.metric.clone());
+            if let Some(sum) = spooled.get_mut(&slot) {
+                *sum = sum.saturating_sub(r.value);
+                if *sum == 0 {
+                    spooled.remove(&slot);
+                }
+            }
+        }
+    }
+
     fn send_batch(&self, transport: &HttpTransport, key: &str, batch: &SealedBatch) -> Sent {
         let body = serde_json::json!({
             "key": key,
@@ -423,7 +500,7 @@ impl LicenseClient {
         });
         match transport.post_json("/v1/usage", &body) {
             Err(e) => Sent::Retry(e.to_string()),
-            Ok(r) if (200..300).contains(&r.status) => Sent::Accepted,
+            Ok(r) if (200..300).contains(&r.status) => Sent::Accepted { server_date: r.date },
             Ok(r) if r.status >= 500 || r.status == 429 || r.status == 408 => {
                 Sent::Retry(format!("HTTP {}", r.status))
             }
@@ -599,7 +676,7 @@ impl LicenseClient {
 }
 
 enum Sent {
-    Accepted,
+    Accepted { server_date: Option<DateTime<Utc>> },
     Rejected(String),
     Retry(String),
 }

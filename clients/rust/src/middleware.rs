@@ -123,7 +123,7 @@ where
                 }
             }
             Rule::Usage(metric) => {
-                let check = state.check_limit(metric, 1, self.client.used_this_month(metric));
+                let check = state.check_limit(metric, 1, self.client.usage_standing(metric).used);
                 if !check.allowed {
                     let message = format!(
                         "{metric}: {} used of {} this month",

@@ -127,6 +127,10 @@ fn a_good_license_diagnoses_clean_shows_its_status_bundles_without_secrets_and_r
     // The app (the library) validates and records usage; status shows what it knows.
     let app = LicenseClient::start(install.app_config(&key)).unwrap();
     app.record_usage("runs", 3).unwrap();
+    // Delivered, then validated again: the answer (and its receipt) carry the fleet's count.
+    assert_eq!(app.flush_usage().batches_sent, 1);
+    assert!(matches!(app.validate_now(), nls_client::AnswerOutcome::Good { .. }));
+    app.heartbeat_now().expect("a heartbeat renews the lease");
     app.shutdown();
     drop(app);
     assert_eq!(server.live_deployments(&license_id), vec![deployment_id.trim().to_owned()]);
@@ -143,6 +147,17 @@ fn a_good_license_diagnoses_clean_shows_its_status_bundles_without_secrets_and_r
     assert_eq!(json["license"]["tier"], "pro");
     assert_eq!(json["deployment_id"], deployment_id.trim());
     assert!(json["receipt_age_seconds"].as_i64().unwrap() < 600, "{json:#}");
+    // Fleet usage per limited metric, and the lease the heartbeat renewed.
+    let runs = &json["fleet_usage"]["metrics"]["runs"];
+    assert_eq!((runs["used"].as_u64(), runs["limit"].as_u64()), (Some(3), Some(50)), "{json:#}");
+    assert_eq!(runs["remaining"].as_u64(), Some(47), "{json:#}");
+    assert_eq!(json["lease"]["deployment_id"], deployment_id.trim());
+    assert_eq!(json["lease"]["source"], "heartbeat");
+    let left = json["lease"]["lease_left_seconds"].as_i64().unwrap_or_default();
+    assert!(left > 3000 && left <= 3600, "a 3600 s lease renewed just now: {json:#}");
+    for phrase in ["runs: 3 used of 50", "deployment lease", "left); last heartbeat"] {
+        assert!(shown.contains(phrase), "missing {phrase:?} in:\n{shown}");
+    }
 
     // The support bundle: an app log that (wrongly) printed the key and an admin token.
     let app_log = install.data_dir.join("app.log");
@@ -344,6 +359,16 @@ fn each_network_time_and_state_failure_has_its_exit_code() {
     let tls = fault_servers::self_signed_tls_endpoint();
     let install = Install::new(&format!("https://localhost:{tls}"), &key, &jwks);
     expect_failure(&install, 22, "network.tls", "TLS handshake with localhost failed");
+
+    // A TLS proxy in front of the real server whose certificate expired (generated now, valid
+    // 2024-01-01 to 2025-01-01): its own message and fix, same class.
+    let expired = fault_servers::expired_certificate_tls_proxy(server.port());
+    let install = Install::new(&format!("https://localhost:{expired}"), &key, &jwks);
+    expect_failure(&install, 22, "network.tls", "expired at 2025-01-01T00:00:00+00:00");
+    let report: serde_json::Value =
+        serde_json::from_slice(&install.run(&["diagnose", "--json"]).stdout).unwrap();
+    let fix = report["failure"]["fix"].as_str().unwrap_or_default();
+    assert!(fix.contains("certificate has expired"), "{report:#}");
 
     // A name that does not resolve (.invalid never does, RFC 2606).
     let install = Install::new("https://nls.example.invalid", &key, &jwks);

@@ -508,6 +508,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             next_check_in,
             receipt: None,
             degraded: false,
+            usage: None,
         };
         let key = match self.state.verifier.verify(&body.key) {
             Ok(key) => key,
@@ -644,6 +645,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
                 next_check_in,
                 receipt: receipt.filter(|_| valid).map(|r| r.to_string()),
                 degraded,
+                usage: usage_view(decision.usage.as_ref()),
             },
         ))
     }

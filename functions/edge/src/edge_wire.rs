@@ -7,7 +7,7 @@
 use std::collections::BTreeMap;
 
 use chrono::{DateTime, Utc};
-use nls_core::validation::{LicenseSummary, StatusSnapshot};
+use nls_core::validation::{FleetUsage, LicenseSummary, StatusSnapshot};
 use serde::{Deserialize, Serialize};
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -65,6 +65,36 @@ pub struct ValidationAnswer {
     #[serde(skip_serializing_if = "Option::is_none")]
     pub receipt: Option<String>,
     pub degraded: bool,
+    /// Fleet-wide usage of the limited metrics, from the snapshot this edge decided with.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<BTreeMap<String, MetricUsageView>>,
+}
+
+/// One limited metric's fleet-wide use, as the origin's `MetricUsageView` shapes it.
+#[derive(Debug, Clone, Serialize)]
+pub struct MetricUsageView {
+    pub used: u64,
+    pub limit: u64,
+    pub period: String,
+    pub as_of: DateTime<Utc>,
+}
+
+/// The answer's `usage` for a decision's fleet usage.
+pub fn usage_view(usage: Option<&FleetUsage>) -> Option<BTreeMap<String, MetricUsageView>> {
+    usage.map(|u| {
+        u.metrics
+            .iter()
+            .map(|(metric, m)| {
+                let view = MetricUsageView {
+                    used: m.used,
+                    limit: m.limit,
+                    period: m.period.clone(),
+                    as_of: u.as_of,
+                };
+                (metric.clone(), view)
+            })
+            .collect()
+    })
 }
 
 #[derive(Debug, Clone, Serialize)]

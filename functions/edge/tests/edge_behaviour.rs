@@ -881,3 +881,30 @@ fn provisional_seats_queued_in_kv_count_for_every_isolate() {
         );
     });
 }
+
+#[test]
+fn usage_reported_through_the_edge_is_in_its_answers_within_the_snapshot_ttl() {
+    run(async {
+        // GIVEN a warm edge: the license's limited metric shows the fleet's count, 0
+        let mut w = World::new(None).await;
+        w.validate(Some("dep-1")).await;
+        let warm = w.validate(Some("dep-1")).await;
+        let as_of = w.now.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+        assert_eq!(
+            warm["usage"]["seats"],
+            json!({"used": 0, "limit": 100, "period": "2026-11", "as_of": as_of})
+        );
+        // WHEN a deployment reports 30 through the edge
+        let batch = json!({"key": w.key, "deployment_id": "dep-1", "batch_id": "s-1",
+            "records": [{"metric": "seats", "value": 30, "at": w.now.to_rfc3339()}]});
+        assert_eq!(w.send("POST", "/v1/usage", batch).await.0, 202);
+        assert_eq!(w.month_usage("seats").await, 30);
+        // THEN within the memory freshness window the edge still answers from its snapshot
+        assert_eq!(w.validate(Some("dep-1")).await["usage"]["seats"]["used"], 0);
+        // AND once the snapshot is older than the TTL (the documented bound), the answer counts it
+        w.advance(Duration::seconds(61));
+        let later = w.validate(Some("dep-1")).await;
+        assert_eq!(later["usage"]["seats"]["used"], 30, "{later}");
+        assert_eq!(later["usage"]["seats"]["limit"], 100);
+    });
+}

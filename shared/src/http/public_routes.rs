@@ -16,7 +16,7 @@ use crate::http::app_error::{AppError, JsonBody, parse_json};
 use crate::http::snapshot_cache::SnapshotEntry;
 use crate::http::wire::{
     DeploymentRef, DeploymentReleased, DeploymentView, HealthAnswer, HeartbeatAnswer, HeartbeatRequest,
-    UsageAccepted, UsageRequest, ValidateRequest, ValidationAnswer,
+    UsageAccepted, UsageRequest, ValidateRequest, ValidationAnswer, usage_view,
 };
 use crate::http::{ACTIVATION_RATE_LIMITED, AppState, ClientIp};
 use crate::key_ring::Jwks;
@@ -134,6 +134,7 @@ pub async fn validate(
         next_check_in,
         receipt: None,
         degraded: false,
+        usage: None,
     };
     let CheckedKey { key, entry, degraded } = match check_license_key(&state, &body.key, now).await? {
         KeyCheck::Checked(checked) => checked,
@@ -226,6 +227,7 @@ pub async fn validate(
         next_check_in,
         receipt,
         degraded,
+        usage: usage_view(decision.usage.as_ref()),
     };
     let json = Bytes::from(
         serde_json::to_vec(&answer).map_err(|e| AppError::Internal(format!("serializing an answer: {e}")))?,

@@ -701,6 +701,7 @@ async fn stripe_lifecycle_transitions_are_pushed() {
     assert_eq!(publisher.statuses().len(), before + 2, "an ignored event pushes nothing");
 }
 
+mod fleet_usage_answer;
 mod security_review;
 #[tokio::test]
 async fn usage_outside_the_documented_bounds_is_refused_with_a_stable_code() {

@@ -56,6 +56,44 @@ pub struct ValidationAnswer {
     pub receipt: Option<String>,
     /// True when the answer was decided from the key alone because the store was unreachable.
     pub degraded: bool,
+    /// Fleet-wide usage this month of every limited metric of the license, from the status
+    /// snapshot the answer was decided from (every deployment's reports that reached the
+    /// store, through any edge or the origin). Absent when the key was rejected or the answer
+    /// was decided from the key alone.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub usage: Option<BTreeMap<String, MetricUsageView>>,
+}
+
+/// One limited metric's fleet-wide use in its counter period.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, ToSchema)]
+pub struct MetricUsageView {
+    pub used: u64,
+    pub limit: u64,
+    /// The counter period, a UTC month (`2026-12`).
+    pub period: String,
+    /// When the snapshot behind `used` was read from the store: reports recorded before it
+    /// are counted.
+    pub as_of: DateTime<Utc>,
+}
+
+/// The answer's `usage` for a decision's fleet usage.
+pub fn usage_view(
+    usage: Option<&crate::validation::FleetUsage>,
+) -> Option<BTreeMap<String, MetricUsageView>> {
+    usage.map(|u| {
+        u.metrics
+            .iter()
+            .map(|(metric, m)| {
+                let view = MetricUsageView {
+                    used: m.used,
+                    limit: m.limit,
+                    period: m.period.clone(),
+                    as_of: u.as_of,
+                };
+                (metric.clone(), view)
+            })
+            .collect()
+    })
 }
 
 #[derive(Debug, Clone, Serialize, ToSchema)]

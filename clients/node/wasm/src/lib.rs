@@ -4,6 +4,7 @@
 //! which owns the types in `clients/node/src/types.ts`).
 
 use chrono::{DateTime, Utc};
+use nls_client_core::fleet_usage::standing;
 use nls_client_core::schedule::{backoff_delay, next_check_delay};
 use nls_client_core::validation_answer::heartbeat_needs_validation;
 use nls_client_core::{CacheLoad, LicenseMachine, Policy};
@@ -103,6 +104,37 @@ impl LicenseCore {
     #[wasm_bindgen(js_name = hasFeature)]
     pub fn has_feature(&mut self, feature: &str, now: f64) -> bool {
         self.machine.state(at(now)).has_feature(feature)
+    }
+
+    /// A usage batch the server acknowledged: `records_json` is the batch's records
+    /// (`[{metric, value, at}]`), `delivered_at` the server's `Date` (or the local clock).
+    #[wasm_bindgen(js_name = noteDelivered)]
+    pub fn note_delivered(&mut self, records_json: &str, delivered_at: f64) -> Result<(), JsError> {
+        #[derive(serde::Deserialize)]
+        struct Record {
+            metric: String,
+            value: u64,
+            at: DateTime<Utc>,
+        }
+        let records: Vec<Record> =
+            serde_json::from_str(records_json).map_err(|e| JsError::new(&format!("usage records: {e}")))?;
+        let items = records.iter().map(|r| (r.metric.as_str(), r.value, r.at));
+        self.machine.usage_mut().note_delivered(items, delivered_at.floor() as i64);
+        Ok(())
+    }
+
+    /// `{fleet_used, delivered_unconfirmed, spooled, used}` for `metric` in `period`
+    /// (`2026-12`) as JSON; `used` is what the limit check counts.
+    #[wasm_bindgen(js_name = usageStanding)]
+    pub fn usage_standing(&self, metric: &str, period: &str, spooled: f64, own_total: f64) -> String {
+        json(&standing(self.machine.usage(), metric, period, spooled as u64, own_total as u64))
+    }
+
+    /// The newest fleet view (`{as_of, metrics: {metric: {used, limit, period}}}`) as JSON, or
+    /// `undefined` when no answer carried one.
+    #[wasm_bindgen(js_name = fleetUsage)]
+    pub fn fleet_usage(&self) -> Option<String> {
+        self.machine.usage().view().map(json)
     }
 
     /// `{allowed, limit, used, remaining}` as JSON.

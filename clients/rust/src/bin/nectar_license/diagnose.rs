@@ -646,7 +646,8 @@ fn check_network(checks: &mut Checks, target: &Target, timeout: Duration) -> boo
             true
         }
         Err(f) => {
-            checks.fail("network", "tls", f.class, f.message, fix_for(f.class));
+            let fix = f.fix.unwrap_or_else(|| fix_for(f.class));
+            checks.fail("network", "tls", f.class, f.message, fix);
             false
         }
     }
@@ -675,8 +676,17 @@ fn validate(
         Ok(facts) => {
             let outcome = view.machine.apply_validation_response(facts.status, &facts.body, now);
             let answer: serde_json::Value = serde_json::from_str(&facts.body).unwrap_or_default();
+            let usage: Vec<String> = answer["usage"]
+                .as_object()
+                .map(|metrics| {
+                    metrics
+                        .iter()
+                        .map(|(metric, m)| format!("{metric} {}/{}", m["used"], m["limit"]))
+                        .collect()
+                })
+                .unwrap_or_default();
             let detail = format!(
-                "{} in {} ms; deployment {} lease until {}; seats {}",
+                "{} in {} ms; deployment {} lease until {}; seats {}; fleet usage {}",
                 answer["code"].as_str().unwrap_or("?"),
                 facts.latency.as_millis(),
                 answer["deployment"]["id"].as_str().unwrap_or("-"),
@@ -684,6 +694,7 @@ fn validate(
                 answer["license"]["max_deployments"]
                     .as_u64()
                     .map_or("unlimited".to_owned(), |n| n.to_string()),
+                if usage.is_empty() { "-".to_owned() } else { usage.join(", ") },
             );
             (outcome, detail)
         }

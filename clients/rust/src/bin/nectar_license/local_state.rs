@@ -6,9 +6,11 @@ use std::collections::BTreeMap;
 use std::path::Path;
 
 use chrono::{DateTime, Utc};
+use nls_client::deployment_lease::{self, LeaseRecord};
 use nls_client::env_config::OFFLINE_FILE_NAME;
 use nls_client::usage_spool::UsageRecord;
 use nls_client::{LicenseState, Policy};
+use nls_client_core::fleet_usage::{FleetView, period_of};
 use nls_client_core::{CacheLoad, LicenseMachine};
 use nls_core::key_ring::KeyRing;
 use nls_core::receipt::verify_receipt;
@@ -154,8 +156,66 @@ pub struct StatusReport {
     pub days_left: Option<f64>,
     pub deployment_id: Option<String>,
     pub spool: Option<SpoolSummary>,
-    /// This install's usage this month, as the app counted it (the server holds the fleet's).
+    /// This install's usage this month, as the app counted it (acknowledged + spooled).
     pub month_usage: Option<serde_json::Value>,
+    /// Fleet-wide usage of every limited metric (all deployments), from the newest answer or
+    /// receipt the app cached, plus what this machine's spool still holds.
+    pub fleet_usage: Option<FleetUsageReport>,
+    /// This deployment's seat lease as the server last stated it.
+    pub lease: Option<LeaseReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FleetUsageReport {
+    /// When the server's snapshot behind these numbers was read.
+    pub as_of: DateTime<Utc>,
+    pub age_seconds: i64,
+    pub metrics: BTreeMap<String, FleetMetricReport>,
+}
+
+#[derive(Debug, Serialize)]
+pub struct FleetMetricReport {
+    /// Fleet-wide count in `period` (every deployment's delivered reports).
+    pub used: u64,
+    pub limit: u64,
+    pub period: String,
+    /// Recorded on this machine and not yet delivered (not in `used`).
+    pub spooled_here: u64,
+    /// `limit - used - spooled_here`, never below 0.
+    pub remaining: u64,
+}
+
+#[derive(Debug, Serialize)]
+pub struct LeaseReport {
+    #[serde(flatten)]
+    pub record: LeaseRecord,
+    /// Seconds until `lease_expires_at` (negative: it ran out); absent when not known.
+    pub lease_left_seconds: Option<i64>,
+}
+
+fn fleet_usage_report(
+    view: Option<&FleetView>,
+    spool: Option<&SpoolSummary>,
+    now: DateTime<Utc>,
+) -> Option<FleetUsageReport> {
+    let view = view?;
+    let as_of = DateTime::from_timestamp(view.as_of, 0)?;
+    let period = period_of(now);
+    let metrics = view
+        .metrics
+        .iter()
+        .map(|(metric, m)| {
+            // A view from an earlier month counts nothing for this one.
+            let used = if m.period == period { m.used } else { 0 };
+            let spooled_here = spool.and_then(|s| s.pending_by_metric.get(metric)).copied().unwrap_or(0);
+            let remaining = m.limit.saturating_sub(used.saturating_add(spooled_here));
+            (
+                metric.clone(),
+                FleetMetricReport { used, limit: m.limit, period: period.clone(), spooled_here, remaining },
+            )
+        })
+        .collect();
+    Some(FleetUsageReport { as_of, age_seconds: (now - as_of).num_seconds(), metrics })
 }
 
 pub fn status_report(
@@ -175,6 +235,16 @@ pub fn status_report(
         LicenseState::Grace { ends_at, .. } => Some(*ends_at),
         LicenseState::Invalid { .. } => None,
     };
+    let spool = data_dir.and_then(|d| spool_summary(d).ok());
+    let fleet_usage = fleet_usage_report(view.machine.usage().view(), spool.as_ref(), now);
+    let deployment_id = data_dir.and_then(read_deployment_id);
+    let lease = data_dir
+        .and_then(deployment_lease::load)
+        .filter(|r| Some(&r.deployment_id) == deployment_id.as_ref())
+        .map(|record| LeaseReport {
+            lease_left_seconds: record.lease_expires_at.map(|t| (t - now).num_seconds()),
+            record,
+        });
     StatusReport {
         usable: state.is_usable(),
         state,
@@ -188,11 +258,13 @@ pub fn status_report(
         last_good_validation_at: last_good,
         receipt_age_seconds: last_good.map(|t| (now - t).num_seconds()),
         days_left: deadline.map(|d| ((d - now).num_seconds() as f64 / 86_400.0 * 10.0).round() / 10.0),
-        deployment_id: data_dir.and_then(read_deployment_id),
-        spool: data_dir.and_then(|d| spool_summary(d).ok()),
+        deployment_id,
+        spool,
         month_usage: data_dir
             .and_then(|d| std::fs::read_to_string(d.join(MONTH_FILE)).ok())
             .and_then(|t| serde_json::from_str(&t).ok()),
+        fleet_usage,
+        lease,
     }
 }
 
@@ -240,6 +312,7 @@ pub fn render_status(report: &StatusReport) -> String {
         },
     );
     line("deployment id", report.deployment_id.clone().unwrap_or_else(|| "none yet".into()));
+    line("deployment lease", render_lease(report.lease.as_ref()));
     if let Some(spool) = &report.spool {
         line(
             "usage not yet sent",
@@ -251,6 +324,25 @@ pub fn render_status(report: &StatusReport) -> String {
     }
     if let Some(month) = &report.month_usage {
         line("usage this month", month["counters"].to_string());
+    }
+    match &report.fleet_usage {
+        None => line("fleet usage", "not known yet (no answer with usage cached)".into()),
+        Some(fleet) if fleet.metrics.is_empty() => line("fleet usage", "no limited metric".into()),
+        Some(fleet) => {
+            for (metric, m) in &fleet.metrics {
+                line(
+                    "fleet usage",
+                    format!(
+                        "{metric}: {} used of {} in {} by all deployments (+{} spooled here), {} left",
+                        m.used, m.limit, m.period, m.spooled_here, m.remaining
+                    ),
+                );
+            }
+            line(
+                "fleet usage as of",
+                format!("{} ({} ago)", fleet.as_of.to_rfc3339(), human_duration(fleet.age_seconds)),
+            );
+        }
     }
     line("data dir", report.data_dir.clone().unwrap_or_else(|| "not set".into()));
     line(
@@ -266,6 +358,33 @@ pub fn render_status(report: &StatusReport) -> String {
         line("offline license file", file.clone());
     }
     out
+}
+
+fn render_lease(lease: Option<&LeaseReport>) -> String {
+    let Some(lease) = lease else { return "not known yet (no heartbeat answered)".into() };
+    let r = &lease.record;
+    let secs = |t: DateTime<Utc>| t.to_rfc3339_opts(chrono::SecondsFormat::Secs, true);
+    let beat = |t: Option<DateTime<Utc>>| t.map_or("-".to_owned(), secs);
+    match (r.lease_expires_at, lease.lease_left_seconds) {
+        (Some(at), Some(left)) if left >= 0 => format!(
+            "until {} ({} left); last heartbeat {}, next {}",
+            secs(at),
+            human_duration(left),
+            beat(r.last_heartbeat_at),
+            beat(r.next_heartbeat_at)
+        ),
+        (Some(at), _) => format!(
+            "ran out at {} unless renewed since; last heartbeat {}, next {}",
+            secs(at),
+            beat(r.last_heartbeat_at),
+            beat(r.next_heartbeat_at)
+        ),
+        _ => format!(
+            "expiry not stated (the edge queued the heartbeat); last heartbeat {}, next {}",
+            beat(r.last_heartbeat_at),
+            beat(r.next_heartbeat_at)
+        ),
+    }
 }
 
 pub fn human_duration(seconds: i64) -> String {

@@ -74,11 +74,17 @@ pub fn redact_userinfo(url: &str) -> String {
 pub struct ProbeFailure {
     pub class: FailureClass,
     pub message: String,
+    /// A fix more precise than the class's own (an expired server certificate).
+    pub fix: Option<&'static str>,
 }
 
 fn fail(class: FailureClass, message: String) -> ProbeFailure {
-    ProbeFailure { class, message }
+    ProbeFailure { class, message, fix: None }
 }
+
+/// The fix when the server's certificate has expired: nothing on this machine can repair it,
+/// unless this machine's clock is what is wrong.
+pub const EXPIRED_CERTIFICATE_FIX: &str = "the license server's TLS certificate has expired: tell its operator to renew it (or, if the date above is wrong, sync this machine's clock)";
 
 pub fn resolve(host: &str, port: u16) -> Result<Vec<SocketAddr>, ProbeFailure> {
     match (host, port).to_socket_addrs() {
@@ -136,6 +142,19 @@ pub fn tls_handshake(stream: TcpStream, host: &str, timeout: Duration) -> Result
     let mut tls = rustls::StreamOwned::new(connection, stream);
     while tls.conn.is_handshaking() {
         if let Err(e) = tls.conn.complete_io(&mut tls.sock) {
+            let der = verifier.end_entity.lock().unwrap_or_else(|p| p.into_inner()).clone();
+            let expired_at = der.as_deref().and_then(certificate_not_after).filter(|at| *at <= Utc::now());
+            if let Some(at) = expired_at {
+                // Said first: whatever else is wrong with it, an expired certificate is refused
+                // by every client, and only the server's operator can renew it.
+                let days = (Utc::now() - at).num_days();
+                let mut failure = tls_fail(format!(
+                    "the TLS certificate of {host} expired at {} ({days} days ago); handshake: {e}",
+                    at.to_rfc3339()
+                ));
+                failure.fix = Some(EXPIRED_CERTIFICATE_FIX);
+                return Err(failure);
+            }
             return Err(tls_fail(format!("TLS handshake with {host} failed: {e}")));
         }
     }
