@@ -261,8 +261,18 @@ mod over_http {
     fn usage_body() -> impl Strategy<Value = String> {
         let record = (
             prop_oneof![Just("m".to_owned()), "\\PC{0,300}"],
-            prop_oneof![Just(serde_json::json!(1)), (0u64..=u64::MAX).prop_map(|v| serde_json::json!(v)), Just(serde_json::json!(-1)), Just(serde_json::json!(1.5)), Just(serde_json::json!("7"))],
-            prop_oneof![Just("2026-11-30T11:00:00Z".to_owned()), Just("9999-12-31T23:59:59Z".to_owned()), "\\PC{0,30}"],
+            prop_oneof![
+                Just(serde_json::json!(1)),
+                (0u64..=u64::MAX).prop_map(|v| serde_json::json!(v)),
+                Just(serde_json::json!(-1)),
+                Just(serde_json::json!(1.5)),
+                Just(serde_json::json!("7"))
+            ],
+            prop_oneof![
+                Just("2026-11-30T11:00:00Z".to_owned()),
+                Just("9999-12-31T23:59:59Z".to_owned()),
+                "\\PC{0,30}"
+            ],
         )
             .prop_map(|(metric, value, at)| serde_json::json!({"metric": metric, "value": value, "at": at}));
         (

@@ -76,7 +76,7 @@ impl SqliteStore {
             let tx =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_failure)?;
             let limit = i64::from(retention.max_rows_per_table);
-            let mut prune = |sql: &str, keep: Duration| {
+            let prune = |sql: &str, keep: Duration| {
                 let cutoff = index_seconds(now - keep);
                 tx.execute(sql, params![cutoff, limit]).map_err(sql_failure)
             };
