@@ -130,7 +130,7 @@ async fn renewal_runs_retried_through_faults_send_each_notice_once() {
         let (mut marks_lost, mut failed_runs) = (0, 0);
         for day in 0..60 {
             for attempt in 0..20 {
-                let config = RenewalsConfig::new(&format!("run-{day}-{attempt}"));
+                let config = RenewalsConfig::new(format!("run-{day}-{attempt}"));
                 match run_renewals(h.store.as_ref(), h.mailer.as_ref(), h.clock.as_ref(), &config).await {
                     Ok(report) if report.failures.is_empty() => break,
                     Ok(report) => {
