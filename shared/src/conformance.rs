@@ -64,6 +64,8 @@ pub const CASES: &[(&str, Case)] = &[
     ("concurrent_totp_sign_ins_one_code_one_winner", |s| {
         Box::pin(concurrent_totp_sign_ins_one_code_one_winner(s))
     }),
+    ("licenses_need_their_customer", |s| Box::pin(licenses_need_their_customer(s))),
+    ("customer_delete_races_license_create", |s| Box::pin(customer_delete_races_license_create(s))),
 ];
 
 /// Runs every case against fresh stores from `make_store`.
@@ -1002,4 +1004,74 @@ async fn concurrent_totp_sign_ins_one_code_one_winner(store: Arc<dyn Store>) {
     assert_eq!((stored.totp_secret.as_deref(), stored.totp_last_step), (Some(secret), Some(step)));
     let again = accept_totp_code(&*store, &*clock, &stored, &code).await;
     assert!(matches!(again, Err(StaffChangeError::Totp(TotpError::AlreadyUsed))), "{again:?}");
+/// A license only for an existing customer; a customer with licenses is not deleted.
+async fn licenses_need_their_customer(store: Arc<dyn Store>) {
+    let orphan = license_for("cus_nobody", None, None);
+    let refused = store
+        .commit(None, vec![Write::CreateLicense(orphan.clone()), Write::Audit(audit("a", "x", t0()))])
+        .await;
+    assert!(matches!(refused, Err(StoreError::NotFound(_))), "license for no customer: {refused:?}");
+    assert!(store.get_license(&orphan.id).await.expect("get").is_none(), "nothing written");
+    let audit_rows = store.list_audit(&AuditFilter::default(), &PageRequest::first(10)).await.expect("audit");
+    assert!(audit_rows.items.is_empty(), "no audit row from a refused commit");
+
+    let l = given_license(&store, None).await;
+    let delete = store.commit(None, vec![Write::DeleteCustomer { id: l.customer_id.clone() }]).await;
+    assert!(matches!(delete, Err(StoreError::StillReferenced(_))), "delete with a license: {delete:?}");
+    assert!(store.get_customer(&l.customer_id).await.expect("get").is_some());
+
+    // A second license for a customer created in an earlier commit, and an update of that
+    // customer in the same commit as a new license, both keep the customer undeletable.
+    let mut c = store.get_customer(&l.customer_id).await.expect("get").expect("exists");
+    c.name = "renamed".into();
+    let second = license_for(&c.id, None, None);
+    store
+        .commit(None, vec![Write::UpdateCustomer(c.clone()), Write::CreateLicense(second)])
+        .await
+        .expect("update and license");
+    let delete = store.commit(None, vec![Write::DeleteCustomer { id: c.id.clone() }]).await;
+    assert!(matches!(delete, Err(StoreError::StillReferenced(_))), "{delete:?}");
+    c.name = "renamed again".into();
+    store.commit(None, vec![Write::UpdateCustomer(c.clone())]).await.expect("update alone");
+    let delete = store.commit(None, vec![Write::DeleteCustomer { id: c.id.clone() }]).await;
+    assert!(matches!(delete, Err(StoreError::StillReferenced(_))), "an update keeps the mark: {delete:?}");
+}
+
+/// Issue 19: deleting a customer while a license is created for it, with real concurrency.
+/// Exactly one of the two wins, and no license is ever left pointing at a deleted customer.
+async fn customer_delete_races_license_create(store: Arc<dyn Store>) {
+    let (mut deleted, mut licensed) = (0, 0);
+    for round in 0..12 {
+        let c = customer(&format!("race{round}"), None);
+        store.commit(None, vec![Write::CreateCustomer(c.clone())]).await.expect("create customer");
+        let license = license_for(&c.id, None, None);
+        let delete = {
+            let store = Arc::clone(&store);
+            let id = c.id.clone();
+            tokio::spawn(async move { store.commit(None, vec![Write::DeleteCustomer { id }]).await })
+        };
+        let create = {
+            let store = Arc::clone(&store);
+            let license = license.clone();
+            tokio::spawn(async move { store.commit(None, vec![Write::CreateLicense(license)]).await })
+        };
+        let (delete, create) = (delete.await.expect("task"), create.await.expect("task"));
+        let customer_left = store.get_customer(&c.id).await.expect("get customer");
+        let license_left = store.get_license(&license.id).await.expect("get license");
+        match (&delete, &create) {
+            (Ok(_), Err(StoreError::NotFound(_))) => {
+                deleted += 1;
+                assert!(customer_left.is_none() && license_left.is_none(), "round {round}: delete won");
+            }
+            (Err(StoreError::StillReferenced(_)), Ok(_)) => {
+                licensed += 1;
+                assert!(customer_left.is_some() && license_left.is_some(), "round {round}: license won");
+            }
+            other => panic!("round {round}: exactly one must win: {other:?}"),
+        }
+        let by_customer = LicenseFilter { customer_id: Some(c.id.clone()), ..Default::default() };
+        let licenses = store.list_licenses(&by_customer, &PageRequest::first(10)).await.expect("list");
+        assert!(licenses.items.is_empty() || customer_left.is_some(), "round {round}: an orphan license");
+    }
+    assert_eq!(deleted + licensed, 12);
 }

@@ -24,5 +24,7 @@ pub mod validation;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;
+#[cfg(feature = "conformance")]
+pub mod fault_injection;
 #[cfg(feature = "http")]
 pub mod http;

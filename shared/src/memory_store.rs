@@ -84,11 +84,17 @@ fn apply_writes(state: &mut State, writes: Vec<Write>) -> StoreResult<()> {
                 *slot = c;
             }
             Write::DeleteCustomer { id } => {
+                if state.licenses.values().any(|l| l.customer_id == id) {
+                    return Err(StoreError::StillReferenced(format!("customer {id}")));
+                }
                 state.customers.remove(&id).ok_or_else(|| StoreError::NotFound(format!("customer {id}")))?;
             }
             Write::CreateLicense(l) => {
                 if state.licenses.contains_key(&l.id) {
                     return Err(StoreError::AlreadyExists(format!("license {}", l.id)));
+                }
+                if !state.customers.contains_key(&l.customer_id) {
+                    return Err(StoreError::NotFound(format!("customer {}", l.customer_id)));
                 }
                 state.licenses.insert(l.id.clone(), l);
             }

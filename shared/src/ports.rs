@@ -40,6 +40,10 @@ pub enum StoreError {
     /// Adding a usage batch would take a counter past `u64::MAX`; nothing was written.
     #[error(transparent)]
     CounterOverflow(#[from] crate::model::CounterOverflow),
+    /// A delete refused because other records still point at the item (a customer that has
+    /// licenses). Not retryable.
+    #[error("{0} is still referenced")]
+    StillReferenced(String),
 }
 
 impl StoreError {
@@ -128,10 +132,14 @@ pub enum Write {
     CreateCustomer(Customer),
     /// Fails with `NotFound` if absent.
     UpdateCustomer(Customer),
+    /// Fails with `NotFound` if absent and `StillReferenced` if any license names it, checked
+    /// in the same atomic unit as the delete (so it cannot race a `CreateLicense`).
     DeleteCustomer {
         id: String,
     },
-    /// Fails with `AlreadyExists` if the id is taken.
+    /// Fails with `AlreadyExists` if the id is taken and `NotFound` if its customer neither
+    /// exists nor is created earlier in the same commit, checked atomically with the insert:
+    /// no license ever points at a deleted customer.
     CreateLicense(License),
     /// Writes `license` (whose `version` is already bumped) only if the stored version is
     /// `expected_version`; otherwise `Conflict`.

@@ -6,6 +6,7 @@
 //! - [`lambda_runtime`] starts that Runtime API (cargo-lambda's emulator);
 //! - [`runtime_api_relay`] connects a function process to it;
 //! - [`moto`] starts one moto server per test binary;
+//! - [`throttling_proxy`] answers a fraction of DynamoDB requests with throttling errors;
 //! - [`http_client`] is a minimal HTTP/1.1 client, so tests can send exactly the bytes they
 //!   mean (malformed JSON, oversize bodies, odd methods) with no client library in the way.
 
@@ -16,3 +17,4 @@ pub mod moto;
 pub mod nls_host;
 pub mod nls_server;
 pub mod runtime_api_relay;
+pub mod throttling_proxy;

@@ -51,6 +51,9 @@ const ACTIVATION_ATTEMPTS: u32 = 64;
 const TRANSACTION_ATTEMPTS: u32 = 16;
 /// DynamoDB's limit on items per TransactWriteItems.
 const MAX_TRANSACTION_ITEMS: usize = 100;
+/// On a customer item: set by its first license, never cleared (licenses are not deleted).
+/// A customer delete requires its absence (docs/dynamodb.md).
+const HAS_LICENSES: &str = "has_licenses";
 /// DynamoDB's limit on items per BatchWriteItem.
 const MAX_BATCH_WRITE_ITEMS: usize = 25;
 
@@ -126,6 +129,10 @@ enum OnConditionFailed {
     },
     /// The item has no condition, so this cannot happen.
     Unconditional,
+    /// A customer delete: `NotFound` if the customer is gone, else a license marked it.
+    CustomerDelete {
+        id: String,
+    },
 }
 
 struct PlannedWrite {
@@ -368,30 +375,48 @@ impl DynamoStore {
     /// Turns a commit's writes into transaction items; customer updates and deletes read the
     /// stored customer first so the Stripe-id uniqueness claim moves with it (guarded by a
     /// condition on the value read).
+    ///
+    /// A license's customer is written in the same transaction (`has_licenses`, set by the
+    /// first license and never cleared), and a customer delete is conditioned on its absence:
+    /// a delete and a license creation racing each other cannot both commit.
     async fn plan_writes(&self, writes: Vec<Write>) -> StoreResult<Vec<PlannedWrite>> {
         let mut planned = Vec::new();
         let mut add = |item: TransactWriteItem, on_condition_failed: OnConditionFailed| {
             planned.push(PlannedWrite { item, on_condition_failed })
         };
+        // A transaction may touch an item once: customers this commit also creates or updates
+        // carry the mark in that write; the others get one marking update each, below.
+        let licensed: std::collections::BTreeSet<String> = writes
+            .iter()
+            .filter_map(|w| match w {
+                Write::CreateLicense(l) => Some(l.customer_id.clone()),
+                _ => None,
+            })
+            .collect();
+        let mut customers_written = std::collections::BTreeSet::new();
         for write in writes {
             match write {
                 Write::CreateCustomer(c) => {
+                    customers_written.insert(c.id.clone());
                     let taken =
                         OnConditionFailed::Error(StoreError::AlreadyExists, format!("customer {}", c.id));
-                    add(
-                        self.put(customer_item(&c), Some("attribute_not_exists(pk)"), vec![])?,
-                        taken.clone(),
-                    );
+                    let mut item = customer_item(&c);
+                    if licensed.contains(&c.id) {
+                        item.insert(HAS_LICENSES.to_owned(), AttributeValue::Bool(true));
+                    }
+                    add(self.put(item, Some("attribute_not_exists(pk)"), vec![])?, taken.clone());
                     if let Some(stripe_id) = &c.stripe_customer_id {
                         let claim = Self::stripe_claim_item(stripe_id, &c.id);
                         add(self.put(claim, Some("attribute_not_exists(pk)"), vec![])?, taken);
                     }
                 }
                 Write::UpdateCustomer(c) => {
-                    let stored = self
-                        .get_customer(&c.id)
+                    customers_written.insert(c.id.clone());
+                    let stored_item = self
+                        .get_item(customer_pk(&c.id), CUSTOMER_ITEM_SK)
                         .await?
                         .ok_or_else(|| StoreError::NotFound(format!("customer {}", c.id)))?;
+                    let stored = customer_from_item(&stored_item)?;
                     let changed =
                         OnConditionFailed::Error(StoreError::Conflict, format!("customer {}", c.id));
                     let (condition, condition_values) = match &stored.stripe_customer_id {
@@ -401,7 +426,19 @@ impl DynamoStore {
                         ),
                         None => ("attribute_exists(pk) AND attribute_not_exists(stripe_customer_id)", vec![]),
                     };
-                    add(self.put(customer_item(&c), Some(condition), condition_values)?, changed.clone());
+                    // The put replaces the item: keep the license mark, and conflict if a
+                    // license marked it since the read (so the mark is never lost).
+                    let marked = stored_item.contains_key(HAS_LICENSES);
+                    let condition = if marked {
+                        format!("{condition} AND attribute_exists({HAS_LICENSES})")
+                    } else {
+                        format!("{condition} AND attribute_not_exists({HAS_LICENSES})")
+                    };
+                    let mut item = customer_item(&c);
+                    if marked || licensed.contains(&c.id) {
+                        item.insert(HAS_LICENSES.to_owned(), AttributeValue::Bool(true));
+                    }
+                    add(self.put(item, Some(&condition), condition_values)?, changed.clone());
                     if stored.stripe_customer_id != c.stripe_customer_id {
                         if let Some(old) = &stored.stripe_customer_id {
                             let key = item_key(stripe_customer_claim_pk(old), STRIPE_CLAIM_ITEM_SK);
@@ -426,14 +463,23 @@ impl DynamoStore {
                     }
                 }
                 Write::DeleteCustomer { id } => {
-                    let stored = self
-                        .get_customer(&id)
+                    customers_written.insert(id.clone());
+                    let stored_item = self
+                        .get_item(customer_pk(&id), CUSTOMER_ITEM_SK)
                         .await?
                         .ok_or_else(|| StoreError::NotFound(format!("customer {id}")))?;
+                    if stored_item.contains_key(HAS_LICENSES) || licensed.contains(&id) {
+                        return Err(StoreError::StillReferenced(format!("customer {id}")));
+                    }
+                    let stored = customer_from_item(&stored_item)?;
                     let key = item_key(customer_pk(&id), CUSTOMER_ITEM_SK);
                     add(
-                        self.delete(key, Some("attribute_exists(pk)"), vec![])?,
-                        OnConditionFailed::Error(StoreError::NotFound, format!("customer {id}")),
+                        self.delete(
+                            key,
+                            Some(&format!("attribute_exists(pk) AND attribute_not_exists({HAS_LICENSES})")),
+                            vec![],
+                        )?,
+                        OnConditionFailed::CustomerDelete { id: id.clone() },
                     );
                     if let Some(stripe_id) = &stored.stripe_customer_id {
                         let key = item_key(stripe_customer_claim_pk(stripe_id), STRIPE_CLAIM_ITEM_SK);
@@ -495,7 +541,28 @@ impl DynamoStore {
                 }
             }
         }
+        for customer_id in licensed.difference(&customers_written) {
+            add(
+                self.mark_customer_licensed(customer_id)?,
+                OnConditionFailed::Error(StoreError::NotFound, format!("customer {customer_id}")),
+            );
+        }
         Ok(planned)
+    }
+
+    /// Marks a customer as having licenses, only if it exists (the transaction's check that a
+    /// new license's customer is still there).
+    fn mark_customer_licensed(&self, customer_id: &str) -> StoreResult<TransactWriteItem> {
+        let update = Update::builder()
+            .table_name(&self.table)
+            .set_key(Some(item_key(customer_pk(customer_id), CUSTOMER_ITEM_SK)))
+            .update_expression("SET #mark = :true")
+            .condition_expression("attribute_exists(pk)")
+            .set_expression_attribute_names(Some(names(&[("#mark", HAS_LICENSES)])))
+            .set_expression_attribute_values(Some(values(vec![(":true", AttributeValue::Bool(true))])))
+            .build()
+            .map_err(build_error)?;
+        Ok(TransactWriteItem::builder().update(update).build())
     }
 
     async fn guard_recorded(&self, guard: &Option<OnceGuard>) -> StoreResult<bool> {
@@ -588,6 +655,12 @@ impl UnitOfWork for DynamoStore {
                     match self.get_item(pk.clone(), sk).await? {
                         Some(_) => Err(StoreError::Conflict(what.clone())),
                         None => Err(StoreError::NotFound(what.clone())),
+                    }
+                }
+                Some(OnConditionFailed::CustomerDelete { id }) => {
+                    match self.get_item(customer_pk(id), CUSTOMER_ITEM_SK).await? {
+                        Some(_) => Err(StoreError::StillReferenced(format!("customer {id}"))),
+                        None => Err(StoreError::NotFound(format!("customer {id}"))),
                     }
                 }
                 Some(OnConditionFailed::Unconditional) | None => Err(StoreError::Unavailable(format!(

@@ -99,6 +99,12 @@ async fn create(store: &impl UnitOfWork, writes: Vec<Write>) {
     assert_eq!(store.commit(None, writes).await.expect("commit"), CommitOutcome::Applied);
 }
 
+/// Licenses need their customer (issue 19: no license outlives its customer).
+async fn given_customers(store: &impl UnitOfWork, ids: &[&str]) {
+    let writes = ids.iter().map(|id| Write::CreateCustomer(customer(id, None))).collect();
+    create(store, writes).await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn customers_round_trip_page_and_keep_stripe_ids_unique() {
     let t = fresh_table().await;
@@ -158,6 +164,7 @@ async fn customers_round_trip_page_and_keep_stripe_ids_unique() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn licenses_update_optimistically_filter_and_page() {
     let t = fresh_table().await;
+    given_customers(&t.store, &["c1", "c2"]).await;
     let mut with_sub = license("l2", "c1");
     with_sub.stripe_subscription_id = Some("sub_2".into());
     with_sub.stripe_price_id = Some("price_pro".into());
@@ -232,6 +239,7 @@ async fn licenses_update_optimistically_filter_and_page() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn expiring_licenses_come_from_day_partitions_not_a_scan() {
     let t = fresh_table().await;
+    given_customers(&t.store, &["c1"]).await;
     let expiring = |id: &str, when: &str| {
         let mut l = license(id, "c1");
         l.expires_at = Some(at(when));
@@ -407,6 +415,7 @@ async fn a_usage_batch_replayed_fifty_times_at_once_counts_once() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 8)]
 async fn concurrent_deliveries_of_one_webhook_event_apply_once() {
     let t = fresh_table().await;
+    given_customers(&t.store, &["c1"]).await;
     let store = Arc::new(t.store);
     let event = WebhookEventRecord {
         event_id: "evt_1".into(),
@@ -516,6 +525,7 @@ async fn notices_are_claimed_once_taken_over_when_stale_and_never_resent() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn license_snapshot_is_one_query() {
     let t = fresh_table().await;
+    given_customers(&t.store, &["c1"]).await;
     create(&t.store, vec![Write::CreateLicense(license("lic", "c1"))]).await;
     for id in ["d1", "d2"] {
         t.store.activate_deployment(&deployment("lic", id), &policy(Some(5)), now()).await.unwrap();

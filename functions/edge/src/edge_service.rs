@@ -245,8 +245,9 @@ pub struct Edge<K, O> {
     pub(crate) origin: O,
 }
 
+/// Lengths in characters, as the origin (and the OpenAPI document's `maxLength`) counts them.
 fn check_id(field: &str, value: &str) -> Result<(), EdgeResponse> {
-    if value.is_empty() || value.len() > MAX_ID_LEN {
+    if value.is_empty() || value.chars().count() > MAX_ID_LEN {
         return Err(EdgeResponse::error(
             400,
             "invalid_request",
@@ -254,6 +255,22 @@ fn check_id(field: &str, value: &str) -> Result<(), EdgeResponse> {
         ));
     }
     Ok(())
+}
+
+/// The origin's bound on a client-reported `fingerprint` or `app_version`
+/// (`nls_core::http::public_routes::MAX_CLIENT_TEXT_CHARS`), refused with the same code, so an
+/// edge never queues a write the origin would refuse.
+const MAX_CLIENT_TEXT_CHARS: usize = 256;
+
+fn check_client_text(field: &str, value: Option<&str>) -> Result<(), EdgeResponse> {
+    match value {
+        Some(text) if text.chars().count() > MAX_CLIENT_TEXT_CHARS => Err(EdgeResponse::error(
+            400,
+            "invalid_request",
+            format!("`{field}` must be at most {MAX_CLIENT_TEXT_CHARS} characters"),
+        )),
+        _ => Ok(()),
+    }
 }
 
 fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, EdgeResponse> {
@@ -498,6 +515,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         if let Some(d) = &body.deployment_id {
             check_id("deployment_id", d)?;
         }
+        check_client_text("fingerprint", body.fingerprint.as_deref())?;
         let next_check_in = now + self.config().check_in_interval;
         let answer = |code: ValidationCode| ValidationAnswer {
             code: code.as_str(),
@@ -750,6 +768,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
     async fn heartbeat(&self, body: &[u8], now: Timestamp) -> Result<EdgeResponse, EdgeResponse> {
         let body: HeartbeatBody = parse_json(body)?;
         check_id("deployment_id", &body.deployment_id)?;
+        check_client_text("app_version", body.app_version.as_deref())?;
         let key = self.state.verifier.verify(&body.key).map_err(invalid_key)?;
         let item = OutboxItem::Heartbeat { body: body.clone() };
         match self.origin_call(&item, now).await {

@@ -226,7 +226,19 @@ impl World {
         let license = new_license("cus_1", terms, now - Duration::days(1));
         let key = issue_key(&ring, &license, now - Duration::days(1)).unwrap();
         let store = MemoryStore::new();
-        store.commit(None, vec![Write::CreateLicense(license.clone())]).await.unwrap();
+        let customer = nls_core::model::Customer {
+            id: "cus_1".into(),
+            name: "acme".into(),
+            email: "ops@acme.test".into(),
+            stripe_customer_id: None,
+            reminders_opt_out: false,
+            created_at: now,
+            updated_at: now,
+        };
+        store
+            .commit(None, vec![Write::CreateCustomer(customer), Write::CreateLicense(license.clone())])
+            .await
+            .unwrap();
         let jwks = serde_json::to_string(&ring.jwks()).unwrap();
         let vars: HashMap<&str, String> = HashMap::from([
             ("NLS_ORIGIN_URL", "http://origin.test".to_owned()),
@@ -906,5 +918,51 @@ fn usage_reported_through_the_edge_is_in_its_answers_within_the_snapshot_ttl() {
         let later = w.validate(Some("dep-1")).await;
         assert_eq!(later["usage"]["seats"]["used"], 30, "{later}");
         assert_eq!(later["usage"]["seats"]["limit"], 100);
+    });
+}
+
+/// Issue 19 item 5 at the edge: `fingerprint` and `app_version` over 256 characters are
+/// refused as the origin refuses them (400 `invalid_request`), before any origin call or
+/// outbox item; 256 characters (counted as characters, not bytes) pass.
+#[test]
+fn client_text_over_256_characters_is_refused_like_the_origin() {
+    run(async {
+        let w = World::new(None).await;
+        let long = "f".repeat(257);
+        let (s, b) = w
+            .send(
+                "POST",
+                "/v1/licenses/validate",
+                json!({"key": w.key, "deployment_id": "dep-1", "fingerprint": long}),
+            )
+            .await;
+        assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_request")), "{b}");
+        let (s, b) = w
+            .send(
+                "POST",
+                "/v1/heartbeat",
+                json!({"key": w.key, "deployment_id": "dep-1", "app_version": long}),
+            )
+            .await;
+        assert_eq!((s, b["error"]["code"].as_str()), (400, Some("invalid_request")), "{b}");
+        assert_eq!(w.origin.calls(), 0, "a refused request reaches no origin");
+
+        let wide = "é".repeat(256);
+        let (s, b) = w
+            .send(
+                "POST",
+                "/v1/licenses/validate",
+                json!({"key": w.key, "deployment_id": "dep-1", "fingerprint": wide}),
+            )
+            .await;
+        assert_eq!(s, 200, "256 two-byte characters are within the bound: {b}");
+        let (s, b) = w
+            .send(
+                "POST",
+                "/v1/heartbeat",
+                json!({"key": w.key, "deployment_id": "dep-1", "app_version": wide}),
+            )
+            .await;
+        assert_ne!(s, 400, "{b}");
     });
 }

@@ -14,6 +14,7 @@ pub mod backup;
 mod deployments;
 mod notifications;
 mod records;
+pub mod retention;
 mod row_codec;
 mod schema;
 mod staff_accounts;
@@ -25,6 +26,7 @@ use std::sync::Arc;
 use std::time::Duration as StdDuration;
 
 use nls_core::ports::{StoreError, StoreResult};
+pub use retention::{Pruned, Retention};
 use rusqlite::Connection;
 
 /// How long a statement waits for another process's write lock before failing `Unavailable`.

@@ -316,11 +316,15 @@ impl ValidationLogStore for SqliteStore {
                 connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_failure)?;
             {
                 let mut insert = tx
-                    .prepare_cached("INSERT INTO validation_logs (license_id, record) VALUES (?1, ?2)")
+                    .prepare_cached(
+                        "INSERT INTO validation_logs (license_id, record, at_s) VALUES (?1, ?2, ?3)",
+                    )
                     .map_err(sql_failure)?;
                 for entry in &entries {
                     let item = format!("validation log of license {}", entry.license_id);
-                    insert.execute(params![entry.license_id, to_json(&item, entry)?]).map_err(sql_failure)?;
+                    insert
+                        .execute(params![entry.license_id, to_json(&item, entry)?, index_seconds(entry.at)])
+                        .map_err(sql_failure)?;
                 }
             }
             tx.commit().map_err(sql_failure)

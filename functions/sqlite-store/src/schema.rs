@@ -129,6 +129,25 @@ const MIGRATIONS: &[&str] = &[
     ) WITHOUT ROWID;
     CREATE INDEX staff_sessions_by_expiry ON staff_sessions (expires_at_s);
     "#,
+    // 3: the times retention prunes by (`retention`), as whole unix seconds. Rows written
+    // before this version are stamped from their record, or with the migration's time.
+    r#"
+    ALTER TABLE usage_batches ADD COLUMN recorded_at_s INTEGER NOT NULL DEFAULT 0;
+    UPDATE usage_batches SET recorded_at_s = CAST(strftime('%s', 'now') AS INTEGER);
+    CREATE INDEX usage_batches_by_age ON usage_batches (recorded_at_s);
+
+    ALTER TABLE webhook_events ADD COLUMN received_at_s INTEGER NOT NULL DEFAULT 0;
+    UPDATE webhook_events SET received_at_s = COALESCE(
+        CAST(strftime('%s', json_extract(record, '$.received_at')) AS INTEGER),
+        CAST(strftime('%s', 'now') AS INTEGER));
+    CREATE INDEX webhook_events_by_age ON webhook_events (received_at_s);
+
+    ALTER TABLE validation_logs ADD COLUMN at_s INTEGER NOT NULL DEFAULT 0;
+    UPDATE validation_logs SET at_s = COALESCE(
+        CAST(strftime('%s', json_extract(record, '$.at')) AS INTEGER),
+        CAST(strftime('%s', 'now') AS INTEGER));
+    CREATE INDEX validation_logs_by_age ON validation_logs (at_s);
+    "#,
 ];
 
 /// Brings the schema to the newest version, in one transaction.

@@ -18,9 +18,9 @@ impl UnitOfWork for SqliteStore {
                 let item = format!("webhook event {}", event.event_id);
                 let inserted = tx
                     .execute(
-                        "INSERT INTO webhook_events (event_id, record) VALUES (?1, ?2)
+                        "INSERT INTO webhook_events (event_id, record, received_at_s) VALUES (?1, ?2, ?3)
                          ON CONFLICT (event_id) DO NOTHING",
-                        params![event.event_id, to_json(&item, event)?],
+                        params![event.event_id, to_json(&item, event)?, index_seconds(event.received_at)],
                     )
                     .map_err(sql_failure)?;
                 if inserted == 0 {
@@ -73,6 +73,15 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> StoreResult<()> {
             }
         }
         Write::DeleteCustomer { id } => {
+            // Checked inside the write transaction, so no license can be created in between.
+            let has_licenses: bool = tx
+                .query_row("SELECT EXISTS (SELECT 1 FROM licenses WHERE customer_id = ?1)", [&id], |row| {
+                    row.get(0)
+                })
+                .map_err(sql_failure)?;
+            if has_licenses {
+                return Err(StoreError::StillReferenced(format!("customer {id}")));
+            }
             let deleted = tx.execute("DELETE FROM customers WHERE id = ?1", [&id]).map_err(sql_failure)?;
             if deleted == 0 {
                 return Err(StoreError::NotFound(format!("customer {id}")));
@@ -80,6 +89,16 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> StoreResult<()> {
         }
         Write::CreateLicense(license) => {
             let item = format!("license {}", license.id);
+            let customer_exists: bool = tx
+                .query_row(
+                    "SELECT EXISTS (SELECT 1 FROM customers WHERE id = ?1)",
+                    [&license.customer_id],
+                    |row| row.get(0),
+                )
+                .map_err(sql_failure)?;
+            if !customer_exists {
+                return Err(StoreError::NotFound(format!("customer {}", license.customer_id)));
+            }
             let inserted = tx
                 .execute(
                     "INSERT INTO licenses

@@ -8,7 +8,7 @@ use nls_core::model::*;
 use nls_core::ports::*;
 use rusqlite::{Connection, OptionalExtension, TransactionBehavior, params};
 
-use crate::row_codec::{counter_at, counter_to_sql, text_at};
+use crate::row_codec::{counter_at, counter_to_sql, index_seconds, text_at};
 use crate::{SqliteStore, sql_failure};
 
 /// Counters of one license and period key: metric → total.
@@ -36,14 +36,15 @@ impl UsageStore for SqliteStore {
         let license_id = batch.license_id.clone();
         let batch_id = batch.batch_id.clone();
         let increments = batch.counter_increments()?;
+        let recorded_at_s = index_seconds(batch.received_at);
         self.with_connection(move |connection| {
             let tx =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_failure)?;
             let inserted = tx
                 .execute(
-                    "INSERT INTO usage_batches (license_id, batch_id) VALUES (?1, ?2)
+                    "INSERT INTO usage_batches (license_id, batch_id, recorded_at_s) VALUES (?1, ?2, ?3)
                      ON CONFLICT (license_id, batch_id) DO NOTHING",
-                    [&license_id, &batch_id],
+                    params![license_id, batch_id, recorded_at_s],
                 )
                 .map_err(sql_failure)?;
             if inserted == 0 {

@@ -125,6 +125,20 @@ fn acknowledged_writer_child() {
         // Bounded, in case the parent never kills it.
         let deadline = Instant::now() + StdDuration::from_secs(120);
         let mut stdout = std::io::stdout();
+        // A license needs its customer; a restarted child finds it already there.
+        let owner = Customer {
+            id: customer.to_owned(),
+            name: "crash".into(),
+            email: "crash@example.com".into(),
+            stripe_customer_id: None,
+            reminders_opt_out: false,
+            created_at: t0(),
+            updated_at: t0(),
+        };
+        match store.commit(None, vec![Write::CreateCustomer(owner)]).await {
+            Ok(_) | Err(StoreError::AlreadyExists(_)) => {}
+            Err(e) => panic!("create customer: {e}"),
+        }
         for n in 0.. {
             if Instant::now() > deadline {
                 break;

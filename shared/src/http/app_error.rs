@@ -169,6 +169,7 @@ impl From<StoreError> for AppError {
             StoreError::Unavailable(why) => Self::Unavailable(why),
             corrupt @ StoreError::Corrupt { .. } => Self::Internal(corrupt.to_string()),
             cursor @ StoreError::InvalidCursor(_) => Self::InvalidQuery(cursor.to_string()),
+            StoreError::StillReferenced(_) => Self::CustomerHasLicenses,
             StoreError::CounterOverflow(overflow) => Self::UsageOutOfBounds(format!(
                 "{overflow}: the batch was not recorded; counters never wrap or saturate"
             )),

@@ -24,7 +24,7 @@ use crate::issuing::{
 };
 use crate::lifecycle::{LicenseStatus, LifecycleEvent};
 use crate::model::{License, Scope, UsagePeriod};
-use crate::ports::{LicenseFilter, Write};
+use crate::ports::{LicenseFilter, StoreError, Write};
 use crate::receipt::{OfflineFileClaims, issue_offline_file};
 
 pub fn event_past_tense(event: LifecycleEvent) -> &'static str {
@@ -122,7 +122,16 @@ pub async fn create(
     let view = LicenseView::from(&license);
     let entry =
         audit::<LicenseView, _>(caller, "license.create", target(&license.id), None, Some(&view), now);
-    state.store().commit(None, vec![Write::CreateLicense(license), entry]).await?;
+    // The customer may be deleted between the check above and this commit; the store
+    // refuses the license then (no license outlives its customer).
+    let customer_id = license.customer_id.clone();
+    match state.store().commit(None, vec![Write::CreateLicense(license), entry]).await {
+        Ok(_) => {}
+        Err(StoreError::NotFound(_)) => {
+            return Err(AppError::not_found("customer_not_found", format!("customer {customer_id}")));
+        }
+        Err(other) => return Err(other.into()),
+    }
     Ok(LicenseEnvelope { license: view, key: Some(key) })
 }
 

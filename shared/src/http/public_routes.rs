@@ -136,7 +136,7 @@ pub async fn validate(
         degraded: false,
         usage: None,
     };
-    let CheckedKey { key, entry, degraded } = match check_license_key(&state, &body.key, now).await? {
+    let CheckedKey { key, entry, mut degraded } = match check_license_key(&state, &body.key, now).await? {
         KeyCheck::Checked(checked) => checked,
         KeyCheck::Refused(code) => {
             state.metrics().record_validation(code.as_str(), now);
@@ -175,21 +175,32 @@ pub async fn validate(
     if decision.needs_activation {
         if let Some(deployment_id) = &body.deployment_id {
             let max = decision.license.max_deployments;
+            // A store that fails the seat write degrades the answer (no receipt), as a failed
+            // read does: a validation is never a 5xx because the store is busy.
             let activation =
-                activate(&state, &key, max, deployment_id, body.fingerprint.as_deref(), now).await?;
+                match activate(&state, &key, max, deployment_id, body.fingerprint.as_deref(), now).await {
+                    Ok(activation) => Some(activation),
+                    Err(AppError::Unavailable(why) | AppError::Conflict(why)) => {
+                        tracing::warn!(error = %why, "seat not confirmed; answering degraded");
+                        degraded = true;
+                        None
+                    }
+                    Err(other) => return Err(other),
+                };
             match activation {
-                Activation::Activated(d) | Activation::AlreadyActive(d) => {
+                None => {}
+                Some(Activation::Activated(d) | Activation::AlreadyActive(d)) => {
                     deployment = Some(DeploymentRef {
                         id: d.deployment_id,
                         lease_expires_at: Some(d.lease_expires_at),
                     });
                 }
-                Activation::LimitReached { live } => {
+                Some(Activation::LimitReached { live }) => {
                     code = ValidationCode::TooManyDeployments.as_str();
                     valid = false;
                     warning = Some(format!("all {live} deployment slots are in use"));
                 }
-                Activation::ChurnLimited => {
+                Some(Activation::ChurnLimited) => {
                     code = ACTIVATION_RATE_LIMITED;
                     valid = false;
                     warning =

@@ -804,3 +804,4 @@ async fn a_garbage_cursor_is_invalid_query_on_every_list_route() {
         );
     }
 }
+mod under_faults;

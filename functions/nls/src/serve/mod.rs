@@ -29,7 +29,7 @@ use nls_core::renewals::{RenewalsConfig, run_renewals};
 use crate::outbox_mailer::OutboxMailer;
 use nls_core::ports::{Store, StoreError, SystemClock};
 use nls_edge_push::HttpStatusPublisher;
-use nls_sqlite_store::SqliteStore;
+use nls_sqlite_store::{Retention, SqliteStore};
 
 pub use self::logging::LogFormat;
 use self::slow_client_limits::SlowClientLimits;
@@ -39,6 +39,8 @@ pub const BOOTSTRAP_KEY_VAR: &str = "NLS_BOOTSTRAP_ADMIN_KEY";
 const MIN_BOOTSTRAP_KEY_LEN: usize = 16;
 pub const DATABASE_FILE: &str = "nls.sqlite3";
 const VALIDATION_LOG_FLUSH_EVERY: StdDuration = StdDuration::from_secs(1);
+/// How often the SQLite store drops rows past their retention.
+const PRUNE_EVERY: StdDuration = StdDuration::from_secs(300);
 
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {
@@ -275,12 +277,18 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     let registry = RegistryTokenService::new(registry_key, args.registry.config());
     let runtime =
         tokio::runtime::Builder::new_multi_thread().enable_all().build().map_err(ServeError::Runtime)?;
+    let mut pruning = None;
     let store: Arc<dyn Store> = match args.store {
         StoreKind::Sqlite => {
             let db_path = args.data_dir.join(DATABASE_FILE);
-            let store = SqliteStore::open(&db_path)
-                .map_err(|source| ServeError::Store { path: db_path.clone(), source })?;
-            Arc::new(store)
+            let store = Arc::new(
+                SqliteStore::open(&db_path)
+                    .map_err(|source| ServeError::Store { path: db_path.clone(), source })?,
+            );
+            let window = config.usage_window;
+            let retention = Retention::for_usage_window(window.max_age, window.max_ahead);
+            pruning = Some(Pruning { store: Arc::clone(&store), retention });
+            store
         }
         // Client set-up only: no AWS call until the first request.
         StoreKind::Dynamodb => Arc::new(runtime.block_on(nls_aws::from_env(args.dynamodb_table.clone()))),
@@ -326,7 +334,35 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         header_read: StdDuration::from_secs(args.header_read_timeout_secs.max(1)),
         body_read: StdDuration::from_secs(args.body_read_timeout_secs.max(1)),
     };
-    runtime.block_on(serve(args.listen, state, mailer, renewals_every, limits))
+    runtime.block_on(serve(args.listen, state, mailer, renewals_every, pruning, limits))
+}
+
+/// The SQLite store's retention job (DynamoDB prunes the same rows with its TTL).
+struct Pruning {
+    store: Arc<SqliteStore>,
+    retention: Retention,
+}
+
+/// Every few minutes, one bounded prune (`Retention::max_rows_per_table` rows per table), so
+/// a backlog drains over several runs and no run holds the write lock for long.
+async fn prune_forever(pruning: Pruning, state: AppState) {
+    let pruning = Arc::new(pruning);
+    repeat_forever(PRUNE_EVERY, PRUNE_EVERY, || {
+        let (pruning, now) = (Arc::clone(&pruning), state.clock().now());
+        async move {
+            match pruning.store.prune_expired(now, pruning.retention).await {
+                Ok(pruned) if pruned.total() > 0 => tracing::info!(
+                    webhook_events = pruned.webhook_events,
+                    validation_logs = pruned.validation_logs,
+                    usage_batches = pruned.usage_batches,
+                    "pruned rows past their retention"
+                ),
+                Ok(_) => {}
+                Err(e) => tracing::warn!(error = %e, "pruning failed; the next run retries"),
+            }
+        }
+    })
+    .await
 }
 
 async fn serve(
@@ -334,6 +370,7 @@ async fn serve(
     state: AppState,
     mailer: Arc<dyn Mailer>,
     renewals_every: Option<StdDuration>,
+    pruning: Option<Pruning>,
     limits: SlowClientLimits,
 ) -> Result<(), ServeError> {
     let listener =
@@ -342,11 +379,15 @@ async fn serve(
     let flusher = tokio::spawn(flush_validation_log_forever(state.clone()));
     let renewals =
         renewals_every.map(|every| tokio::spawn(run_renewals_forever(state.clone(), mailer, every)));
+    let pruner = pruning.map(|pruning| tokio::spawn(prune_forever(pruning, state.clone())));
     tracing::info!(listen = %listener.local_addr().unwrap_or(addr), "listening");
     let served = slow_client_limits::serve(listener, app, limits, shutdown_signal()).await;
     flusher.abort();
     if let Some(renewals) = renewals {
         renewals.abort();
+    }
+    if let Some(pruner) = pruner {
+        pruner.abort();
     }
     match state.flush_validation_log().await {
         Ok(n) => tracing::info!(flushed = n, "validation history flushed"),
