@@ -1004,6 +1004,8 @@ async fn concurrent_totp_sign_ins_one_code_one_winner(store: Arc<dyn Store>) {
     assert_eq!((stored.totp_secret.as_deref(), stored.totp_last_step), (Some(secret), Some(step)));
     let again = accept_totp_code(&*store, &*clock, &stored, &code).await;
     assert!(matches!(again, Err(StaffChangeError::Totp(TotpError::AlreadyUsed))), "{again:?}");
+}
+
 /// A license only for an existing customer; a customer with licenses is not deleted.
 async fn licenses_need_their_customer(store: Arc<dyn Store>) {
     let orphan = license_for("cus_nobody", None, None);
