@@ -23,6 +23,10 @@ pub struct Plan {
     /// The container images a license of this plan may pull (docs/distribution.md).
     #[serde(default)]
     pub registry: Option<crate::registry_token::RegistryGrant>,
+    /// The cloud services a license of this plan may call, and its limits at each
+    /// (docs/cloud-access.md).
+    #[serde(default)]
+    pub cloud: Option<crate::access_token::CloudGrant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -41,6 +45,8 @@ pub enum PlanCatalogueError {
     Empty(&'static str),
     #[error("plan {0:?}: {1}")]
     Registry(String, crate::registry_token::GrantError),
+    #[error("plan {0:?}: cloud: {1}")]
+    Cloud(String, crate::access_token::CloudGrantError),
 }
 
 /// Stripe price id → plan.
@@ -66,6 +72,10 @@ impl PlanCatalogue {
             }
             if let Some(grant) = &plan.registry {
                 grant.check().map_err(|e| PlanCatalogueError::Registry(plan.stripe_price.clone(), e))?;
+            }
+            if let Some(cloud) = &plan.cloud {
+                crate::access_token::check_cloud_grant(cloud)
+                    .map_err(|e| PlanCatalogueError::Cloud(plan.stripe_price.clone(), e))?;
             }
             if by_price.contains_key(&plan.stripe_price) {
                 return Err(PlanCatalogueError::DuplicatePrice(plan.stripe_price));
@@ -97,7 +107,8 @@ mod tests {
         let catalogue = PlanCatalogue::parse(
             r#"{"plans":[
                 {"stripe_price":"price_basic","tier":"basic","features":["sso"],"limits":{"api_calls":1000},"max_deployments":2,
-                 "registry":{"repositories":["nectar/app","nectar/worker-*"],"actions":["pull"]}},
+                 "registry":{"repositories":["nectar/app","nectar/worker-*"],"actions":["pull"]},
+                 "cloud":{"workflows":{"requests_per_minute":600,"burst":50,"monthly_quota":100000}}},
                 {"stripe_price":"price_ent","tier":"enterprise"}
             ]}"#,
         )
@@ -108,7 +119,17 @@ mod tests {
         assert_eq!(basic.max_deployments, Some(2));
         let registry = basic.registry.as_ref().expect("a registry grant");
         assert_eq!(registry.repositories, ["nectar/app", "nectar/worker-*"]);
+        let cloud = basic.cloud.as_ref().expect("a cloud grant");
+        assert_eq!(
+            cloud.get("workflows"),
+            Some(&crate::access_token::CloudLimits {
+                requests_per_minute: 600,
+                burst: 50,
+                monthly_quota: Some(100_000)
+            })
+        );
         let ent = catalogue.plan_for_price("price_ent").expect("enterprise");
+        assert_eq!(ent.cloud, None);
         assert_eq!(ent.max_deployments, None);
         assert!(ent.features.is_empty());
         assert_eq!(ent.registry, None);
@@ -128,6 +149,9 @@ mod tests {
             r#"{"plans":[{"stripe_price":"p","tier":"x","registry":{"repositories":["a"],"actions":["push"]}}]}"#,
             r#"{"plans":[{"stripe_price":"p","tier":"x","registry":{"repositories":["A B"]}}]}"#,
             r#"{"plans":[{"stripe_price":"p","tier":"x","registry":{"repos":["a"]}}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","cloud":{"Bad Name":{"requests_per_minute":1,"burst":1}}}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","cloud":{"w":{"requests_per_minute":0,"burst":1}}}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","cloud":{"w":{"requests_per_minute":1}}}]}"#,
         ] {
             assert!(PlanCatalogue::parse(bad).is_err(), "{bad}");
         }

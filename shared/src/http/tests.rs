@@ -803,3 +803,4 @@ async fn a_garbage_cursor_is_invalid_query_on_every_list_route() {
         );
     }
 }
+mod access_tokens;
