@@ -69,6 +69,29 @@ pub fn take(state: Option<BucketState>, limits: &CloudLimits, now_ms: i64) -> (B
     (state, verdict)
 }
 
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum LimiterError {
+    /// The shared store did not answer (or kept losing races): the caller decides whether to
+    /// fail open. The middlewares let the call through and log it, so a limiter outage never
+    /// takes the service down.
+    #[error("the rate limiter's store is unavailable: {0}")]
+    Unavailable(String),
+}
+
+/// Where a service keeps its buckets: in-process ([`LicenseBuckets`]) or shared by every
+/// instance (the DynamoDB limiter in `functions/aws`). `Send` like the core's ports.
+#[async_trait::async_trait]
+pub trait RateLimiter: Send + Sync {
+    async fn take(&self, license_id: &str, limits: &CloudLimits, now_ms: i64) -> Result<RateVerdict, LimiterError>;
+}
+
+#[async_trait::async_trait]
+impl RateLimiter for LicenseBuckets {
+    async fn take(&self, license_id: &str, limits: &CloudLimits, now_ms: i64) -> Result<RateVerdict, LimiterError> {
+        Ok(LicenseBuckets::take(self, license_id, limits, now_ms))
+    }
+}
+
 /// In-process buckets, one per license, for a service with one instance (or one limit per
 /// instance). Bounded: past `capacity` licenses, full buckets are dropped, then all.
 pub struct LicenseBuckets {
