@@ -127,6 +127,14 @@ impl LicenseClient {
         Ok(token)
     }
 
+    /// Meters one call the cloud service `audience` allowed (not answered 401 or 429): one unit
+    /// of `cloud.<audience>.calls`, spooled to disk like any usage and sent in the same
+    /// idempotent batches, so N calls count N once each however often a batch is resent.
+    /// The monthly quota is enforced on that counter when the next token is issued.
+    pub fn record_cloud_call(&self, audience: &str) -> Result<(), crate::ClientError> {
+        self.record_usage(&nls_core::access_token::usage_metric(audience), 1)
+    }
+
     /// Forgets the cached token for `audience` (say, after the service answered 401).
     pub fn forget_access_token(&self, audience: &str) {
         lock(&self.access_tokens().tokens).remove(audience);

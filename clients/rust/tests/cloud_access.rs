@@ -180,3 +180,92 @@ fn the_app_is_told_when_nls_cannot_be_reached_and_what_nls_refused() {
     license.forget_access_token("workflows");
     assert!(matches!(license.access_token("workflows"), Err(AccessTokenError::Unreachable(_))));
 }
+
+/// An HTTP proxy to `upstream` that forwards every request but, for the first `drop_first`
+/// `POST /v1/usage`, throws the answer away and closes the connection: NLS counted the batch,
+/// the client never heard, so it must send the same batch again.
+fn answer_dropping_proxy(upstream: u16, drop_first: usize) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let usage_posts = Arc::new(AtomicUsize::new(0));
+    let counter = usage_posts.clone();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            // One request: headers, then Content-Length bytes of body.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 8192];
+            let header_end = loop {
+                let Ok(n) = client.read(&mut buf) else { break None };
+                if n == 0 {
+                    break None;
+                }
+                request.extend_from_slice(&buf[..n]);
+                if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(at + 4);
+                }
+            };
+            let Some(header_end) = header_end else { continue };
+            let head = String::from_utf8_lossy(&request[..header_end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            while request.len() < header_end + length {
+                let Ok(n) = client.read(&mut buf) else { break };
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            // Forward with `Connection: close` so the answer ends with the connection.
+            let head = String::from_utf8_lossy(&request[..header_end]).replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n");
+            let mut upstream_conn = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+            upstream_conn.write_all(head.as_bytes()).unwrap();
+            upstream_conn.write_all(&request[header_end..]).unwrap();
+            let mut answer = Vec::new();
+            let _ = upstream_conn.read_to_end(&mut answer);
+            let is_usage = head.starts_with("POST /v1/usage ");
+            if is_usage && counter.fetch_add(1, Ordering::SeqCst) < drop_first {
+                continue; // dropped: the client sees the connection close without an answer
+            }
+            let _ = client.write_all(&answer);
+        }
+    });
+    (port, usage_posts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn n_allowed_calls_are_n_units_of_usage_once_each_across_retries() {
+    let server = Server::start(3600);
+    const N: u64 = 7;
+    let quota = json!({"workflows": {"requests_per_minute": 600, "burst": 100, "monthly_quota": N}});
+    let (license_id, key) = server.issue_license(json!({"cloud": quota}));
+    let (proxy, usage_posts) = answer_dropping_proxy(server.port(), 2);
+    let mut config = ClientConfig::new(&format!("http://127.0.0.1:{proxy}"), &key, &server.jwks(), temp_dir("meter"));
+    config.request_timeout = Duration::from_secs(5);
+    let license = LicenseClient::open(config).unwrap();
+    let _ = tokio::task::block_in_place(|| license.validate_now()); // takes the seat usage needs
+    let token = tokio::task::block_in_place(|| license.access_token("workflows")).unwrap();
+    let access = CloudAccess::from_jwks_json(&server.jwks()).unwrap();
+    let app = cloud_service::app(&access);
+    for _ in 0..N {
+        let (status, _, _) = call(&app, "/v1/whoami", Some(&token.token)).await;
+        assert_eq!(status, StatusCode::OK);
+        license.record_cloud_call("workflows").unwrap();
+    }
+    // The first two sends lose their answer; the third is acknowledged.
+    for attempt in 1..=3 {
+        let report = tokio::task::block_in_place(|| license.flush_usage());
+        assert_eq!(report.stopped.is_some(), attempt < 3, "attempt {attempt}: {report:?}");
+    }
+    assert!(license.pending_usage().unwrap().is_empty());
+    assert_eq!(usage_posts.load(std::sync::atomic::Ordering::SeqCst), 3, "the same batch, sent three times");
+    assert_eq!(server.usage_counter(&license_id, "cloud.workflows.calls"), N);
+    // The quota is used up: the next token is refused.
+    match tokio::task::block_in_place(|| license.fetch_access_token("workflows")) {
+        Err(AccessTokenError::Refused { status: 403, code, .. }) => assert_eq!(code, "USAGE_LIMIT_EXCEEDED"),
+        other => panic!("{other:?}"),
+    }
+}
