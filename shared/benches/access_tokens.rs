@@ -9,7 +9,8 @@ use base64::Engine as _;
 use chrono::{DateTime, Duration, Utc};
 use criterion::{Criterion, criterion_group, criterion_main};
 use nls_core::access_token::{
-    AccessVerifier, CloudLimits, DEFAULT_ACCESS_TTL_SECS, decide_access, sign_access_token, verify_access_token,
+    AccessVerifier, CloudLimits, DEFAULT_ACCESS_TTL_SECS, decide_access, sign_access_token,
+    verify_access_token,
 };
 use nls_core::issuing::{LicenseTerms, issue_key, new_license};
 use nls_core::key_ring::{KeyRing, SigningKey};
@@ -30,9 +31,11 @@ fn bench(c: &mut Criterion) {
     license.cloud = Some(BTreeMap::from([("workflows".to_owned(), limits)]));
     let key = verify_license_key(&ring, &issue_key(&ring, &license, now()).expect("key")).expect("verify");
     let decision = decide(&key, &ValidationRequest::default(), None, now());
-    let grant = decide_access(&decision, license.cloud.as_ref(), &BTreeMap::new(), "workflows").expect("grant");
+    let grant =
+        decide_access(&decision, license.cloud.as_ref(), &BTreeMap::new(), "workflows").expect("grant");
     let ttl = Duration::seconds(DEFAULT_ACCESS_TTL_SECS);
-    let token = sign_access_token(&ring, &decision, &grant, "dep_1", "workflows", now(), ttl).expect("sign").token;
+    let token =
+        sign_access_token(&ring, &decision, &grant, "dep_1", "workflows", now(), ttl).expect("sign").token;
 
     // The floor: the same token's signature and nothing else.
     let (signing_input, signature_b64) = token.rsplit_once('.').expect("three parts");

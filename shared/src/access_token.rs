@@ -180,9 +180,10 @@ pub fn decide_access(
     audience: &str,
 ) -> Result<AccessGrant, AccessRefused> {
     if !decision.code.is_valid() {
-        let message = decision.warning.clone().unwrap_or_else(|| {
-            format!("the license is not valid: {}", decision.code.as_str())
-        });
+        let message = decision
+            .warning
+            .clone()
+            .unwrap_or_else(|| format!("the license is not valid: {}", decision.code.as_str()));
         return Err(AccessRefused { code: decision.code, message });
     }
     let Some(limits) = cloud.and_then(|c| c.get(audience)).copied() else {

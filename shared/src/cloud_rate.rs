@@ -50,7 +50,8 @@ pub fn take(state: Option<BucketState>, limits: &CloudLimits, now_ms: i64) -> (B
         // Advance the clock only by the time that produced whole millitokens, so rounding
         // never loses refill.
         let used_ms = if state.millitokens == capacity { elapsed_ms } else { gained * 60 / rpm };
-        state.refilled_at_ms = state.refilled_at_ms.saturating_add(i64::try_from(used_ms).unwrap_or(i64::MAX));
+        state.refilled_at_ms =
+            state.refilled_at_ms.saturating_add(i64::try_from(used_ms).unwrap_or(i64::MAX));
     }
     // A clock that went backwards gains nothing until it passes the last refill again.
     let allowed = state.millitokens >= MILLI;
@@ -82,12 +83,22 @@ pub enum LimiterError {
 /// instance (the DynamoDB limiter in `functions/aws`). `Send` like the core's ports.
 #[async_trait::async_trait]
 pub trait RateLimiter: Send + Sync {
-    async fn take(&self, license_id: &str, limits: &CloudLimits, now_ms: i64) -> Result<RateVerdict, LimiterError>;
+    async fn take(
+        &self,
+        license_id: &str,
+        limits: &CloudLimits,
+        now_ms: i64,
+    ) -> Result<RateVerdict, LimiterError>;
 }
 
 #[async_trait::async_trait]
 impl RateLimiter for LicenseBuckets {
-    async fn take(&self, license_id: &str, limits: &CloudLimits, now_ms: i64) -> Result<RateVerdict, LimiterError> {
+    async fn take(
+        &self,
+        license_id: &str,
+        limits: &CloudLimits,
+        now_ms: i64,
+    ) -> Result<RateVerdict, LimiterError> {
         Ok(LicenseBuckets::take(self, license_id, limits, now_ms))
     }
 }

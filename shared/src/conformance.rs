@@ -106,7 +106,11 @@ fn license_for(customer_id: &str, max: Option<u32>, expires_at: Option<Timestamp
     license.cloud = Some(std::collections::BTreeMap::from([
         (
             "workflows".to_owned(),
-            crate::access_token::CloudLimits { requests_per_minute: 600, burst: 50, monthly_quota: Some(100_000) },
+            crate::access_token::CloudLimits {
+                requests_per_minute: 600,
+                burst: 50,
+                monthly_quota: Some(100_000),
+            },
         ),
         (
             "ai".to_owned(),

@@ -92,8 +92,9 @@ impl LicenseClient {
             "deployment_id": self.deployment_id(),
             "audience": audience,
         });
-        let reply =
-            transport.post_json("/v1/access-tokens", &body).map_err(|e| AccessTokenError::Unreachable(e.to_string()))?;
+        let reply = transport
+            .post_json("/v1/access-tokens", &body)
+            .map_err(|e| AccessTokenError::Unreachable(e.to_string()))?;
         if reply.status >= 500 {
             return Err(AccessTokenError::Unreachable(format!("HTTP {}", reply.status)));
         }
@@ -122,7 +123,8 @@ impl LicenseClient {
         }
         let answer: Answer =
             serde_json::from_str(&reply.body).map_err(|e| AccessTokenError::BadAnswer(e.to_string()))?;
-        let token = AccessToken { token: answer.token, expires_at: answer.expires_at, warning: answer.warning };
+        let token =
+            AccessToken { token: answer.token, expires_at: answer.expires_at, warning: answer.warning };
         lock(&self.access_tokens().tokens).insert(audience.to_owned(), token.clone());
         Ok(token)
     }

@@ -119,11 +119,13 @@ impl CloudAccess {
 
     /// Fetches the JWKS now, and again when a token names a `kid` it lacks.
     pub fn from_jwks_url(jwks_url: &str) -> Result<Self, CloudAccessError> {
-        let (base, path) = match jwks_url.find("://").and_then(|i| jwks_url[i + 3..].find('/').map(|j| i + 3 + j)) {
-            Some(split) => (&jwks_url[..split], &jwks_url[split..]),
-            None => (jwks_url, "/.well-known/jwks.json"),
-        };
-        let source = JwksSource { transport: HttpTransport::new(base, JWKS_PATH_TIMEOUT), path: path.to_owned() };
+        let (base, path) =
+            match jwks_url.find("://").and_then(|i| jwks_url[i + 3..].find('/').map(|j| i + 3 + j)) {
+                Some(split) => (&jwks_url[..split], &jwks_url[split..]),
+                None => (jwks_url, "/.well-known/jwks.json"),
+            };
+        let source =
+            JwksSource { transport: HttpTransport::new(base, JWKS_PATH_TIMEOUT), path: path.to_owned() };
         let ring = fetch_ring(&source)?;
         Ok(Self::build(ring, Some(Arc::new(source))))
     }
@@ -167,7 +169,11 @@ impl CloudAccess {
     }
 
     /// Verifies a token without the rate limit (for non-HTTP callers and benchmarks).
-    pub fn verify(&self, verifier: &AccessVerifier, token: &str) -> Result<Arc<VerifiedAccess>, AccessRejection> {
+    pub fn verify(
+        &self,
+        verifier: &AccessVerifier,
+        token: &str,
+    ) -> Result<Arc<VerifiedAccess>, AccessRejection> {
         let now = self.shared.clock.now();
         match verifier.verify(token, now) {
             Err(AccessRejection::UnknownKid) if self.refresh_jwks_if_due() => verifier.verify(token, now),

@@ -220,7 +220,8 @@ fn answer_dropping_proxy(upstream: u16, drop_first: usize) -> (u16, Arc<std::syn
                 request.extend_from_slice(&buf[..n]);
             }
             // Forward with `Connection: close` so the answer ends with the connection.
-            let head = String::from_utf8_lossy(&request[..header_end]).replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n");
+            let head = String::from_utf8_lossy(&request[..header_end])
+                .replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n");
             let mut upstream_conn = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
             upstream_conn.write_all(head.as_bytes()).unwrap();
             upstream_conn.write_all(&request[header_end..]).unwrap();
@@ -243,7 +244,8 @@ async fn n_allowed_calls_are_n_units_of_usage_once_each_across_retries() {
     let quota = json!({"workflows": {"requests_per_minute": 600, "burst": 100, "monthly_quota": N}});
     let (license_id, key) = server.issue_license(json!({"cloud": quota}));
     let (proxy, usage_posts) = answer_dropping_proxy(server.port(), 2);
-    let mut config = ClientConfig::new(&format!("http://127.0.0.1:{proxy}"), &key, &server.jwks(), temp_dir("meter"));
+    let mut config =
+        ClientConfig::new(&format!("http://127.0.0.1:{proxy}"), &key, &server.jwks(), temp_dir("meter"));
     config.request_timeout = Duration::from_secs(5);
     let license = LicenseClient::open(config).unwrap();
     let _ = tokio::task::block_in_place(|| license.validate_now()); // takes the seat usage needs

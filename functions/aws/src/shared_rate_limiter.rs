@@ -73,9 +73,9 @@ impl DynamoRateLimiter {
             }
         };
         let parse = |name: &str| -> Result<i128, LimiterError> {
-            number(name)?
-                .parse()
-                .map_err(|_| LimiterError::Unavailable(format!("bucket {pk}: attribute {name} is not an integer")))
+            number(name)?.parse().map_err(|_| {
+                LimiterError::Unavailable(format!("bucket {pk}: attribute {name} is not an integer"))
+            })
         };
         Ok(Some(BucketState {
             millitokens: u64::try_from(parse("millitokens")?).unwrap_or(0),
@@ -122,7 +122,12 @@ impl DynamoRateLimiter {
 
 #[async_trait]
 impl RateLimiter for DynamoRateLimiter {
-    async fn take(&self, license_id: &str, limits: &CloudLimits, now_ms: i64) -> Result<RateVerdict, LimiterError> {
+    async fn take(
+        &self,
+        license_id: &str,
+        limits: &CloudLimits,
+        now_ms: i64,
+    ) -> Result<RateVerdict, LimiterError> {
         let pk = self.pk(license_id);
         for _ in 0..MAX_ATTEMPTS {
             let before = self.read(&pk).await?;

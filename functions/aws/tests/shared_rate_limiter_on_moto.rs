@@ -24,7 +24,13 @@ async fn fresh_table() -> String {
 }
 
 /// `tasks` concurrent callers per instance, `calls` takes each, all at `now_ms`: how many passed.
-async fn burst(instances: &[Arc<DynamoRateLimiter>], license: &str, tasks: usize, calls: usize, now_ms: i64) -> usize {
+async fn burst(
+    instances: &[Arc<DynamoRateLimiter>],
+    license: &str,
+    tasks: usize,
+    calls: usize,
+    now_ms: i64,
+) -> usize {
     let limits = CloudLimits { requests_per_minute: 60, burst: 20, monthly_quota: None };
     let mut handles = Vec::new();
     for limiter in instances {

@@ -171,7 +171,14 @@ fn the_verifier_refuses_everything_but_a_current_token_for_its_audience() {
 
     // And an access token is none of those.
     assert!(crate::receipt::verify_receipt(&full, &good, &key).is_err());
-    assert!(crate::license_token::verify_jws::<serde_json::Value>(&full, crate::license_token::LICENSE_TYP, &good).is_err());
+    assert!(
+        crate::license_token::verify_jws::<serde_json::Value>(
+            &full,
+            crate::license_token::LICENSE_TYP,
+            &good
+        )
+        .is_err()
+    );
 }
 
 #[test]
@@ -185,7 +192,10 @@ fn issue_follows_the_license_state_the_audience_and_the_quota() {
     assert_eq!(check(&active, 999, "workflows"), Ok(false));
     assert_eq!(check(&active, 1000, "workflows"), Err(ValidationCode::UsageLimitExceeded));
     assert_eq!(check(&active, 0, "integrations"), Err(ValidationCode::FeatureNotEntitled));
-    assert_eq!(check(&license(LicenseStatus::Suspended, None), 0, "workflows"), Err(ValidationCode::Suspended));
+    assert_eq!(
+        check(&license(LicenseStatus::Suspended, None), 0, "workflows"),
+        Err(ValidationCode::Suspended)
+    );
     assert_eq!(check(&license(LicenseStatus::Revoked, None), 0, "workflows"), Err(ValidationCode::Revoked));
     // Expired two days ago, grace is seven: a token, with the warning.
     let in_grace = license(LicenseStatus::Active, Some(now() - Duration::days(2)));

@@ -53,7 +53,9 @@ pub async fn issue_access_token(
 ) -> Result<Response, AppError> {
     let chars = body.deployment_id.chars().count();
     if chars == 0 || chars > MAX_DEPLOYMENT_ID {
-        return Err(AppError::invalid(format!("`deployment_id` must be 1 to {MAX_DEPLOYMENT_ID} characters")));
+        return Err(AppError::invalid(format!(
+            "`deployment_id` must be 1 to {MAX_DEPLOYMENT_ID} characters"
+        )));
     }
     if !is_audience_name(&body.audience) {
         return Err(AppError::invalid(format!("`audience` must match {AUDIENCE_PATTERN}")));
@@ -76,8 +78,9 @@ pub async fn issue_access_token(
     };
     let snapshot = &entry.snapshot;
     let decision = decide(&checked.key, &ValidationRequest::default(), Some(snapshot), now);
-    let grant = decide_access(&decision, snapshot.license.cloud.as_ref(), &snapshot.month_usage, &body.audience)
-        .map_err(|refused| AppError::AccessRefused { code: refused.code, message: refused.message })?;
+    let grant =
+        decide_access(&decision, snapshot.license.cloud.as_ref(), &snapshot.month_usage, &body.audience)
+            .map_err(|refused| AppError::AccessRefused { code: refused.code, message: refused.message })?;
     let ttl = Duration::seconds(DEFAULT_ACCESS_TTL_SECS);
     let issued =
         sign_access_token(state.key_ring(), &decision, &grant, &body.deployment_id, &body.audience, now, ttl)
@@ -94,13 +97,18 @@ pub fn parse_cloud_grant(value: Value) -> Result<CloudGrant, AppError> {
     let Value::Object(audiences) = value else { return Err(bad("must be an object".to_owned())) };
     let mut grant = CloudGrant::new();
     for (audience, limits) in audiences {
-        let Value::Object(fields) = limits else { return Err(bad(format!("{audience:?} must be an object"))) };
+        let Value::Object(fields) = limits else {
+            return Err(bad(format!("{audience:?} must be an object")));
+        };
         let mut rpm = None;
         let mut burst = None;
         let mut quota = None;
         for (name, number) in fields {
-            let whole = whole_number(&number).ok_or_else(|| bad(format!("{audience}.{name} must be a whole number")))?;
-            let small = || u32::try_from(whole).map_err(|_| bad(format!("{audience}.{name} is at most {}", u32::MAX)));
+            let whole = whole_number(&number)
+                .ok_or_else(|| bad(format!("{audience}.{name} must be a whole number")))?;
+            let small = || {
+                u32::try_from(whole).map_err(|_| bad(format!("{audience}.{name} is at most {}", u32::MAX)))
+            };
             match name.as_str() {
                 "requests_per_minute" => rpm = Some(small()?),
                 "burst" => burst = Some(small()?),
@@ -178,7 +186,10 @@ mod tests {
             "ai": {"requests_per_minute": 1, "burst": 1}
         }))
         .unwrap();
-        assert_eq!(grant["workflows"], CloudLimits { requests_per_minute: 600, burst: 50, monthly_quota: Some(100_000) });
+        assert_eq!(
+            grant["workflows"],
+            CloudLimits { requests_per_minute: 600, burst: 50, monthly_quota: Some(100_000) }
+        );
         assert_eq!(grant["ai"].monthly_quota, None);
         assert_eq!(parse_cloud_grant(json!({})).unwrap(), CloudGrant::new());
         for bad in [

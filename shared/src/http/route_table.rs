@@ -148,10 +148,15 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
             delete(public::release_deployment),
         ),
         (
-            doc(M::POST, "/v1/access-tokens", "A short-lived cloud access token (nls-access+jwt)", LicenseKey)
-                .body::<crate::http::access_token_routes::AccessTokenRequest>()
-                .answer::<crate::http::access_token_routes::AccessTokenAnswer>(200)
-                .errors(&[401, 403, 503]),
+            doc(
+                M::POST,
+                "/v1/access-tokens",
+                "A short-lived cloud access token (nls-access+jwt)",
+                LicenseKey,
+            )
+            .body::<crate::http::access_token_routes::AccessTokenRequest>()
+            .answer::<crate::http::access_token_routes::AccessTokenAnswer>(200)
+            .errors(&[401, 403, 503]),
             post(crate::http::access_token_routes::issue_access_token),
         ),
         (

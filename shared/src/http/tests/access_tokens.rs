@@ -39,7 +39,11 @@ async fn the_cloud_grant_is_set_shown_replaced_and_removed_through_the_admin_api
         json!({"cloud": []}),
     ] {
         let (status, answer) = h.call("PATCH", &path, Some(BOOTSTRAP), Some(bad.clone())).await;
-        assert_eq!((status, error_code(&answer)), (StatusCode::BAD_REQUEST, Some("invalid_request")), "{bad}");
+        assert_eq!(
+            (status, error_code(&answer)),
+            (StatusCode::BAD_REQUEST, Some("invalid_request")),
+            "{bad}"
+        );
     }
 }
 
@@ -113,7 +117,11 @@ async fn the_monthly_quota_counts_the_audience_calls_usage() {
     assert_eq!(h.call("POST", "/v1/usage", None, Some(usage("b2", 1))).await.0, StatusCode::ACCEPTED);
     h.clock.advance(Duration::seconds(3));
     let (status, answer) = h.access_token(&key, "workflows").await;
-    assert_eq!((status, error_code(&answer)), (StatusCode::FORBIDDEN, Some("USAGE_LIMIT_EXCEEDED")), "{answer}");
+    assert_eq!(
+        (status, error_code(&answer)),
+        (StatusCode::FORBIDDEN, Some("USAGE_LIMIT_EXCEEDED")),
+        "{answer}"
+    );
     assert!(answer["error"]["message"].as_str().unwrap().contains("3 used of 3"), "{answer}");
 }
 
