@@ -62,7 +62,7 @@ async fn two_instances_share_each_license_bucket_exactly() {
     // 2 instances × 4 callers × 5 calls = 40 calls against a burst of 20.
     assert_eq!(burst(&[a.clone(), b.clone()], "lic_1", 4, 5, t0).await, 20);
     // Another license has its own bucket.
-    assert_eq!(burst(&[a.clone()], "lic_2", 1, 3, t0).await, 3);
+    assert_eq!(burst(std::slice::from_ref(&a), "lic_2", 1, 3, t0).await, 3);
     // 60 per minute: two seconds later, two more calls fit between both instances, no more.
     assert_eq!(burst(&[a.clone(), b.clone()], "lic_1", 2, 2, t0 + 2_000).await, 2);
 }
@@ -72,6 +72,6 @@ async fn one_instance_alone_allows_the_burst_then_the_refill() {
     let table = fresh_table().await;
     let a = instance(&table).await;
     let t0 = 1_800_000_000_000;
-    assert_eq!(burst(&[a.clone()], "lic_1", 1, 25, t0).await, 20);
-    assert_eq!(burst(&[a.clone()], "lic_1", 1, 5, t0 + 1_000).await, 1);
+    assert_eq!(burst(std::slice::from_ref(&a), "lic_1", 1, 25, t0).await, 20);
+    assert_eq!(burst(std::slice::from_ref(&a), "lic_1", 1, 5, t0 + 1_000).await, 1);
 }
