@@ -106,7 +106,23 @@ fn license_for(customer_id: &str, max: Option<u32>, expires_at: Option<Timestamp
         actions: vec!["pull".into()],
     });
     let terms = LicenseTerms { max_deployments: max, expires_at, registry, ..LicenseTerms::default() };
-    new_license(customer_id, terms, t0())
+    let mut license = new_license(customer_id, terms, t0());
+    // And a cloud grant (docs/cloud-access.md), one audience with a quota and one without.
+    license.cloud = Some(std::collections::BTreeMap::from([
+        (
+            "workflows".to_owned(),
+            crate::access_token::CloudLimits {
+                requests_per_minute: 600,
+                burst: 50,
+                monthly_quota: Some(100_000),
+            },
+        ),
+        (
+            "ai".to_owned(),
+            crate::access_token::CloudLimits { requests_per_minute: 60, burst: 5, monthly_quota: None },
+        ),
+    ]));
+    license
 }
 
 async fn given_license(store: &Arc<dyn Store>, max: Option<u32>) -> License {

@@ -126,6 +126,7 @@ pub fn new_license(customer_id: &str, terms: LicenseTerms, now: Timestamp) -> Li
         stripe_price_id: None,
         billing_event_at: None,
         registry: terms.registry,
+        cloud: None,
         version: 1,
         created_at: now,
         updated_at: now,

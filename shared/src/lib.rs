@@ -1,7 +1,9 @@
 //! NLS core: the domain of the Nectar License Service. It does no I/O and knows no platform;
 //! adapters in `functions/` reach it through the traits in [`ports`].
 
+pub mod access_token;
 pub mod billing;
+pub mod cloud_rate;
 pub mod email;
 pub mod issuing;
 pub mod key_format;

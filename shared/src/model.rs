@@ -85,6 +85,10 @@ pub struct License {
     /// Which container images the license may pull (docs/distribution.md); `None`: none.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryGrant>,
+    /// Which cloud services the license may call, and how much (audience → limits,
+    /// docs/cloud-access.md); `None`: none.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cloud: Option<crate::access_token::CloudGrant>,
     /// Optimistic concurrency: bumped by every update.
     pub version: u64,
     pub created_at: Timestamp,

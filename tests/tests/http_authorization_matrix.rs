@@ -115,6 +115,7 @@ const MATRIX: &[(&str, [u16; 11])] = &[
     ("GET /v1/stats", READ),
     ("POST /v1/webhooks/stripe", STRIPE),
     ("GET /v1/registry/token", REGISTRY),
+    ("POST /v1/access-tokens", license_key(200, 400)),
 ];
 
 struct Keys {
@@ -165,7 +166,11 @@ fn target(server: &NlsServer, operation: &str) -> Target {
             api_key_id: String::new(),
         };
     }
-    let license = server.admin("POST", "/v1/licenses", Some(&json!({"customer_id": customer_id})));
+    let mut terms = json!({"customer_id": customer_id});
+    if operation == "POST /v1/access-tokens" {
+        terms["cloud"] = json!({"workflows": {"requests_per_minute": 60, "burst": 100}});
+    }
+    let license = server.admin("POST", "/v1/licenses", Some(&terms));
     let license_id = license["license"]["id"].as_str().unwrap().to_owned();
     let license_key = license["key"].as_str().unwrap().to_owned();
     let deployment_id = "host-1".to_owned();
@@ -245,6 +250,7 @@ fn request_for(operation: &str, t: &Target) -> (String, Option<Value>) {
     let body = match operation {
         "POST /v1/licenses/validate" => Some(json!({"deployment_id": t.deployment_id})),
         "POST /v1/heartbeat" => Some(json!({"deployment_id": t.deployment_id})),
+        "POST /v1/access-tokens" => Some(json!({"deployment_id": t.deployment_id, "audience": "workflows"})),
         "POST /v1/usage" => Some(json!({
             "deployment_id": t.deployment_id, "batch_id": format!("b-{}", t.license_id),
             "records": [{"metric": "runs", "value": 1, "at": chrono::Utc::now().to_rfc3339()}]

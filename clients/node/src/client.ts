@@ -9,6 +9,13 @@ import { readOptional, randomId, writeAtomic } from "./durable";
 import { UsageSpool, type SealedBatch } from "./spool";
 import type { AnswerOutcome, ClientOptions, FleetUsage, FlushReport, LicenseState, LimitCheck, UsageRecord, UsageStanding } from "./types";
 import { toFleetUsage, toLimitCheck, toOutcome, toStanding, toState, warningOf } from "./wire";
+import {
+  AccessTokenError,
+  MIN_REMAINING_MS,
+  REFRESH_BEFORE_EXPIRY_MS,
+  parseAccessTokenReply,
+  type AccessToken,
+} from "./access_tokens";
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 import wasm = require("../wasm-pkg/nls_client_wasm");
 
@@ -41,6 +48,8 @@ export class LicenseClient {
   private validationFailures = 0;
   private flushFailures = 0;
   private flushing: Promise<FlushReport> | null = null;
+  private accessTokens = new Map<string, AccessToken>();
+  private accessFetches = new Map<string, Promise<AccessToken>>();
   readonly deploymentId: string;
 
   private constructor(private readonly options: ClientOptions) {
@@ -160,6 +169,59 @@ export class LicenseClient {
     const period = periodOf(at);
     if (this.month.period !== period) this.month = { period, counters: {} };
     this.month.counters[metric] = (this.month.counters[metric] ?? 0) + value;
+  }
+
+  /**
+   * A cloud access token for `audience`, cached until shortly before it expires (then the cached
+   * one is still returned while its successor is fetched in the background). Rejects with an
+   * `AccessTokenError` (kind `unreachable` when NLS cannot be reached: fall back to the app's
+   * basic features).
+   */
+  async accessToken(audience: string): Promise<AccessToken> {
+    const cached = this.accessTokens.get(audience);
+    const left = cached ? cached.expiresAt.getTime() - this.now().getTime() : 0;
+    if (cached && left > MIN_REMAINING_MS) {
+      if (left <= REFRESH_BEFORE_EXPIRY_MS) {
+        this.fetchAccessToken(audience).catch((e) => this.log.warn(`nls: access token refresh failed: ${(e as Error).message}`));
+      }
+      return cached;
+    }
+    return this.fetchAccessToken(audience);
+  }
+
+  /** Fetches a new token now (one request per audience at a time), replacing the cached one. */
+  fetchAccessToken(audience: string): Promise<AccessToken> {
+    const pending = this.accessFetches.get(audience);
+    if (pending) return pending;
+    const fetching = (async () => {
+      if (!this.online) throw new AccessTokenError("no_server", "no NLS server is configured (air-gapped install)");
+      const body = { key: this.core.licenseKey(), deployment_id: this.deploymentId, audience };
+      let reply: Reply;
+      try {
+        reply = await this.request("POST", "/v1/access-tokens", body);
+      } catch (e) {
+        throw new AccessTokenError("unreachable", `NLS is unreachable: ${(e as Error).message}`);
+      }
+      const token = parseAccessTokenReply(reply.status, reply.body);
+      this.accessTokens.set(audience, token);
+      return token;
+    })().finally(() => this.accessFetches.delete(audience));
+    this.accessFetches.set(audience, fetching);
+    return fetching;
+  }
+
+  /** Forgets the cached token for `audience` (say, after the service answered 401). */
+  forgetAccessToken(audience: string): void {
+    this.accessTokens.delete(audience);
+  }
+
+  /**
+   * Meters one call the cloud service allowed: one unit of `cloud.<audience>.calls` through the
+   * usage spool (counted once however often its batch is resent); the monthly quota is enforced
+   * on it when the next token is issued.
+   */
+  recordCloudCall(audience: string): void {
+    this.recordUsage(`cloud.${audience}.calls`, 1);
   }
 
   /** Usage records not yet acknowledged by the server. */

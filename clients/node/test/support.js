@@ -105,6 +105,10 @@ async function startServer({ leaseSecs = 3600 } = {}) {
       const r = await admin("DELETE", `/v1/licenses/${id}`);
       if (r.status !== 200) throw new Error(`revoke: ${JSON.stringify(r.body)}`);
     },
+    async suspend(id) {
+      const r = await admin("POST", `/v1/licenses/${id}/suspend`);
+      if (r.status !== 200) throw new Error(`suspend: ${JSON.stringify(r.body)}`);
+    },
     async usage(id, metric) {
       const r = await admin("GET", `/v1/licenses/${id}/usage`);
       if (r.status !== 200) throw new Error(`usage: ${JSON.stringify(r.body)}`);

@@ -16,10 +16,15 @@
 //!   receipt cached on disk, offline mode then grace then fail closed, clock-rollback
 //!   detection, heartbeats, and usage reporting through an fsync'd on-disk spool.
 //! - [`middleware`]: tower/axum guards answering 402/403 with a JSON error code.
+//! - [`LicenseClient::access_token`]: cloud access tokens for Nectar's cloud services, and
+//!   [`cloud_access`]: the services' side, `require_access_token(audience)` (docs/cloud-access.md).
 //! - [`env_config`]: the `NECTAR_LICENSE_*` environment ([`ClientConfig::from_env`]).
 //! - The decisions themselves live in `nls-client-core` (pure, shared with the Node package).
 
 pub mod deployment_lease;
+pub mod access_tokens;
+#[cfg(feature = "axum")]
+pub mod cloud_access;
 pub mod durable_file;
 pub mod env_config;
 pub mod http_transport;
@@ -28,6 +33,7 @@ pub mod license_client;
 pub mod middleware;
 pub mod usage_spool;
 
+pub use access_tokens::{AccessToken, AccessTokenError};
 pub use env_config::{ConfigError, LicenseSettings};
 pub use license_client::{ClientConfig, ClientError, Clock, FlushReport, LicenseClient, SystemClock};
 pub use nls_client_core::{

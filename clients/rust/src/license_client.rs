@@ -147,6 +147,8 @@ struct Inner {
     schedule: Mutex<Schedule>,
     /// Serialises flushes (the worker and an explicit `flush_usage`).
     flushing: Mutex<()>,
+    /// Cloud access tokens by audience (`access_tokens`).
+    access_tokens: crate::access_tokens::SharedAccessTokens,
 }
 
 /// A cheap handle (`Clone`) to the license client.
@@ -247,6 +249,7 @@ impl LicenseClient {
                     flush_failures: 0,
                 }),
                 flushing: Mutex::new(()),
+                access_tokens: Default::default(),
             }),
         };
         client.persist();
@@ -268,6 +271,22 @@ impl LicenseClient {
 
     pub fn deployment_id(&self) -> &str {
         &self.inner.deployment_id
+    }
+
+    pub(crate) fn now(&self) -> DateTime<Utc> {
+        self.inner.config.clock.now()
+    }
+
+    pub(crate) fn transport(&self) -> Option<&HttpTransport> {
+        self.inner.transport.as_ref()
+    }
+
+    pub(crate) fn license_key(&self) -> String {
+        lock(&self.inner.machine).license_key().to_owned()
+    }
+
+    pub(crate) fn access_tokens(&self) -> &crate::access_tokens::SharedAccessTokens {
+        &self.inner.access_tokens
     }
 
     pub fn license_id(&self) -> Option<String> {

@@ -263,6 +263,8 @@ pub fn license_item(l: &License) -> Item {
         .set_opt("billing_event_at", l.billing_event_at.map(n))
         // The registry grant as JSON text, like audit values: it is read and written whole.
         .set_opt("registry", l.registry.as_ref().and_then(|g| serde_json::to_string(g).ok()).map(s))
+        // The cloud grant likewise (docs/cloud-access.md).
+        .set_opt("cloud", l.cloud.as_ref().and_then(|g| serde_json::to_string(g).ok()).map(s))
         .set("version", n(l.version))
         .set("created_at", ts(l.created_at))
         .set("updated_at", ts(l.updated_at))
@@ -303,6 +305,11 @@ pub fn license_from_item(item: &Item) -> StoreResult<License> {
             .map(serde_json::from_value)
             .transpose()
             .map_err(|e| r.corrupt(format!("attribute `registry` is not a registry grant: {e}")))?,
+        cloud: r
+            .opt_json("cloud")?
+            .map(serde_json::from_value)
+            .transpose()
+            .map_err(|e| r.corrupt(format!("attribute `cloud` is not a cloud grant: {e}")))?,
         version: r.number("version")?,
         created_at: r.timestamp("created_at")?,
         updated_at: r.timestamp("updated_at")?,

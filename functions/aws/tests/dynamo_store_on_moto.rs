@@ -56,6 +56,15 @@ fn license(id: &str, customer_id: &str) -> License {
             actions: vec!["pull".into()],
         }),
         suspension_reason: None,
+        // The cloud grant (docs/cloud-access.md) round-trips as JSON text.
+        cloud: Some(BTreeMap::from([(
+            "workflows".to_owned(),
+            nls_core::access_token::CloudLimits {
+                requests_per_minute: 600,
+                burst: 50,
+                monthly_quota: Some(1000),
+            },
+        )])),
         version: 1,
         created_at: now(),
         updated_at: now(),

@@ -30,6 +30,10 @@ pub struct Plan {
     /// ISO 4217 code, lower or upper case (`eur`, `USD`); needed with `amount`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub currency: Option<String>,
+    /// The cloud services a license of this plan may call, and its limits at each
+    /// (docs/cloud-access.md).
+    #[serde(default)]
+    pub cloud: Option<crate::access_token::CloudGrant>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
@@ -50,6 +54,8 @@ pub enum PlanCatalogueError {
     Registry(String, crate::registry_token::GrantError),
     #[error("plan {0:?}: `amount` needs a three-letter `currency`, and `currency` an `amount`")]
     Price(String),
+    #[error("plan {0:?}: cloud: {1}")]
+    Cloud(String, crate::access_token::CloudGrantError),
 }
 
 /// Stripe price id → plan.
@@ -82,6 +88,10 @@ impl PlanCatalogue {
             {
                 return Err(PlanCatalogueError::Price(plan.stripe_price));
             }
+            if let Some(cloud) = &plan.cloud {
+                crate::access_token::check_cloud_grant(cloud)
+                    .map_err(|e| PlanCatalogueError::Cloud(plan.stripe_price.clone(), e))?;
+            }
             if by_price.contains_key(&plan.stripe_price) {
                 return Err(PlanCatalogueError::DuplicatePrice(plan.stripe_price));
             }
@@ -112,7 +122,8 @@ mod tests {
         let catalogue = PlanCatalogue::parse(
             r#"{"plans":[
                 {"stripe_price":"price_basic","tier":"basic","features":["sso"],"limits":{"api_calls":1000},"max_deployments":2,
-                 "registry":{"repositories":["nectar/app","nectar/worker-*"],"actions":["pull"]}},
+                 "registry":{"repositories":["nectar/app","nectar/worker-*"],"actions":["pull"]},
+                 "cloud":{"workflows":{"requests_per_minute":600,"burst":50,"monthly_quota":100000}}},
                 {"stripe_price":"price_ent","tier":"enterprise","amount":49900,"currency":"eur"}
             ]}"#,
         )
@@ -123,7 +134,17 @@ mod tests {
         assert_eq!(basic.max_deployments, Some(2));
         let registry = basic.registry.as_ref().expect("a registry grant");
         assert_eq!(registry.repositories, ["nectar/app", "nectar/worker-*"]);
+        let cloud = basic.cloud.as_ref().expect("a cloud grant");
+        assert_eq!(
+            cloud.get("workflows"),
+            Some(&crate::access_token::CloudLimits {
+                requests_per_minute: 600,
+                burst: 50,
+                monthly_quota: Some(100_000)
+            })
+        );
         let ent = catalogue.plan_for_price("price_ent").expect("enterprise");
+        assert_eq!(ent.cloud, None);
         assert_eq!(ent.max_deployments, None);
         assert!(ent.features.is_empty());
         assert_eq!(ent.registry, None);
@@ -149,6 +170,9 @@ mod tests {
             r#"{"plans":[{"stripe_price":"p","tier":"x","currency":"eur"}]}"#,
             r#"{"plans":[{"stripe_price":"p","tier":"x","amount":100,"currency":"euro"}]}"#,
             r#"{"plans":[{"stripe_price":"p","tier":"x","amount":-1,"currency":"eur"}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","cloud":{"Bad Name":{"requests_per_minute":1,"burst":1}}}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","cloud":{"w":{"requests_per_minute":0,"burst":1}}}]}"#,
+            r#"{"plans":[{"stripe_price":"p","tier":"x","cloud":{"w":{"requests_per_minute":1}}}]}"#,
         ] {
             assert!(PlanCatalogue::parse(bad).is_err(), "{bad}");
         }

@@ -492,6 +492,7 @@ async fn apply_once(
             license.id = observation.subscription_id.map(license_id_for_subscription).unwrap_or(license.id);
             license.stripe_subscription_id = observation.subscription_id.map(str::to_owned);
             license.stripe_price_id = Some(plan.stripe_price.clone());
+            license.cloud = plan.cloud.clone();
             license.billing_event_at = Some(event.created);
             if let Some(target) = observation.target {
                 move_status(&mut license, target, event.created, &deps.policy, now, warnings);
@@ -540,6 +541,7 @@ async fn apply_once(
                     next.limits = plan.limits.clone();
                     next.max_deployments = plan.max_deployments;
                     next.registry = plan.registry.clone();
+                    next.cloud = plan.cloud.clone();
                     next.stripe_price_id = Some(plan.stripe_price.clone());
                     if entitlements_changed {
                         // The key carries tier and features: a new key (emailed after the

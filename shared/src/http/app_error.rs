@@ -57,6 +57,9 @@ pub enum AppError {
     /// The license validates as `SUSPENDED` or `REVOKED`: what it reports is not accepted.
     #[error("the license is {}; it accepts no usage", .0.as_str())]
     LicenseNotUsable(crate::validation::ValidationCode),
+    /// No cloud access token: the validation code says why (docs/cloud-access.md).
+    #[error("{message}")]
+    AccessRefused { code: crate::validation::ValidationCode, message: String },
     #[error("rate limit exceeded; retry after {retry_after_secs} s")]
     RateLimited { retry_after_secs: u64 },
     /// The store is down or timed out: safe to retry.
@@ -78,7 +81,9 @@ impl AppError {
             Self::MissingCredentials | Self::InvalidCredentials | Self::InvalidLicenseKey(_) => {
                 StatusCode::UNAUTHORIZED
             }
-            Self::InsufficientScope { .. } | Self::LicenseNotUsable(_) => StatusCode::FORBIDDEN,
+            Self::InsufficientScope { .. } | Self::LicenseNotUsable(_) | Self::AccessRefused { .. } => {
+                StatusCode::FORBIDDEN
+            }
             Self::RouteNotFound | Self::NotFound { .. } => StatusCode::NOT_FOUND,
             Self::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             Self::Conflict(_)
@@ -114,6 +119,7 @@ impl AppError {
             Self::DeploymentNotActive(_) => "deployment_not_active",
             Self::LicenseNotUsable(crate::validation::ValidationCode::Revoked) => "license_revoked",
             Self::LicenseNotUsable(_) => "license_suspended",
+            Self::AccessRefused { code, .. } => code.as_str(),
             Self::RateLimited { .. } => "rate_limited",
             Self::Unavailable(_) => "unavailable",
             Self::Internal(_) => "internal_error",
@@ -156,6 +162,13 @@ pub const ERROR_CODES: &[&str] = &[
     "rate_limited",
     "unavailable",
     "internal_error",
+    // `POST /v1/access-tokens` refusals carry the license's validation code.
+    "NOT_YET_VALID",
+    "EXPIRED",
+    "SUSPENDED",
+    "REVOKED",
+    "FEATURE_NOT_ENTITLED",
+    "USAGE_LIMIT_EXCEEDED",
 ];
 
 impl From<StoreError> for AppError {

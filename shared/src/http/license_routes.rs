@@ -106,6 +106,7 @@ pub async fn create(
         return Err(AppError::not_found("customer_not_found", format!("customer {}", body.customer_id)));
     }
     let registry = body.registry.map(RegistryGrantBody::into_grant).transpose()?;
+    let cloud = body.cloud.map(crate::http::access_token_routes::parse_cloud_grant).transpose()?;
     let now = state.now();
     let terms = LicenseTerms {
         tier: body.tier,
@@ -117,7 +118,8 @@ pub async fn create(
         grace_days: body.grace_days,
         registry,
     };
-    let license = new_license(&body.customer_id, terms, now);
+    let mut license = new_license(&body.customer_id, terms, now);
+    license.cloud = cloud;
     let key = sign_key(state, &license)?;
     let view = LicenseView::from(&license);
     let entry =
@@ -216,6 +218,11 @@ pub async fn update(
         Some(None) => Some(None),
         None => None,
     };
+    let cloud = match body.cloud {
+        Some(Some(value)) => Some(Some(crate::http::access_token_routes::parse_cloud_grant(value)?)),
+        Some(None) => Some(None),
+        None => None,
+    };
     check_term_bounds(body.offline_days, body.grace_days, body.expires_at.flatten())?;
     let before = load(state, id).await?;
     if before.status == LicenseStatus::Revoked {
@@ -225,6 +232,9 @@ pub async fn update(
     let mut after = before.clone();
     if let Some(registry) = registry {
         after.registry = registry;
+    }
+    if let Some(cloud) = cloud {
+        after.cloud = cloud;
     }
     if let Some(tier) = body.tier {
         after.tier = tier;

@@ -14,6 +14,7 @@
 //!
 //! Handler futures are `Send`, like the ports (see `ports`).
 
+pub mod access_token_routes;
 pub mod admin_auth;
 pub mod api_key_routes;
 pub mod app_error;

@@ -149,6 +149,18 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         ),
         (
             doc(
+                M::POST,
+                "/v1/access-tokens",
+                "A short-lived cloud access token (nls-access+jwt)",
+                LicenseKey,
+            )
+            .body::<crate::http::access_token_routes::AccessTokenRequest>()
+            .answer::<crate::http::access_token_routes::AccessTokenAnswer>(200)
+            .errors(&[401, 403, 503]),
+            post(crate::http::access_token_routes::issue_access_token),
+        ),
+        (
+            doc(
                 M::GET,
                 "/v1/registry/token",
                 "Docker Registry v2 token (HTTP Basic: license key or a registry:push API key)",

@@ -805,3 +805,4 @@ async fn a_garbage_cursor_is_invalid_query_on_every_list_route() {
     }
 }
 mod under_faults;
+mod access_tokens;

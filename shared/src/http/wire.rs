@@ -334,6 +334,10 @@ pub struct CreateLicenseRequest {
     /// The container images this license may pull (docs/distribution.md).
     #[serde(default)]
     pub registry: Option<RegistryGrantBody>,
+    /// The cloud services this license may call: audience → limits (docs/cloud-access.md).
+    #[serde(default)]
+    #[schema(schema_with = crate::http::access_token_routes::nullable_cloud_grant_schema)]
+    pub cloud: Option<Value>,
 }
 
 /// A license's registry entitlement: repository names or globs (`*` within one path
@@ -390,6 +394,10 @@ pub struct UpdateLicenseRequest {
     #[serde(default, deserialize_with = "present")]
     #[schema(value_type = Option<RegistryGrantBody>)]
     pub registry: Option<Option<RegistryGrantBody>>,
+    /// Replaces the whole cloud grant; `null` removes all cloud access.
+    #[serde(default, deserialize_with = "present")]
+    #[schema(schema_with = crate::http::access_token_routes::nullable_cloud_grant_schema)]
+    pub cloud: Option<Option<Value>>,
 }
 
 #[derive(Debug, Deserialize, ToSchema)]
@@ -420,6 +428,10 @@ pub struct LicenseView {
     /// Absent: no registry access.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registry: Option<RegistryGrantBody>,
+    /// Absent: no cloud access.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    #[schema(schema_with = crate::http::access_token_routes::cloud_grant_schema)]
+    pub cloud: Option<crate::access_token::CloudGrant>,
     pub version: u64,
     pub created_at: DateTime<Utc>,
     pub updated_at: DateTime<Utc>,
@@ -445,6 +457,7 @@ impl From<&License> for LicenseView {
             key_id: l.key_id.clone(),
             stripe_subscription_id: l.stripe_subscription_id.clone(),
             registry: l.registry.as_ref().map(RegistryGrantBody::from),
+            cloud: l.cloud.clone(),
             version: l.version,
             created_at: l.created_at,
             updated_at: l.updated_at,

@@ -164,3 +164,63 @@ pub fn next_check_delay_seconds(next_check_in: f64, now: f64, random: f64) -> f6
 pub fn backoff_delay_seconds(attempt: u32, random: f64) -> f64 {
     backoff_delay(attempt, random) as f64
 }
+
+/// A cloud service's access-token checks (docs/cloud-access.md): the core's `AccessVerifier`
+/// (typ, kid, EdDSA, aud, nbf, exp; a cache of tokens that verified) and the per-license
+/// token bucket, for the Express middleware `requireAccessToken`. Times are unix milliseconds.
+#[wasm_bindgen]
+pub struct AccessTokenCore {
+    verifier: nls_core::access_token::AccessVerifier,
+    buckets: nls_core::cloud_rate::LicenseBuckets,
+}
+
+#[wasm_bindgen]
+impl AccessTokenCore {
+    #[wasm_bindgen(constructor)]
+    pub fn new(jwks_json: &str, audience: &str) -> Result<AccessTokenCore, JsError> {
+        Ok(Self {
+            verifier: nls_core::access_token::AccessVerifier::new(ring(jwks_json)?, audience),
+            buckets: nls_core::cloud_rate::LicenseBuckets::default(),
+        })
+    }
+
+    /// Trusts a freshly fetched JWKS from now on.
+    #[wasm_bindgen(js_name = replaceJwks)]
+    pub fn replace_jwks(&self, jwks_json: &str) -> Result<(), JsError> {
+        self.verifier.replace_ring(ring(jwks_json)?);
+        Ok(())
+    }
+
+    /// `{"ok": true, "claims": {...}, "expires_at": unix seconds}` or
+    /// `{"ok": false, "code": "...", "message": "..."}` (code `unknown_kid`: refresh the JWKS).
+    pub fn verify(&self, token: &str, now_ms: f64) -> String {
+        let now = DateTime::from_timestamp_millis(now_ms as i64).unwrap_or(DateTime::<Utc>::MIN_UTC);
+        match self.verifier.verify(token, now) {
+            Ok(v) => json(&serde_json::json!({
+                "ok": true,
+                "claims": v.claims,
+                "expires_at": v.expires_at.timestamp(),
+            })),
+            Err(rejection) => json(&serde_json::json!({
+                "ok": false,
+                "code": rejection.code(),
+                "message": rejection.to_string(),
+            })),
+        }
+    }
+
+    /// Takes one call from the license's bucket; `rate_json` is the token's `rate` claim.
+    /// `{allowed, limit, remaining, reset_secs, retry_after_secs}`.
+    pub fn take(&self, license_id: &str, rate_json: &str, now_ms: f64) -> Result<String, JsError> {
+        let limits: nls_core::access_token::CloudLimits =
+            serde_json::from_str(rate_json).map_err(|e| JsError::new(&format!("rate: {e}")))?;
+        let v = self.buckets.take(license_id, &limits, now_ms as i64);
+        Ok(json(&serde_json::json!({
+            "allowed": v.allowed,
+            "limit": v.limit,
+            "remaining": v.remaining,
+            "reset_secs": v.reset_secs,
+            "retry_after_secs": v.retry_after_secs,
+        })))
+    }
+}

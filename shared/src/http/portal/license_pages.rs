@@ -425,6 +425,8 @@ pub async fn create(State(state): State<AppState>, f: StaffForm) -> PortalResult
         grace_days: terms.grace_days,
         // The portal does not edit registry grants yet: the JSON API does.
         registry: None,
+        // Nor cloud grants.
+        cloud: None,
     };
     let created = license_routes::create(&state, &f.staff.caller(), request).await?;
     let key = created.key.ok_or_else(|| AppError::Internal("a new license came without its key".into()))?;
@@ -467,6 +469,8 @@ pub async fn edit(
         grace_days: terms.grace_days,
         // Absent: the license keeps its registry grant.
         registry: None,
+        // And its cloud grant.
+        cloud: None,
     };
     let updated = license_routes::update(&state, &f.staff.caller(), &id, request).await?;
     match updated.key {

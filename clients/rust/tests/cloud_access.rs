@@ -1,0 +1,273 @@
+//! Cloud access end to end: a real `nls serve` issues tokens to `LicenseClient::access_token`,
+//! and the example cloud service (`examples/cloud_service.rs`) admits them through
+//! `require_access_token`. `cargo build -p nls` first.
+
+mod support;
+
+#[allow(dead_code)]
+#[path = "../examples/cloud_service.rs"]
+mod cloud_service;
+
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::http::{Request, StatusCode};
+use base64::Engine as _;
+use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
+use chrono::{DateTime, Utc};
+use nls_client::cloud_access::CloudAccess;
+use nls_client::{AccessTokenError, ClientConfig, Clock, LicenseClient};
+use serde_json::{Value, json};
+use support::{Server, temp_dir};
+use tower::ServiceExt;
+
+struct SetClock(Mutex<DateTime<Utc>>);
+
+impl Clock for SetClock {
+    fn now(&self) -> DateTime<Utc> {
+        *self.0.lock().unwrap()
+    }
+}
+
+impl SetClock {
+    fn advance(&self, by: chrono::Duration) {
+        *self.0.lock().unwrap() += by;
+    }
+}
+
+fn cloud(burst: u32) -> Value {
+    json!({"workflows": {"requests_per_minute": 60, "burst": burst, "monthly_quota": 1000}})
+}
+
+fn client(server: &Server, key: &str) -> LicenseClient {
+    let mut config = ClientConfig::new(&server.url, key, &server.jwks(), temp_dir("cloud"));
+    config.request_timeout = Duration::from_secs(5);
+    LicenseClient::open(config).unwrap()
+}
+
+/// Calls `path` with `Authorization: Bearer <token>`; returns status, error code or body, headers.
+async fn call(app: &Router, path: &str, token: Option<&str>) -> (StatusCode, Value, axum::http::HeaderMap) {
+    let mut request = Request::get(path);
+    if let Some(token) = token {
+        request = request.header("authorization", format!("Bearer {token}"));
+    }
+    let response = app.clone().oneshot(request.body(Body::empty()).unwrap()).await.unwrap();
+    let (status, headers) = (response.status(), response.headers().clone());
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 16).await.unwrap();
+    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null), headers)
+}
+
+fn post(server: &Server, path: &str, body: Value) -> (u16, Value) {
+    let agent: ureq::Agent = ureq::Agent::config_builder().http_status_as_error(false).build().into();
+    let mut r = agent
+        .post(&format!("{}{path}", server.url))
+        .header("content-type", "application/json")
+        .send(body.to_string().as_str())
+        .unwrap();
+    (r.status().as_u16(), serde_json::from_str(&r.body_mut().read_to_string().unwrap()).unwrap())
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn only_a_current_access_token_for_this_service_gets_in() {
+    let server = Server::start(3600);
+    let (license_id, key) = server.issue_license(json!({"cloud": cloud(100), "tier": "pro"}));
+    let license = client(&server, &key);
+    let token = license.access_token("workflows").expect("a token");
+    assert_eq!(license.access_token("workflows").unwrap(), token, "cached, not fetched again");
+
+    let clock = Arc::new(SetClock(Mutex::new(Utc::now())));
+    let access = CloudAccess::from_jwks_url(&format!("{}/.well-known/jwks.json", server.url))
+        .unwrap()
+        .with_clock(clock.clone());
+    let app = cloud_service::app(&access);
+
+    let (status, body, headers) = call(&app, "/v1/whoami", Some(&token.token)).await;
+    assert_eq!(status, StatusCode::OK, "{body}");
+    assert_eq!(body["license_id"], license_id.as_str());
+    assert_eq!(body["deployment_id"], license.deployment_id());
+    assert_eq!(body["tier"], "pro");
+    assert_eq!(headers["ratelimit-limit"], "100");
+
+    let code = |body: &Value| body["error"]["code"].as_str().unwrap_or_default().to_owned();
+    let refused = |(status, body, headers): (StatusCode, Value, axum::http::HeaderMap)| {
+        assert_eq!(status, StatusCode::UNAUTHORIZED, "{body}");
+        assert!(headers["www-authenticate"].to_str().unwrap().starts_with("Bearer"));
+        code(&body)
+    };
+
+    assert_eq!(refused(call(&app, "/v1/whoami", None).await), "missing_token");
+    // Tampered: another license id under the same signature.
+    let parts: Vec<&str> = token.token.split('.').collect();
+    let mut claims: Value = serde_json::from_slice(&B64.decode(parts[1]).unwrap()).unwrap();
+    claims["sub"] = "lic_someone_else".into();
+    let tampered = format!("{}.{}.{}", parts[0], B64.encode(claims.to_string()), parts[2]);
+    assert_eq!(refused(call(&app, "/v1/whoami", Some(&tampered)).await), "bad_signature");
+    // alg none, same header otherwise, no signature.
+    let mut header: Value = serde_json::from_slice(&B64.decode(parts[0]).unwrap()).unwrap();
+    header["alg"] = "none".into();
+    let none = format!("{}.{}.", B64.encode(header.to_string()), parts[1]);
+    refused(call(&app, "/v1/whoami", Some(&none)).await);
+    // The license key itself, its bare JWS, and a validation receipt.
+    refused(call(&app, "/v1/whoami", Some(&key)).await);
+    let key_jws = nls_core::key_format::parse_key(&key).unwrap();
+    assert_eq!(refused(call(&app, "/v1/whoami", Some(key_jws)).await), "wrong_token_type");
+    let (_, answer) = post(&server, "/v1/licenses/validate", json!({"key": key, "deployment_id": "d9"}));
+    let receipt = answer["receipt"].as_str().expect("a receipt");
+    assert_eq!(refused(call(&app, "/v1/whoami", Some(receipt)).await), "wrong_token_type");
+    // A token for another service.
+    let other = Router::new()
+        .route("/x", axum::routing::get(|| async { "x" }))
+        .layer(access.require_access_token("integrations"));
+    assert_eq!(refused(call(&other, "/x", Some(&token.token)).await), "wrong_audience");
+
+    // Suspension: no new token; the one already out dies at its expiry (15 minutes at most).
+    server.suspend(&license_id);
+    match license.fetch_access_token("workflows") {
+        Err(AccessTokenError::Refused { status: 403, code, .. }) => assert_eq!(code, "SUSPENDED"),
+        other => panic!("a suspended license got {other:?}"),
+    }
+    assert_eq!(call(&app, "/v1/whoami", Some(&token.token)).await.0, StatusCode::OK, "still inside its TTL");
+    let left = token.expires_at - clock.now();
+    assert!(left <= chrono::Duration::minutes(15), "{left}");
+    clock.advance(left);
+    assert_eq!(refused(call(&app, "/v1/whoami", Some(&token.token)).await), "token_expired");
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_burst_over_the_tier_rate_gets_exactly_the_expected_429s() {
+    let server = Server::start(3600);
+    let (_, key) = server.issue_license(json!({"cloud": cloud(5)}));
+    let token = client(&server, &key).access_token("workflows").unwrap();
+    let clock = Arc::new(SetClock(Mutex::new(Utc::now())));
+    let access = CloudAccess::from_jwks_json(&server.jwks()).unwrap().with_clock(clock.clone());
+    let app = cloud_service::app(&access);
+
+    let mut statuses = Vec::new();
+    for _ in 0..12 {
+        let (status, _, headers) = call(&app, "/v1/whoami", Some(&token.token)).await;
+        if status == StatusCode::TOO_MANY_REQUESTS {
+            assert_eq!(headers["retry-after"], "1");
+            assert_eq!(headers["ratelimit-remaining"], "0");
+            assert_eq!(headers["ratelimit-reset"], "5");
+        }
+        statuses.push(status.as_u16());
+    }
+    // burst 5: five pass, the other seven are refused.
+    assert_eq!(statuses, [[200; 5].as_slice(), [429; 7].as_slice()].concat());
+    // 60 per minute: one more call a second later, and only one.
+    clock.advance(chrono::Duration::seconds(1));
+    assert_eq!(call(&app, "/v1/whoami", Some(&token.token)).await.0, StatusCode::OK);
+    assert_eq!(call(&app, "/v1/whoami", Some(&token.token)).await.0, StatusCode::TOO_MANY_REQUESTS);
+}
+
+#[test]
+fn the_app_is_told_when_nls_cannot_be_reached_and_what_nls_refused() {
+    let mut server = Server::start(3600);
+    let (_, key) = server.issue_license(json!({"cloud": cloud(5)}));
+    let license = client(&server, &key);
+    match license.access_token("integrations") {
+        Err(AccessTokenError::Refused { status: 403, code, .. }) => assert_eq!(code, "FEATURE_NOT_ENTITLED"),
+        other => panic!("{other:?}"),
+    }
+    let token = license.access_token("workflows").unwrap();
+    server.kill();
+    // The cached token is still handed out; a fresh one cannot be had.
+    assert_eq!(license.access_token("workflows").unwrap(), token);
+    let err = license.fetch_access_token("workflows").unwrap_err();
+    assert!(err.is_transient() && matches!(err, AccessTokenError::Unreachable(_)), "{err:?}");
+    license.forget_access_token("workflows");
+    assert!(matches!(license.access_token("workflows"), Err(AccessTokenError::Unreachable(_))));
+}
+
+/// An HTTP proxy to `upstream` that forwards every request but, for the first `drop_first`
+/// `POST /v1/usage`, throws the answer away and closes the connection: NLS counted the batch,
+/// the client never heard, so it must send the same batch again.
+fn answer_dropping_proxy(upstream: u16, drop_first: usize) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let usage_posts = Arc::new(AtomicUsize::new(0));
+    let counter = usage_posts.clone();
+    std::thread::spawn(move || {
+        for mut client in listener.incoming().flatten() {
+            // One request: headers, then Content-Length bytes of body.
+            let mut request = Vec::new();
+            let mut buf = [0u8; 8192];
+            let header_end = loop {
+                let Ok(n) = client.read(&mut buf) else { break None };
+                if n == 0 {
+                    break None;
+                }
+                request.extend_from_slice(&buf[..n]);
+                if let Some(at) = request.windows(4).position(|w| w == b"\r\n\r\n") {
+                    break Some(at + 4);
+                }
+            };
+            let Some(header_end) = header_end else { continue };
+            let head = String::from_utf8_lossy(&request[..header_end]).to_ascii_lowercase();
+            let length: usize = head
+                .lines()
+                .find_map(|l| l.strip_prefix("content-length:").map(|v| v.trim().parse().unwrap_or(0)))
+                .unwrap_or(0);
+            while request.len() < header_end + length {
+                let Ok(n) = client.read(&mut buf) else { break };
+                if n == 0 {
+                    break;
+                }
+                request.extend_from_slice(&buf[..n]);
+            }
+            // Forward with `Connection: close` so the answer ends with the connection.
+            let head = String::from_utf8_lossy(&request[..header_end])
+                .replace("\r\n\r\n", "\r\nconnection: close\r\n\r\n");
+            let mut upstream_conn = std::net::TcpStream::connect(("127.0.0.1", upstream)).unwrap();
+            upstream_conn.write_all(head.as_bytes()).unwrap();
+            upstream_conn.write_all(&request[header_end..]).unwrap();
+            let mut answer = Vec::new();
+            let _ = upstream_conn.read_to_end(&mut answer);
+            let is_usage = head.starts_with("POST /v1/usage ");
+            if is_usage && counter.fetch_add(1, Ordering::SeqCst) < drop_first {
+                continue; // dropped: the client sees the connection close without an answer
+            }
+            let _ = client.write_all(&answer);
+        }
+    });
+    (port, usage_posts)
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn n_allowed_calls_are_n_units_of_usage_once_each_across_retries() {
+    let server = Server::start(3600);
+    const N: u64 = 7;
+    let quota = json!({"workflows": {"requests_per_minute": 600, "burst": 100, "monthly_quota": N}});
+    let (license_id, key) = server.issue_license(json!({"cloud": quota}));
+    let (proxy, usage_posts) = answer_dropping_proxy(server.port(), 2);
+    let mut config =
+        ClientConfig::new(&format!("http://127.0.0.1:{proxy}"), &key, &server.jwks(), temp_dir("meter"));
+    config.request_timeout = Duration::from_secs(5);
+    let license = LicenseClient::open(config).unwrap();
+    let _ = tokio::task::block_in_place(|| license.validate_now()); // takes the seat usage needs
+    let token = tokio::task::block_in_place(|| license.access_token("workflows")).unwrap();
+    let access = CloudAccess::from_jwks_json(&server.jwks()).unwrap();
+    let app = cloud_service::app(&access);
+    for _ in 0..N {
+        let (status, _, _) = call(&app, "/v1/whoami", Some(&token.token)).await;
+        assert_eq!(status, StatusCode::OK);
+        license.record_cloud_call("workflows").unwrap();
+    }
+    // The first two sends lose their answer; the third is acknowledged.
+    for attempt in 1..=3 {
+        let report = tokio::task::block_in_place(|| license.flush_usage());
+        assert_eq!(report.stopped.is_some(), attempt < 3, "attempt {attempt}: {report:?}");
+    }
+    assert!(license.pending_usage().unwrap().is_empty());
+    assert_eq!(usage_posts.load(std::sync::atomic::Ordering::SeqCst), 3, "the same batch, sent three times");
+    assert_eq!(server.usage_counter(&license_id, "cloud.workflows.calls"), N);
+    // The quota is used up: the next token is refused.
+    match tokio::task::block_in_place(|| license.fetch_access_token("workflows")) {
+        Err(AccessTokenError::Refused { status: 403, code, .. }) => assert_eq!(code, "USAGE_LIMIT_EXCEEDED"),
+        other => panic!("{other:?}"),
+    }
+}
