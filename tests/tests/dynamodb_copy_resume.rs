@@ -65,10 +65,10 @@ fn an_interrupted_export_and_import_resume_to_every_item_exactly_once() {
     let seeded: BTreeSet<(String, String)> = keys_in(&seed).into_iter().collect();
 
     // An import stopped after one batch of 25, then resumed.
-    let first = ok(&moto, &["import", "--table", &source, "--in", path(&seed), "--max-pages", "1"]);
+    let first = ok(moto, &["import", "--table", &source, "--in", path(&seed), "--max-pages", "1"]);
     assert_eq!((first["items"].as_u64(), first["complete"].as_bool()), (Some(25), Some(false)), "{first}");
     assert!(dir.path().join("seed.jsonl.progress").exists(), "the progress file stays for --resume");
-    let rest = ok(&moto, &["import", "--table", &source, "--in", path(&seed), "--resume"]);
+    let rest = ok(moto, &["import", "--table", &source, "--in", path(&seed), "--resume"]);
     assert_eq!(
         (rest["items"].as_u64(), rest["complete"].as_bool()),
         (Some(ITEMS as u64), Some(true)),
@@ -79,7 +79,7 @@ fn an_interrupted_export_and_import_resume_to_every_item_exactly_once() {
     // An export stopped after three pages of 7 items...
     let out = dir.path().join("export.jsonl");
     let args = ["export", "--table", &source, "--out", path(&out), "--page-size", "7"];
-    let partial = ok(&moto, &[&args[..], &["--max-pages", "3"]].concat());
+    let partial = ok(moto, &[&args[..], &["--max-pages", "3"]].concat());
     assert_eq!(
         (partial["items"].as_u64(), partial["complete"].as_bool()),
         (Some(21), Some(false)),
@@ -92,11 +92,11 @@ fn an_interrupted_export_and_import_resume_to_every_item_exactly_once() {
     std::fs::write(&out, text).unwrap();
     // Resuming without a progress file is refused; with it, the export completes.
     let (refused, _, stderr) = dynamodb(
-        &moto,
+        moto,
         &["export", "--table", &source, "--out", path(&dir.path().join("none.jsonl")), "--resume"],
     );
     assert!(!refused && stderr.contains("no progress to resume from"), "{stderr}");
-    let done = ok(&moto, &[&args[..], &["--resume"]].concat());
+    let done = ok(moto, &[&args[..], &["--resume"]].concat());
     assert_eq!(
         (done["items"].as_u64(), done["complete"].as_bool()),
         (Some(ITEMS as u64), Some(true)),
@@ -108,10 +108,10 @@ fn an_interrupted_export_and_import_resume_to_every_item_exactly_once() {
     assert_eq!(unique, seeded);
 
     // The export imports into another table (interrupted and resumed too), item for item.
-    ok(&moto, &["import", "--table", &target, "--in", path(&out), "--max-pages", "2"]);
-    ok(&moto, &["import", "--table", &target, "--in", path(&out), "--resume"]);
+    ok(moto, &["import", "--table", &target, "--in", path(&out), "--max-pages", "2"]);
+    ok(moto, &["import", "--table", &target, "--in", path(&out), "--resume"]);
     let copy = dir.path().join("copy.jsonl");
-    ok(&moto, &["export", "--table", &target, "--out", path(&copy)]);
+    ok(moto, &["export", "--table", &target, "--out", path(&copy)]);
     let copied = keys_in(&copy);
     assert_eq!(copied.len(), ITEMS);
     assert_eq!(copied.into_iter().collect::<BTreeSet<_>>(), seeded);

@@ -330,6 +330,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             "/v1/heartbeat" if method == "POST" => self.heartbeat(&req.body, now).await,
             "/v1/usage" if method == "POST" => self.usage(&req.body, now).await,
             "/.well-known/jwks.json" if method == "GET" => {
+                self.sync_keys(now, bg).await;
                 let mut r = EdgeResponse {
                     status: 200,
                     body: self.state.keys().jwks_body.clone(),
@@ -991,16 +992,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         now: Timestamp,
         bg: &mut Vec<BackgroundTask>,
     ) -> Result<Arc<VerifiedLicense>, KeyRejection> {
-        let refresh = self.config().jwks_refresh;
-        let kv_checked_at = self.state.jwks_sync().kv_checked_at;
-        match kv_checked_at {
-            None => self.adopt_kv_jwks_at(now).await,
-            Some(at) if now - at >= refresh || at > now => {
-                self.state.jwks_sync().kv_checked_at = Some(now);
-                bg.push(BackgroundTask::RefreshJwks);
-            }
-            Some(_) => {}
-        }
+        self.sync_keys(now, bg).await;
         let keys = self.state.keys();
         match keys.verifier.verify(key) {
             Err(KeyRejection::BadSignature) => {
@@ -1011,6 +1003,20 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
                 Err(KeyRejection::BadSignature)
             }
             result => result,
+        }
+    }
+
+    /// KV's JWKS: read now by a fresh isolate, in the background when `jwks_refresh` passed.
+    async fn sync_keys(&self, now: Timestamp, bg: &mut Vec<BackgroundTask>) {
+        let refresh = self.config().jwks_refresh;
+        let kv_checked_at = self.state.jwks_sync().kv_checked_at;
+        match kv_checked_at {
+            None => self.adopt_kv_jwks_at(now).await,
+            Some(at) if now - at >= refresh || at > now => {
+                self.state.jwks_sync().kv_checked_at = Some(now);
+                bg.push(BackgroundTask::RefreshJwks);
+            }
+            Some(_) => {}
         }
     }
 

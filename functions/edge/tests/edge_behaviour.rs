@@ -1004,7 +1004,7 @@ fn a_pushed_jwks_retires_a_kid_at_once_in_this_isolate_and_in_fresh_ones() {
         assert_eq!(w.validate(None).await["code"], "VALID");
 
         // WHEN the origin pushes its JWKS after retiring the old kid
-        let (status, _, _) = w.send_only("PUT", "/v1/internal/jwks", new_only, bearer).await;
+        let (status, _, _) = w.send_only("PUT", "/v1/internal/jwks", new_only.clone(), bearer).await;
         assert_eq!(status, 204);
 
         // THEN the old key is refused at once (not answered from the verified-key cache), the
@@ -1016,6 +1016,16 @@ fn a_pushed_jwks_retires_a_kid_at_once_in_this_isolate_and_in_fresh_ones() {
         assert_eq!(validate_with(&w.edge, &new_key, w.now).await["code"], "VALID");
         assert_eq!(jwks_fetches(&w), fetches, "the pushed set already knows the new kid");
         let fresh = fresh_isolate(&w);
+        let jwks_request =
+            EdgeRequest { method: "GET".into(), path: "/.well-known/jwks.json".into(), ..Default::default() };
+        let served: Value =
+            serde_json::from_str(&fresh.handle(jwks_request, w.now).await.response.body).unwrap();
+        let new_kid = SigningKey::from_seed([11; 32], None).kid;
+        assert_eq!(
+            served["keys"],
+            json!([{"kty": "OKP", "crv": "Ed25519", "x": new_only["keys"][0]["x"], "kid": new_kid, "alg": "EdDSA", "use": "sig"}]),
+            "a fresh isolate serves KV's JWKS"
+        );
         assert_eq!(validate_with(&fresh, &w.key, w.now).await["code"], "BAD_SIGNATURE");
         assert_eq!(validate_with(&fresh, &new_key, w.now).await["code"], "VALID");
     });
