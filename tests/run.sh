@@ -66,11 +66,11 @@ promtool test rules infra/prometheus/nls-rules.test.yml infra/prometheus/nls-rul
 "$NLS_PYTHON" infra/check_runbooks.py
 "$NLS_PYTHON" infra/check_dashboard.py
 
-step "sam build: the three arm64 Lambdas through cargo-lambda, as a deployer builds them"
+step "sam build: the four arm64 Lambdas through cargo-lambda, as a deployer builds them"
 # Its own target dir: an aarch64 release build that must not hold the main build's lock.
 # Cold, this is the slowest step of the run (about 20 minutes on 2 cores); cached, a minute.
 CARGO_TARGET_DIR="$CARGO_TARGET_DIR/sam" SAM_CLI_TELEMETRY=0 sam build --beta-features
-for function in ApiFunction StripeWebhookFunction RenewalsFunction; do
+for function in ApiFunction StripeWebhookFunction RenewalsFunction CanaryFunction; do
   # ELF e_machine (offset 18) is 183 for aarch64.
   [ "$(od -An -tu2 -j18 -N2 ".aws-sam/build/$function/bootstrap" | tr -d ' ')" = 183 ] \
     || { echo "sam build: $function/bootstrap is not an arm64 executable" >&2; exit 1; }

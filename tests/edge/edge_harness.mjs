@@ -2,7 +2,7 @@
 // drive its admin API, and talk to an edge over HTTP. Every child runs in its own process
 // group and is killed as a group.
 
-import { spawn } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
 import { createServer } from 'node:net';
 import { appendFileSync, openSync, mkdirSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
@@ -45,6 +45,12 @@ export async function killGroup(child, signal = 'SIGTERM') {
     } catch {}
     await child.exitPromise;
   }
+}
+
+/** The `kid` in a license key's header (`NLS-<JWS>-<checksum>`), unverified. */
+export function kidOf(key) {
+  const header = key.slice('NLS-'.length).split('.')[0];
+  return JSON.parse(Buffer.from(header, 'base64url').toString('utf8')).kid;
 }
 
 /** A TCP port free right now on 127.0.0.1. */
@@ -147,6 +153,21 @@ export class Origin {
 
   async jwks() {
     return (await http(this.base, 'GET', '/.well-known/jwks.json')).text;
+  }
+
+  /** `nls keys <args...> --data-dir <this origin's>` (stopped first: rotate and retire take a
+   * restart); returns its JSON output. */
+  keys(...args) {
+    return JSON.parse(execFileSync(this.bin, ['keys', ...args, '--data-dir', this.dataDir], { encoding: 'utf8' }));
+  }
+
+  /** `nls keys push-jwks` of this origin's current JWKS to `edgeUrl`, with that edge's token. */
+  async pushJwks(edgeUrl, token) {
+    const file = join(this.dataDir, '..', 'pushed-jwks.json');
+    writeFileSync(file, await this.jwks());
+    return JSON.parse(execFileSync(this.bin, ['keys', 'push-jwks', '--jwks', file, '--edge-url', edgeUrl], {
+      encoding: 'utf8', env: { ...process.env, NLS_EDGE_PUSH_TOKEN: token },
+    }));
   }
 
   async usage(licenseId, metric) {

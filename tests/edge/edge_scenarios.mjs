@@ -3,10 +3,11 @@
 // run in order and share one license.
 //
 // ctx: { edgeBase, origin (harness Origin), ttlSecs, memoryFreshSecs, hostName, log,
-//        pushEdgeBase (a second edge of the same host that the origin pushes to, TTL 600 s) }
+//        pushEdgeBase (a second edge of the same host that the origin pushes to, TTL 600 s),
+//        edgeToken (the first edge's service token) }
 
 import assert from 'node:assert/strict';
-import { http, sleep, waitFor } from './edge_harness.mjs';
+import { http, kidOf, sleep, waitFor } from './edge_harness.mjs';
 
 export function registerScenarios(t, ctx) {
   const edge = (method, path, body, headers) => http(ctx.edgeBase(), method, path, { body, headers });
@@ -146,6 +147,47 @@ export function registerScenarios(t, ctx) {
       assert.ok(live.includes('dep-2'), `the provisional seat was activated at the origin: ${live}`);
       const after = await validate({ key: state.license.key, deployment_id: 'dep-2' });
       assert.equal(after.code, 'VALID');
+    }],
+
+    ['key rotation without a redeploy: a new kid is fetched or pushed, a retired kid is BAD_SIGNATURE', async () => {
+      // The first edge has no push: it learns a new kid by fetching the origin's JWKS on the
+      // first key it cannot place. The second is pushed the JWKS when the origin starts.
+      const at = (base) => async (key) => {
+        const r = await http(base, 'POST', '/v1/licenses/validate', { body: { key } });
+        assert.equal(r.status, 200, r.text);
+        return r.json.code;
+      };
+      const edges = { plain: at(ctx.edgeBase()), pushed: at(ctx.pushEdgeBase()) };
+      const oldLicense = await ctx.origin.issueLicense({});
+      for (const code of Object.values(edges)) assert.equal(await code(oldLicense.key), 'VALID');
+
+      // WHEN the origin rotates (a restart applies it)
+      await ctx.origin.stop();
+      const rotated = ctx.origin.keys('rotate');
+      await ctx.origin.start();
+      const newLicense = await ctx.origin.issueLicense({});
+      assert.equal(kidOf(newLicense.key), rotated.kid, 'new keys carry the new kid');
+      assert.equal(kidOf(oldLicense.key), rotated.previous_kid);
+      // THEN both edges accept keys of both kids, without a restart
+      for (const [name, code] of Object.entries(edges)) {
+        await waitFor(`the ${name} edge to accept the new kid`, async () => (await code(newLicense.key)) === 'VALID', 15000, 250);
+        assert.equal(await code(oldLicense.key), 'VALID', `${name}: the old kid still verifies`);
+      }
+      const pushedJwks = (await http(ctx.pushEdgeBase(), 'GET', '/.well-known/jwks.json')).json;
+      assert.deepEqual(pushedJwks.keys.map((k) => k.kid).sort(), [rotated.kid, rotated.previous_kid].sort());
+
+      // WHEN the old kid is retired (every live key re-issued first, in real life)
+      await ctx.origin.stop();
+      ctx.origin.keys('retire', '--kid', rotated.previous_kid);
+      await ctx.origin.start();
+      // THEN the pushed edge refuses old keys at once; the other is pushed by hand
+      await waitFor('the pushed edge to refuse the retired kid', async () => (await edges.pushed(oldLicense.key)) === 'BAD_SIGNATURE', 15000, 250);
+      const pushed = await ctx.origin.pushJwks(ctx.edgeBase(), ctx.edgeToken());
+      assert.deepEqual(pushed.kids, [rotated.kid]);
+      for (const [name, code] of Object.entries(edges)) {
+        assert.equal(await code(oldLicense.key), 'BAD_SIGNATURE', `${name}: the retired kid is refused`);
+        assert.equal(await code(newLicense.key), 'VALID', `${name}: the new kid still verifies`);
+      }
     }],
   ];
 }

@@ -32,6 +32,7 @@ const ctx = {
   origin,
   ttlSecs: TTL_SECS,
   memoryFreshSecs: 1,
+  edgeToken: () => serviceToken,
   log: (line) => console.log(`# ${line}`),
   // Spin has no cron trigger and a fresh instance per request, so a scheduler calls the drain
   // route (service token) instead.

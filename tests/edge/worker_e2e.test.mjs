@@ -22,6 +22,7 @@ const origin = new Origin({ bin: required('NLS_BIN'), port: required('ORIGIN_POR
 const pushEdgePort = await freePort();
 let wrangler;
 let pushWrangler;
+let edgeToken;
 
 const ctx = {
   hostName: 'worker (workerd)',
@@ -30,6 +31,7 @@ const ctx = {
   origin,
   ttlSecs: TTL_SECS,
   memoryFreshSecs: MEMORY_FRESH_SECS,
+  edgeToken: () => edgeToken,
   log: (line) => console.log(`# ${line}`),
   // A request lets the isolate that queued retry its outbox; the cron trigger (here fired by
   // hand through --test-scheduled) delivers what any isolate queued.
@@ -44,12 +46,13 @@ before(async () => {
   // it, then again with `--edge-push-url` and the token in NLS_EDGE_PUSH_TOKEN.
   await origin.start();
   const pushToken = await origin.serviceToken();
+  edgeToken = await origin.serviceToken();
   await origin.stop();
   origin.pushTo = { urls: [ctx.pushEdgeBase()], token: pushToken };
   await origin.start();
   const common = { origin, memoryFreshSecs: MEMORY_FRESH_SECS, wranglerBin: required('WRANGLER_BIN'), workerMain: required('WORKER_MAIN') };
   [wrangler, pushWrangler] = await Promise.all([
-    startWrangler({ ...common, workDir, port: edgePort, ttlSecs: TTL_SECS }),
+    startWrangler({ ...common, workDir, port: edgePort, ttlSecs: TTL_SECS, serviceToken: edgeToken }),
     startWrangler({
       ...common, workDir: join(workDir, 'push-edge'), port: pushEdgePort, ttlSecs: PUSH_EDGE_TTL_SECS,
       serviceToken: pushToken, inspectorPort: await freePort(),

@@ -194,4 +194,27 @@ impl MotoServer {
         .expect("CreateSecret on moto");
         assert_eq!(status, 200, "CreateSecret {name}: {answer}");
     }
+
+    /// A new version of a secret (a rotation): it becomes `AWSCURRENT`, the old one
+    /// `AWSPREVIOUS`.
+    pub fn put_secret_value(&self, name: &str, value: &str) {
+        let body = serde_json::json!({"SecretId": name, "SecretString": value}).to_string();
+        let (status, answer) = moto_request(
+            self.port,
+            "POST",
+            "/",
+            &[
+                ("X-Amz-Target", "secretsmanager.PutSecretValue"),
+                ("Content-Type", "application/x-amz-json-1.1"),
+                (
+                    "Authorization",
+                    "AWS4-HMAC-SHA256 Credential=test/20260101/us-east-1/secretsmanager/aws4_request, \
+                     SignedHeaders=host, Signature=0",
+                ),
+            ],
+            &body,
+        )
+        .expect("PutSecretValue on moto");
+        assert_eq!(status, 200, "PutSecretValue {name}: {answer}");
+    }
 }

@@ -3,13 +3,16 @@
 //! validate while new keys and receipts carry the new `kid` and the JWKS serves both;
 //! `nls license reissue --all` re-issues every live license's key (audited, emailed); after
 //! `nls keys retire`, the old keys answer BAD_SIGNATURE and the re-issued ones are VALID.
+//! The same on `nls serve --store dynamodb` (moto), where `nls license reissue --store dynamodb`
+//! re-issues in the table.
 
 use std::process::{Command, Output};
 
 use nls_core::key_ring::{Jwks, KeyRing};
 use nls_core::receipt::verify_receipt;
+use nls_tests::moto::{MotoServer, aws_env};
 use nls_tests::nls_host::NlsHost;
-use nls_tests::nls_server::{NlsServer, TempDir, nls_binary};
+use nls_tests::nls_server::{NlsServer, TempDir, nls_binary, run_nls};
 use serde_json::{Value, json};
 
 fn nls(args: &[&str]) -> Output {
@@ -72,9 +75,26 @@ fn emailed_key(outbox: &std::path::Path, license_id: &str, kid: &str) -> String 
 
 #[test]
 fn rotate_reissue_retire_on_nls_serve() {
-    let dir = TempDir::new("key-rotation");
+    rotate_reissue_retire("key-rotation", &[], &[]);
+}
+
+#[test]
+fn rotate_reissue_retire_on_nls_serve_over_dynamodb() {
+    let moto = MotoServer::shared();
+    let env = aws_env(&moto.endpoint);
+    let table = format!("nls-key-rotation-{}", std::process::id());
+    run_nls(&["dynamodb", "create-table", "--table", &table], &env);
+    rotate_reissue_retire("key-rotation-ddb", &["--store", "dynamodb", "--dynamodb-table", &table], &env);
+}
+
+/// The whole rotation on one store: `store_args` go to `nls serve` and `nls license reissue`.
+fn rotate_reissue_retire(label: &str, store_args: &[&str], env: &[(&'static str, String)]) {
+    let dir = TempDir::new(label);
     let data = dir.path().to_str().expect("UTF-8");
-    let mut server = NlsServer::start(dir.path(), &["--renewals-every-secs", "0"]);
+    let server_env: Vec<(&str, &str)> = env.iter().map(|(k, v)| (*k, v.as_str())).collect();
+    let mut server_args = vec!["--renewals-every-secs", "0"];
+    server_args.extend(store_args);
+    let mut server = NlsServer::start_with_env(dir.path(), &server_args, &server_env, "warn");
     let (old_id, old_key) = new_license(&server, "Before");
     let (revoked_id, _) = new_license(&server, "Revoked");
     server.admin("DELETE", &format!("/v1/licenses/{revoked_id}"), None);
@@ -109,7 +129,15 @@ fn rotate_reissue_retire_on_nls_serve() {
     assert_eq!(key_kid(&fresh_key), new_kid, "new keys carry the new kid");
 
     server.stop();
-    let reissued = nls_json(&["license", "reissue", "--all", "--data-dir", data]);
+    let mut reissue_args = vec!["license", "reissue", "--all", "--data-dir", data];
+    reissue_args.extend(store_args);
+    let output = Command::new(nls_binary())
+        .args(&reissue_args)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .output()
+        .expect("run nls license reissue");
+    assert!(output.status.success(), "nls license reissue: {}", String::from_utf8_lossy(&output.stderr));
+    let reissued: Value = serde_json::from_slice(&output.stdout).expect("JSON on stdout");
     let reissued = reissued.as_array().expect("a list");
     assert_eq!(reissued.len(), 2, "every live license, not the revoked one: {reissued:?}");
     assert!(

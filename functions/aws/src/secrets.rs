@@ -76,3 +76,25 @@ pub async fn fetch_signing_key(
     SigningKey::parse_jwk_json(&json)
         .map_err(|source| SecretError::NotAJwk { secret_id: secret_id.to_owned(), source })
 }
+
+/// The secret's `AWSCURRENT` string and, if it has one, its `AWSPREVIOUS` string: a key and
+/// the key it replaced (the registry token key's certificate bundle holds both,
+/// docs/distribution.md).
+pub async fn fetch_current_and_previous(
+    client: &aws_sdk_secretsmanager::Client,
+    secret_id: &str,
+) -> Result<(String, Option<String>), SecretError> {
+    let current = fetch_secret_string(client, secret_id).await?;
+    let previous =
+        match client.get_secret_value().secret_id(secret_id).version_stage(PREVIOUS_STAGE).send().await {
+            Ok(output) => output.secret_string().map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned),
+            Err(e) if e.as_service_error().is_some_and(|e| e.is_resource_not_found_exception()) => None,
+            Err(e) => {
+                return Err(SecretError::Fetch {
+                    secret_id: format!("{secret_id} ({PREVIOUS_STAGE})"),
+                    detail: DisplayErrorContext(&e).to_string(),
+                });
+            }
+        };
+    Ok((current, previous))
+}

@@ -47,6 +47,19 @@ pub enum CopyError {
 pub struct CopyReport {
     pub items: u64,
     pub pages: u64,
+    /// False when the run stopped at [`CopyLimits::max_pages`]: `--resume` continues it.
+    pub complete: bool,
+}
+
+/// How much one run does: a big table can be copied over several runs (each resumed), and a
+/// smaller page spreads the read or write load.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct CopyLimits {
+    /// Items per Scan page (export); DynamoDB's own 1 MB page when `None`.
+    pub page_size: Option<i32>,
+    /// Stop after this many pages (export) or batches (import) in this run, leaving the
+    /// progress file for `--resume`.
+    pub max_pages: Option<u64>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> CopyError + '_ {
@@ -141,6 +154,7 @@ pub async fn export_table(
     table: &str,
     out: &Path,
     resume: bool,
+    limits: CopyLimits,
 ) -> Result<CopyReport, CopyError> {
     let (mut start_key, mut report) = if resume {
         let progress = read_progress(out)?;
@@ -152,6 +166,7 @@ pub async fn export_table(
         let report = CopyReport {
             items: progress["items"].as_u64().unwrap_or(0),
             pages: progress["pages"].as_u64().unwrap_or(0),
+            complete: false,
         };
         // Cut what an interrupted page may have appended after its progress was saved.
         let bytes = progress["bytes"].as_u64().unwrap_or(0);
@@ -160,14 +175,16 @@ pub async fn export_table(
         (Some(key), report)
     } else {
         fs::File::create(out).map_err(io(out))?;
-        (None, CopyReport { items: 0, pages: 0 })
+        (None, CopyReport { items: 0, pages: 0, complete: false })
     };
+    let mut pages_this_run = 0u64;
     let mut writer = BufWriter::new(fs::OpenOptions::new().append(true).open(out).map_err(io(out))?);
     loop {
         let page = client
             .scan()
             .table_name(table)
             .set_exclusive_start_key(start_key.take())
+            .set_limit(limits.page_size)
             .send()
             .await
             .map_err(|e| CopyError::Aws(format!("scanning {table}: {}", DisplayErrorContext(&e))))?;
@@ -187,11 +204,16 @@ pub async fn export_table(
                     &json!({"last_key": item_to_json(key), "items": report.items, "pages": report.pages, "bytes": bytes}),
                 )?;
                 start_key = Some(key.clone());
+                pages_this_run += 1;
+                if limits.max_pages.is_some_and(|max| pages_this_run >= max) {
+                    return Ok(report);
+                }
             }
             _ => break,
         }
     }
     let _ = fs::remove_file(progress_path(out));
+    report.complete = true;
     Ok(report)
 }
 
@@ -202,10 +224,11 @@ pub async fn import_table(
     table: &str,
     input: &Path,
     resume: bool,
+    limits: CopyLimits,
 ) -> Result<CopyReport, CopyError> {
     let skip = if resume { read_progress(input)?["lines"].as_u64().unwrap_or(0) } else { 0 };
     let reader = BufReader::new(fs::File::open(input).map_err(io(input))?);
-    let mut report = CopyReport { items: skip, pages: 0 };
+    let mut report = CopyReport { items: skip, pages: 0, complete: false };
     let mut batch = Vec::with_capacity(BATCH_SIZE);
     let mut line_number = 0u64;
     for line in reader.lines() {
@@ -223,6 +246,9 @@ pub async fn import_table(
             report.items += BATCH_SIZE as u64;
             report.pages += 1;
             write_progress(input, &json!({"lines": line_number}))?;
+            if limits.max_pages.is_some_and(|max| report.pages >= max) {
+                return Ok(report);
+            }
         }
     }
     if !batch.is_empty() {
@@ -231,6 +257,7 @@ pub async fn import_table(
         write_batch(client, table, batch).await?;
     }
     let _ = fs::remove_file(progress_path(input));
+    report.complete = true;
     Ok(report)
 }
 

@@ -28,6 +28,8 @@ use nls_core::validation::StatusSnapshot;
 pub const DEFAULT_ATTEMPT_TIMEOUT: Duration = Duration::from_secs(2);
 const RETRY_DELAY: Duration = Duration::from_millis(100);
 const SNAPSHOT_PATH: &str = "/v1/internal/snapshots/";
+/// Where an edge takes the origin's JWKS after a key rotation or retirement (docs/edge.md).
+const JWKS_PATH: &str = "/v1/internal/jwks";
 
 #[derive(Debug, thiserror::Error)]
 pub enum SetupError {
@@ -134,10 +136,40 @@ impl HttpStatusPublisher {
 
     async fn push_to(&self, edge: &str, license_id: &str, body: &Bytes) -> Result<(), PublishError> {
         let url = format!("{edge}{SNAPSHOT_PATH}{}", nls_core::path_segment::encode(license_id));
-        match self.attempt(&url, body).await {
+        self.put_with_retry(&url, body).await
+    }
+
+    /// `PUT {edge}/v1/internal/jwks` with the origin's public JWKS, to every edge at once: the
+    /// edges trust a new `kid` and stop trusting a retired one without a redeploy. `nls serve`
+    /// sends it at start-up (a rotation or retirement takes a restart); `nls keys push-jwks`
+    /// sends it by hand (AWS).
+    pub async fn publish_jwks(&self, jwks_json: &str) -> Result<(), PublishError> {
+        let body = Bytes::from(jwks_json.to_owned());
+        let results = futures_util::future::join_all(
+            self.edges.iter().map(|edge| self.put_with_retry_owned(format!("{edge}{JWKS_PATH}"), &body)),
+        )
+        .await;
+        self.combine(results)
+    }
+
+    async fn put_with_retry_owned(&self, url: String, body: &Bytes) -> Result<(), PublishError> {
+        self.put_with_retry(&url, body).await
+    }
+
+    fn combine(&self, results: Vec<Result<(), PublishError>>) -> Result<(), PublishError> {
+        let mut failures: Vec<PublishError> = results.into_iter().filter_map(Result::err).collect();
+        match failures.len() {
+            0 => Ok(()),
+            1 if self.edges.len() == 1 => Err(failures.remove(0)),
+            _ => Err(PublishError::Several { total: self.edges.len(), failures }),
+        }
+    }
+
+    async fn put_with_retry(&self, url: &str, body: &Bytes) -> Result<(), PublishError> {
+        match self.attempt(url, body).await {
             Err(PublishError::Unavailable { .. }) => {
                 tokio::time::sleep(RETRY_DELAY).await;
-                self.attempt(&url, body).await
+                self.attempt(url, body).await
             }
             done => done,
         }
@@ -181,12 +213,7 @@ impl StatusPublisher for HttpStatusPublisher {
         let results =
             futures_util::future::join_all(self.edges.iter().map(|e| self.push_to(e, license_id, &body)))
                 .await;
-        let mut failures: Vec<PublishError> = results.into_iter().filter_map(Result::err).collect();
-        match failures.len() {
-            0 => Ok(()),
-            1 if self.edges.len() == 1 => Err(failures.remove(0)),
-            _ => Err(PublishError::Several { total: self.edges.len(), failures }),
-        }
+        self.combine(results)
     }
 }
 

@@ -19,6 +19,9 @@ pub mod vars {
     pub const RECEIPT_REUSE_SECS: &str = "NLS_EDGE_RECEIPT_REUSE_SECS";
     pub const ORIGIN_TIMEOUT_MS: &str = "NLS_EDGE_ORIGIN_TIMEOUT_MS";
     pub const OUTBOX_MAX_SERVER_ERRORS: &str = "NLS_EDGE_OUTBOX_MAX_SERVER_ERRORS";
+    /// How often an isolate re-reads KV's JWKS, and the least time between two fetches of
+    /// the origin's JWKS on an unknown `kid` (edge_keys).
+    pub const JWKS_REFRESH_SECS: &str = "NLS_EDGE_JWKS_REFRESH_SECS";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -59,6 +62,9 @@ pub struct EdgeConfig {
     /// A queued item the origin answers with a 5xx this many times (with backoff) is
     /// dead-lettered.
     pub outbox_max_server_errors: u32,
+    /// KV's JWKS is re-read this often; the origin's is fetched on an unknown `kid` at most
+    /// this often (per isolate).
+    pub jwks_refresh: Duration,
 }
 
 impl EdgeConfig {
@@ -70,6 +76,7 @@ impl EdgeConfig {
     pub const DEFAULT_RECEIPT_REUSE_SECS: i64 = 3600;
     pub const DEFAULT_ORIGIN_TIMEOUT_MS: i64 = 3000;
     pub const DEFAULT_OUTBOX_MAX_SERVER_ERRORS: i64 = 8;
+    pub const DEFAULT_JWKS_REFRESH_SECS: i64 = 60;
 
     /// Reads every setting through `var` (the platform's environment lookup).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -146,6 +153,11 @@ impl EdgeConfig {
                 1,
             )?)
             .unwrap_or(u32::MAX),
+            jwks_refresh: Duration::seconds(number(
+                vars::JWKS_REFRESH_SECS,
+                Self::DEFAULT_JWKS_REFRESH_SECS,
+                1,
+            )?),
         };
         if config.memory_fresh > config.snapshot_ttl {
             return Err(ConfigError {

@@ -96,6 +96,9 @@ pub trait Origin {
     /// Safe to repeat: the origin counts a `batch_id` once.
     async fn forward_usage(&self, body: &UsageBody) -> Result<OriginReply, OriginError>;
     async fn release(&self, deployment_id: &str, key: &str) -> Result<OriginReply, OriginError>;
+    /// `GET /.well-known/jwks.json`: the origin's public keys (JSON), for a key signed by a
+    /// `kid` the edge does not know yet.
+    async fn fetch_jwks(&self) -> Result<String, OriginError>;
 }
 
 /// The origin over HTTP: the routes and headers live here, once; a platform gives the client.
@@ -182,5 +185,20 @@ impl<C: HttpClient> Origin for HttpOrigin<C> {
             body: None,
         })
         .await
+    }
+
+    async fn fetch_jwks(&self) -> Result<String, OriginError> {
+        let reply = self
+            .call(OutboundRequest {
+                method: "GET",
+                url: format!("{}/.well-known/jwks.json", self.base_url),
+                headers: vec![("accept", "application/json".to_owned())],
+                body: None,
+            })
+            .await?;
+        match reply.status {
+            200 => Ok(reply.body),
+            status => Err(OriginError::Misconfigured(format!("JWKS route answered {status}"))),
+        }
     }
 }

@@ -18,14 +18,15 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use chrono::Duration;
-use nls_core::key_ring::KeyRing;
+use nls_core::license_token::{KeyRejection, VerifiedLicense};
 use nls_core::model::Timestamp;
-use nls_core::validation::{ValidationCode, ValidationRequest, Verifier, decide};
+use nls_core::validation::{ValidationCode, ValidationRequest, decide};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
 use crate::edge_config::{ConfigError, EdgeConfig};
+use crate::edge_keys::{EdgeKeys, JWKS_KV_KEY, JwksSync, KvJwksRecord, unverified_kid};
 use crate::edge_ports::{EdgeKv, Origin, OriginError, OriginReply};
 use crate::edge_wire::*;
 use crate::outbox::{DEAD_LETTER_PREFIX, DrainReport, OUTBOX_PREFIX, OutboxItem, OutboxRecord, sha_hex};
@@ -99,6 +100,8 @@ pub enum BackgroundTask {
     DrainOutbox,
     /// Write a value to KV (a receipt the origin signed).
     KvPut { key: String, value: String, ttl_secs: i64 },
+    /// Adopt KV's JWKS if another isolate or a push changed it (edge_keys).
+    RefreshJwks,
 }
 
 #[derive(Debug, Clone)]
@@ -110,8 +113,9 @@ pub struct EdgeOutcome {
 /// What an isolate keeps between requests. Build it once (per isolate or process).
 pub struct EdgeState {
     pub config: EdgeConfig,
-    verifier: Verifier,
-    jwks_body: String,
+    /// Swapped whole when a new JWKS arrives (edge_keys).
+    keys: Mutex<Arc<EdgeKeys>>,
+    jwks_sync: Mutex<JwksSync>,
     pub(crate) memory: MemoryLayer,
     /// Deployments this isolate admitted while the origin was down, per license.
     provisional: Mutex<HashMap<String, Vec<String>>>,
@@ -162,14 +166,13 @@ struct OriginHealth {
 
 impl EdgeState {
     pub fn new(config: EdgeConfig) -> Result<Self, ConfigError> {
-        let ring = KeyRing::parse_jwks_json(&config.jwks_json).map_err(|e| ConfigError {
+        let keys = EdgeKeys::from_jwks_json(&config.jwks_json).map_err(|e| ConfigError {
             variable: crate::edge_config::vars::JWKS,
             problem: format!("not a usable JWKS: {e}"),
         })?;
-        let jwks_body = serde_json::to_string(&ring.jwks()).unwrap_or_default();
         Ok(Self {
-            verifier: Verifier::with_capacity(Arc::new(ring), 10_000),
-            jwks_body,
+            keys: Mutex::new(Arc::new(keys)),
+            jwks_sync: Mutex::default(),
             memory: MemoryLayer::new(50_000),
             provisional: Mutex::default(),
             memory_outbox: Mutex::default(),
@@ -177,6 +180,26 @@ impl EdgeState {
             counters: EdgeCounters::default(),
             config,
         })
+    }
+
+    /// The key set in use now.
+    pub fn keys(&self) -> Arc<EdgeKeys> {
+        Arc::clone(&self.keys.lock().unwrap_or_else(|p| p.into_inner()))
+    }
+
+    /// Switches to `json` when it is a usable JWKS other than the current one; true if it did.
+    fn adopt_jwks(&self, json: &str) -> bool {
+        let Ok(keys) = EdgeKeys::from_jwks_json(json) else { return false };
+        let mut current = self.keys.lock().unwrap_or_else(|p| p.into_inner());
+        if current.jwks_body == keys.jwks_body {
+            return false;
+        }
+        *current = Arc::new(keys);
+        true
+    }
+
+    fn jwks_sync(&self) -> std::sync::MutexGuard<'_, JwksSync> {
+        self.jwks_sync.lock().unwrap_or_else(|p| p.into_inner())
     }
 
     fn health(&self) -> std::sync::MutexGuard<'_, OriginHealth> {
@@ -324,9 +347,10 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             "/v1/heartbeat" if method == "POST" => self.heartbeat(&req.body, now).await,
             "/v1/usage" if method == "POST" => self.usage(&req.body, now).await,
             "/.well-known/jwks.json" if method == "GET" => {
+                self.sync_keys(now, bg).await;
                 let mut r = EdgeResponse {
                     status: 200,
-                    body: self.state.jwks_body.clone(),
+                    body: self.state.keys().jwks_body.clone(),
                     content_type: "application/json",
                     headers: Vec::new(),
                 };
@@ -355,6 +379,15 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
                 if let Some(id) = path.strip_prefix("/v1/deployments/").filter(|id| !id.contains('/')) {
                     match method {
                         "DELETE" => self.release(id, req, now).await,
+                        _ => Err(EdgeResponse::error(
+                            405,
+                            "method_not_allowed",
+                            format!("{method} is not allowed"),
+                        )),
+                    }
+                } else if path == "/v1/internal/jwks" {
+                    match method {
+                        "PUT" => self.push_jwks(req, now).await,
                         _ => Err(EdgeResponse::error(
                             405,
                             "method_not_allowed",
@@ -528,7 +561,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             degraded: false,
             usage: None,
         };
-        let key = match self.state.verifier.verify(&body.key) {
+        let key = match self.verify_key(&body.key, now, bg).await {
             Ok(key) => key,
             Err(rejection) => return Ok(EdgeResponse::json(200, &answer(ValidationCode::from(rejection)))),
         };
@@ -769,7 +802,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         let body: HeartbeatBody = parse_json(body)?;
         check_id("deployment_id", &body.deployment_id)?;
         check_client_text("app_version", body.app_version.as_deref())?;
-        let key = self.state.verifier.verify(&body.key).map_err(invalid_key)?;
+        let key = self.verify_key(&body.key, now, &mut Vec::new()).await.map_err(invalid_key)?;
         let item = OutboxItem::Heartbeat { body: body.clone() };
         match self.origin_call(&item, now).await {
             Ok(reply) => Ok(EdgeResponse::relay(reply)),
@@ -819,7 +852,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
                 format!("metric name {:?} must be 1 to {MAX_ID_LEN} characters", bad.metric),
             ));
         }
-        let key = self.state.verifier.verify(&body.key).map_err(invalid_key)?;
+        let key = self.verify_key(&body.key, now, &mut Vec::new()).await.map_err(invalid_key)?;
         let batch_id = body.batch_id.clone();
         let item = OutboxItem::Usage { body };
         match self.origin_call(&item, now).await {
@@ -858,7 +891,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             EdgeResponse::error(400, "invalid_request", "the deployment id is not valid UTF-8")
         })?;
         check_id("deployment_id", &deployment_id)?;
-        let key = self.state.verifier.verify(&key_text).map_err(invalid_key)?;
+        let key = self.verify_key(&key_text, now, &mut Vec::new()).await.map_err(invalid_key)?;
         let license_id = key.claims.sub.clone();
         let item = OutboxItem::Release { deployment_id: deployment_id.clone(), key: key_text };
         let result = self.origin_call(&item, now).await;
@@ -962,7 +995,116 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             BackgroundTask::KvPut { key, value, ttl_secs } => {
                 let _ = self.kv.put(&key, &value, Some(Duration::seconds(ttl_secs.max(60)))).await;
             }
+            BackgroundTask::RefreshJwks => self.adopt_kv_jwks().await,
         }
+    }
+
+    // ---------------------------------------------------------------------------------------
+    // Keys (edge_keys): a new JWKS without a redeploy
+
+    /// Verifies a license key with the current key set. Before this isolate's first
+    /// verification it adopts KV's JWKS (in the request: a fresh isolate must not trust a key
+    /// retired since `NLS_JWKS` was set); later it re-reads KV in the background every
+    /// `jwks_refresh`. A key whose `kid` is unknown makes it fetch the origin's JWKS, at most
+    /// once per `jwks_refresh`, and try again.
+    async fn verify_key(
+        &self,
+        key: &str,
+        now: Timestamp,
+        bg: &mut Vec<BackgroundTask>,
+    ) -> Result<Arc<VerifiedLicense>, KeyRejection> {
+        self.sync_keys(now, bg).await;
+        let keys = self.state.keys();
+        match keys.verifier.verify(key) {
+            Err(KeyRejection::BadSignature) => {
+                let unknown_kid = unverified_kid(key).is_some_and(|kid| !keys.knows(&kid));
+                if unknown_kid && self.fetch_origin_jwks(now).await {
+                    return self.state.keys().verifier.verify(key);
+                }
+                Err(KeyRejection::BadSignature)
+            }
+            result => result,
+        }
+    }
+
+    /// KV's JWKS: read now by a fresh isolate, in the background when `jwks_refresh` passed.
+    async fn sync_keys(&self, now: Timestamp, bg: &mut Vec<BackgroundTask>) {
+        let refresh = self.config().jwks_refresh;
+        let kv_checked_at = self.state.jwks_sync().kv_checked_at;
+        match kv_checked_at {
+            None => self.adopt_kv_jwks_at(now).await,
+            Some(at) if now - at >= refresh || at > now => {
+                self.state.jwks_sync().kv_checked_at = Some(now);
+                bg.push(BackgroundTask::RefreshJwks);
+            }
+            Some(_) => {}
+        }
+    }
+
+    async fn adopt_kv_jwks(&self) {
+        if let Ok(Some(text)) = self.kv.get(JWKS_KV_KEY).await {
+            if let Ok(record) = serde_json::from_str::<KvJwksRecord>(&text) {
+                if let Ok(json) = serde_json::to_string(&record.jwks) {
+                    self.state.adopt_jwks(&json);
+                }
+            }
+        }
+    }
+
+    async fn adopt_kv_jwks_at(&self, now: Timestamp) {
+        self.state.jwks_sync().kv_checked_at = Some(now);
+        self.adopt_kv_jwks().await;
+    }
+
+    /// The origin's JWKS, rate limited per isolate; true when it brought a new key set.
+    async fn fetch_origin_jwks(&self, now: Timestamp) -> bool {
+        {
+            let mut sync = self.state.jwks_sync();
+            let due =
+                sync.origin_fetched_at.is_none_or(|at| now - at >= self.config().jwks_refresh || at > now);
+            if !due || !self.state.origin_may_be_up(now) {
+                return false;
+            }
+            sync.origin_fetched_at = Some(now);
+        }
+        let result = self.origin.fetch_jwks().await;
+        self.state.note_origin(&result, now);
+        let Ok(json) = result else { return false };
+        if !self.state.adopt_jwks(&json) {
+            return false;
+        }
+        let _ = self.store_jwks(now).await;
+        true
+    }
+
+    async fn store_jwks(&self, now: Timestamp) -> Result<(), crate::KvError> {
+        let jwks = nls_core::key_ring::KeyRing::parse_jwks_json(&self.state.keys().jwks_body)
+            .map(|ring| ring.jwks())
+            .map_err(|e| crate::KvError(e.to_string()))?;
+        let record = KvJwksRecord { jwks, stored_at: now };
+        let text = serde_json::to_string(&record).map_err(|e| crate::KvError(e.to_string()))?;
+        // No expiry: without it, isolates would fall back to `NLS_JWKS`, maybe older.
+        self.kv.put(JWKS_KV_KEY, &text, None).await
+    }
+
+    /// `PUT /v1/internal/jwks` (service token): the origin's JWKS after a rotation or a
+    /// retirement. This isolate switches at once; the others read it from KV.
+    async fn push_jwks(&self, req: &EdgeRequest, now: Timestamp) -> Result<EdgeResponse, EdgeResponse> {
+        self.check_service_token(req)?;
+        let text = std::str::from_utf8(&req.body)
+            .map_err(|_| EdgeResponse::error(400, "invalid_request", "the JWKS is not UTF-8"))?;
+        if let Err(e) = EdgeKeys::from_jwks_json(text) {
+            return Err(EdgeResponse::error(400, "invalid_request", format!("not a usable JWKS: {e}")));
+        }
+        self.state.adopt_jwks(text);
+        self.state.jwks_sync().kv_checked_at = Some(now);
+        self.store_jwks(now).await.map_err(|e| EdgeResponse::error(503, "unavailable", e.to_string()))?;
+        Ok(EdgeResponse {
+            status: 204,
+            body: String::new(),
+            content_type: "application/json",
+            headers: Vec::new(),
+        })
     }
 
     async fn revalidate(&self, license_id: &str, origin_only: bool, now: Timestamp) {

@@ -14,6 +14,7 @@
 //! See `docs/edge.md` for the layers, the propagation bound and degraded mode.
 
 pub mod edge_config;
+pub mod edge_keys;
 pub mod edge_ports;
 pub mod edge_service;
 pub mod edge_wire;

@@ -71,7 +71,8 @@ impl EdgeKv for FakeKv {
 
 struct OriginWorld {
     store: MemoryStore,
-    ring: Arc<KeyRing>,
+    /// Replaced by a rotation test.
+    ring: RefCell<Arc<KeyRing>>,
     now: Cell<Timestamp>,
     up: Cell<bool>,
     calls: RefCell<HashMap<&'static str, usize>>,
@@ -92,7 +93,7 @@ impl FakeOrigin {
         self.0.calls.borrow().values().sum()
     }
     fn verify(&self, key: &str) -> Option<Arc<nls_core::license_token::VerifiedLicense>> {
-        Verifier::new(Arc::clone(&self.0.ring)).verify(key).ok()
+        Verifier::new(self.0.ring.borrow().clone()).verify(key).ok()
     }
 }
 
@@ -143,7 +144,8 @@ impl Origin for FakeOrigin {
         }
         let valid = code == "VALID" || code == "IN_GRACE";
         let receipt = valid.then(|| {
-            sign_receipt(&self.0.ring, &body.key, &decision, body.deployment_id.as_deref(), now).unwrap()
+            sign_receipt(&self.0.ring.borrow(), &body.key, &decision, body.deployment_id.as_deref(), now)
+                .unwrap()
         });
         reply(
             200,
@@ -196,6 +198,11 @@ impl Origin for FakeOrigin {
         let key = self.verify(key).unwrap();
         let released = self.0.store.release_deployment(&key.claims.sub, deployment_id).await.unwrap();
         reply(if released { 200 } else { 404 }, json!({"deployment_id": deployment_id, "released": released}))
+    }
+
+    async fn fetch_jwks(&self) -> Result<String, OriginError> {
+        self.count("jwks")?;
+        Ok(serde_json::to_string(&self.0.ring.borrow().jwks()).unwrap())
     }
 }
 
@@ -252,7 +259,7 @@ impl World {
         let kv = FakeKv::default();
         let origin = FakeOrigin(Rc::new(OriginWorld {
             store,
-            ring,
+            ring: RefCell::new(ring),
             now: Cell::new(now),
             up: Cell::new(true),
             calls: RefCell::default(),
@@ -356,7 +363,8 @@ fn a_warm_validation_makes_no_network_request_and_carries_the_origins_receipt() 
         assert_eq!(warm["degraded"], false);
         assert_eq!(warm["receipt"], cold["receipt"]);
         let ring =
-            KeyRing::parse_jwks_json(&serde_json::to_string(&w.origin.0.ring.jwks()).unwrap()).unwrap();
+            KeyRing::parse_jwks_json(&serde_json::to_string(&w.origin.0.ring.borrow().jwks()).unwrap())
+                .unwrap();
         verify_receipt(&ring, warm["receipt"].as_str().unwrap(), &w.key)
             .expect("a receipt the customer app can verify");
         assert_eq!(warm["license"]["id"], w.license.id.as_str());
@@ -380,7 +388,9 @@ fn rejected_keys_are_answered_at_the_edge_without_the_origin() {
         let forged = issue_key(&foreign_ring, &w.license, w.now).unwrap();
         let (_, answer) = w.send("POST", "/v1/licenses/validate", json!({"key": forged})).await;
         assert_eq!(answer["code"], "BAD_SIGNATURE");
-        assert_eq!(w.origin.calls(), 0);
+        // An unknown kid may fetch the JWKS (edge_keys), nothing else.
+        let jwks_fetches = w.origin.0.calls.borrow().get("jwks").copied().unwrap_or(0);
+        assert_eq!(w.origin.calls() - jwks_fetches, 0);
     });
 }
 
@@ -964,5 +974,166 @@ fn client_text_over_256_characters_is_refused_like_the_origin() {
             )
             .await;
         assert_ne!(s, 400, "{b}");
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// Key rotation at the edge (edge_keys): a new JWKS without a redeploy
+
+/// The origin rotates: a new signer, the old key kept as a verifier. Returns a key for the
+/// same license signed by the new key.
+fn rotate_origin(w: &World) -> String {
+    let old = SigningKey::from_seed([9; 32], None);
+    let new = SigningKey::from_seed([11; 32], None);
+    let ring = Arc::new(KeyRing::with_signer(new, vec![old.verifying_key()]).unwrap());
+    let key = issue_key(&ring, &w.license, w.now).unwrap();
+    *w.origin.0.ring.borrow_mut() = ring;
+    key
+}
+
+/// The origin retires the old kid: its JWKS holds the new key only. Returns that JWKS.
+fn retire_at_origin(w: &World) -> Value {
+    let ring = Arc::new(KeyRing::with_signer(SigningKey::from_seed([11; 32], None), vec![]).unwrap());
+    let jwks = serde_json::to_value(ring.jwks()).unwrap();
+    *w.origin.0.ring.borrow_mut() = ring;
+    jwks
+}
+
+fn jwks_fetches(w: &World) -> usize {
+    w.origin.0.calls.borrow().get("jwks").copied().unwrap_or(0)
+}
+
+fn fresh_isolate(w: &World) -> Edge<FakeKv, FakeOrigin> {
+    let config = w.edge.state().config.clone();
+    Edge::new(Arc::new(EdgeState::new(config).unwrap()), w.kv.clone(), w.origin.clone())
+}
+
+async fn validate_with(edge: &Edge<FakeKv, FakeOrigin>, key: &str, now: Timestamp) -> Value {
+    let request = EdgeRequest {
+        method: "POST".into(),
+        path: "/v1/licenses/validate".into(),
+        headers: vec![],
+        body: json!({"key": key}).to_string().into_bytes(),
+    };
+    let outcome = edge.handle(request, now).await;
+    for task in outcome.background {
+        edge.run_background(task, now).await;
+    }
+    serde_json::from_str(&outcome.response.body).unwrap()
+}
+
+#[test]
+fn a_key_with_an_unknown_kid_makes_the_edge_fetch_the_origins_jwks_at_most_once_a_minute() {
+    run(async {
+        // GIVEN a warm edge, and an origin that rotated its signing key
+        let mut w = World::new(None).await;
+        assert_eq!(w.validate(None).await["code"], "VALID");
+        let new_key = rotate_origin(&w);
+
+        // WHEN a key signed by the new kid arrives
+        let answer = validate_with(&w.edge, &new_key, w.now).await;
+
+        // THEN the edge fetched the JWKS once, accepts it, still accepts the old key, and
+        // shares the new JWKS through KV
+        assert_eq!(answer["code"], "VALID", "{answer}");
+        assert_eq!(jwks_fetches(&w), 1);
+        assert_eq!(w.validate(None).await["code"], "VALID", "the old kid still verifies");
+        let stored = w.kv.0.map.borrow().get(nls_edge::edge_keys::JWKS_KV_KEY).cloned().unwrap();
+        assert_eq!(
+            serde_json::from_str::<Value>(&stored).unwrap()["jwks"]["keys"].as_array().unwrap().len(),
+            2
+        );
+        let (_, jwks) = w.send("GET", "/.well-known/jwks.json", Value::Null).await;
+        assert_eq!(jwks["keys"].as_array().unwrap().len(), 2, "{jwks}");
+
+        // WHEN keys of other unknown kids arrive within the minute
+        let stranger = KeyRing::with_signer(SigningKey::from_seed([12; 32], None), vec![]).unwrap();
+        let forged = issue_key(&stranger, &w.license, w.now).unwrap();
+        for _ in 0..5 {
+            assert_eq!(validate_with(&w.edge, &forged, w.now).await["code"], "BAD_SIGNATURE");
+        }
+        // THEN the origin was not asked again; a minute later it is, once
+        assert_eq!(jwks_fetches(&w), 1);
+        w.advance(Duration::seconds(61));
+        assert_eq!(validate_with(&w.edge, &forged, w.now).await["code"], "BAD_SIGNATURE");
+        assert_eq!(validate_with(&w.edge, &forged, w.now).await["code"], "BAD_SIGNATURE");
+        assert_eq!(jwks_fetches(&w), 2);
+
+        // AND a fresh isolate reads the new JWKS from KV, without asking the origin
+        let fresh = fresh_isolate(&w);
+        assert_eq!(validate_with(&fresh, &new_key, w.now).await["code"], "VALID");
+        assert_eq!(jwks_fetches(&w), 2);
+    });
+}
+
+#[test]
+fn a_pushed_jwks_retires_a_kid_at_once_in_this_isolate_and_in_fresh_ones() {
+    run(async {
+        // GIVEN a warm edge that has verified (and cached) the old key
+        let w = World::new(None).await;
+        assert_eq!(w.validate(None).await["code"], "VALID");
+        let new_key = rotate_origin(&w);
+        let new_only = retire_at_origin(&w);
+        let bearer = vec![("authorization".to_owned(), format!("Bearer {TOKEN}"))];
+
+        // WHEN a push comes without the service token, or with something that is not a JWKS
+        let (status, _, _) = w.send_only("PUT", "/v1/internal/jwks", new_only.clone(), vec![]).await;
+        assert_eq!(status, 401);
+        let (status, body, _) =
+            w.send_only("PUT", "/v1/internal/jwks", json!({"keys": []}), bearer.clone()).await;
+        assert_eq!((status, body["error"]["code"].as_str()), (400, Some("invalid_request")));
+        let hs256 = json!({"keys": [{"kty": "oct", "crv": "", "x": "", "k": "c2VjcmV0"}]});
+        let (status, _, _) = w.send_only("PUT", "/v1/internal/jwks", hs256, bearer.clone()).await;
+        assert_eq!(status, 400);
+        // THEN nothing changed
+        assert_eq!(w.validate(None).await["code"], "VALID");
+
+        // WHEN the origin pushes its JWKS after retiring the old kid
+        let (status, _, _) = w.send_only("PUT", "/v1/internal/jwks", new_only.clone(), bearer).await;
+        assert_eq!(status, 204);
+
+        // THEN the old key is refused at once (not answered from the verified-key cache), the
+        // new one verifies without a fetch, and a fresh isolate configured with the old
+        // `NLS_JWKS` follows KV's copy
+        let (_, old) = w.send("POST", "/v1/licenses/validate", json!({"key": w.key})).await;
+        assert_eq!(old["code"], "BAD_SIGNATURE", "{old}");
+        let fetches = jwks_fetches(&w);
+        assert_eq!(validate_with(&w.edge, &new_key, w.now).await["code"], "VALID");
+        assert_eq!(jwks_fetches(&w), fetches, "the pushed set already knows the new kid");
+        let fresh = fresh_isolate(&w);
+        let jwks_request =
+            EdgeRequest { method: "GET".into(), path: "/.well-known/jwks.json".into(), ..Default::default() };
+        let served: Value =
+            serde_json::from_str(&fresh.handle(jwks_request, w.now).await.response.body).unwrap();
+        let new_kid = SigningKey::from_seed([11; 32], None).kid;
+        assert_eq!(
+            served["keys"],
+            json!([{"kty": "OKP", "crv": "Ed25519", "x": new_only["keys"][0]["x"], "kid": new_kid, "alg": "EdDSA", "use": "sig"}]),
+            "a fresh isolate serves KV's JWKS"
+        );
+        assert_eq!(validate_with(&fresh, &w.key, w.now).await["code"], "BAD_SIGNATURE");
+        assert_eq!(validate_with(&fresh, &new_key, w.now).await["code"], "VALID");
+    });
+}
+
+#[test]
+fn an_isolate_adopts_a_jwks_another_isolate_stored_within_the_refresh_interval() {
+    run(async {
+        // GIVEN two warm isolates over one KV
+        let mut w = World::new(None).await;
+        let other = fresh_isolate(&w);
+        assert_eq!(validate_with(&other, &w.key, w.now).await["code"], "VALID");
+        assert_eq!(w.validate(None).await["code"], "VALID");
+        // WHEN the first one receives a push retiring the old kid
+        rotate_origin(&w);
+        let new_only = retire_at_origin(&w);
+        let bearer = vec![("authorization".to_owned(), format!("Bearer {TOKEN}"))];
+        let (status, _, _) = w.send_only("PUT", "/v1/internal/jwks", new_only, bearer).await;
+        assert_eq!(status, 204);
+        // THEN the other still trusts its old set until its refresh is due, then follows KV
+        assert_eq!(validate_with(&other, &w.key, w.now).await["code"], "VALID");
+        w.advance(Duration::seconds(61));
+        validate_with(&other, &w.key, w.now).await; // schedules the background re-read
+        assert_eq!(validate_with(&other, &w.key, w.now).await["code"], "BAD_SIGNATURE");
     });
 }

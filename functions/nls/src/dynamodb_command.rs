@@ -7,7 +7,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::Subcommand;
-use nls_aws::table_copy::{CopyReport, export_table, import_table};
+use nls_aws::table_copy::{CopyLimits, CopyReport, export_table, import_table};
 
 #[derive(Subcommand)]
 pub enum DynamodbCommand {
@@ -25,6 +25,12 @@ pub enum DynamodbCommand {
         /// Continue an interrupted export from FILE.progress.
         #[arg(long)]
         resume: bool,
+        /// Items per Scan page (default: DynamoDB's 1 MB pages).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(i32).range(1..))]
+        page_size: Option<i32>,
+        /// Stop after N pages, leaving FILE.progress for --resume (`"complete": false`).
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max_pages: Option<u64>,
     },
     /// Write every item of FILE (from `export`) into the table; items with the same key are
     /// replaced.
@@ -36,6 +42,9 @@ pub enum DynamodbCommand {
         /// Skip what an interrupted import already wrote (FILE.progress).
         #[arg(long)]
         resume: bool,
+        /// Stop after N batches of 25 items, leaving FILE.progress for --resume.
+        #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
+        max_pages: Option<u64>,
     },
 }
 
@@ -55,17 +64,18 @@ pub fn run(cmd: DynamodbCommand) -> Result<ExitCode, String> {
             })?;
             eprintln!("created table {table}");
         }
-        DynamodbCommand::Export { table, out, resume } => {
+        DynamodbCommand::Export { table, out, resume, page_size, max_pages } => {
             let report = runtime.block_on(async {
                 let store = nls_aws::from_env(table.clone()).await;
-                export_table(store.client(), &table, &out, resume).await
+                export_table(store.client(), &table, &out, resume, CopyLimits { page_size, max_pages }).await
             });
             print(report.map_err(|e| e.to_string())?);
         }
-        DynamodbCommand::Import { table, input, resume } => {
+        DynamodbCommand::Import { table, input, resume, max_pages } => {
             let report = runtime.block_on(async {
                 let store = nls_aws::from_env(table.clone()).await;
-                import_table(store.client(), &table, &input, resume).await
+                let limits = CopyLimits { page_size: None, max_pages };
+                import_table(store.client(), &table, &input, resume, limits).await
             });
             print(report.map_err(|e| e.to_string())?);
         }

@@ -74,6 +74,8 @@ pub enum KeysCommand {
         #[arg(long)]
         kid: String,
     },
+    /// Send a JWKS to the edges now (`nls serve --edge-push-url` does it at start-up).
+    PushJwks(crate::jwks_push_command::PushJwksArgs),
 }
 
 #[derive(Subcommand)]
@@ -146,6 +148,7 @@ pub fn run_keys(cmd: KeysCommand) -> Result<ExitCode, CliError> {
         }
         KeysCommand::Rotate { data_dir } => rotate(&data_dir),
         KeysCommand::Retire { data_dir, kid } => retire(&data_dir, &kid),
+        KeysCommand::PushJwks(args) => crate::jwks_push_command::run(args).map_err(CliError::KeyRing),
     }
 }
 

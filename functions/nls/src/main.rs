@@ -5,6 +5,7 @@
 
 mod backup_command;
 mod dynamodb_command;
+mod jwks_push_command;
 mod key_commands;
 mod outbox_mailer;
 mod registry_command;
@@ -46,7 +47,8 @@ enum Command {
     /// DynamoDB set-up for running `nls serve --store dynamodb` locally.
     #[command(subcommand)]
     Dynamodb(dynamodb_command::DynamodbCommand),
-    /// The Docker Registry token service: the certificate the registry trusts.
+    /// The Docker Registry token service: its key (rotate, retire) and the certificates the
+    /// registry trusts.
     #[command(subcommand)]
     Registry(registry_command::RegistryCommand),
     /// Staff users of the admin portal: create, disable, reset a password, list.

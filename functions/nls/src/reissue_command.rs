@@ -5,9 +5,14 @@
 //! (`jti`), `issuing::issue_key`, one conditional write of the next license version with its
 //! audit entry in the same commit; then the key is emailed as the `key_delivery` notice through
 //! the data dir's mailer, claimed once per key id, so a repeated run never mails a key twice.
+//!
+//! The store is the data dir's SQLite file, or with `--store dynamodb` a DynamoDB table (as
+//! `nls serve --store dynamodb`); the signer is the data dir's key, or with
+//! `--signing-key-secret-id` the `AWSCURRENT` version of that secret (the Lambdas' ring).
 
 use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
 
 use chrono::Duration;
 use clap::Args;
@@ -16,17 +21,16 @@ use nls_core::http::admin_auth::Caller;
 use nls_core::http::audit_routes::audit;
 use nls_core::http::wire::LicenseView;
 use nls_core::issuing::{issue_key, new_id};
+use nls_core::key_ring::KeyRing;
 use nls_core::lifecycle::LicenseStatus;
 use nls_core::model::NotificationKey;
 use nls_core::model::{License, Scope};
-use nls_core::ports::{
-    Clock, CustomerStore, LicenseFilter, LicenseStore, PageRequest, SystemClock, UnitOfWork, Write,
-};
+use nls_core::ports::{Clock, LicenseFilter, Mailer, PageRequest, Store, SystemClock, Write};
 use nls_sqlite_store::SqliteStore;
 
 use crate::outbox_mailer::OutboxMailer;
-use crate::serve::DATABASE_FILE;
 use crate::serve::signing_key_file::{SIGNING_KEY_FILE, load_ring};
+use crate::serve::{DATABASE_FILE, MailerKind, StoreKind};
 
 /// The actor of the audit entries this command writes.
 const ACTOR: &str = "cli:license-reissue";
@@ -44,6 +48,21 @@ pub struct ReissueArgs {
     /// One license id.
     #[arg(long, value_name = "ID")]
     license: Option<String>,
+    /// The store: the data dir's SQLite file, or a DynamoDB table (AWS_* environment).
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// The DynamoDB table, with `--store dynamodb`.
+    #[arg(long, alias = "table", value_name = "NAME", default_value = "nls")]
+    dynamodb_table: String,
+    /// Sign with the `AWSCURRENT` key of this Secrets Manager secret instead of the data dir's.
+    #[arg(long, value_name = "ID")]
+    signing_key_secret_id: Option<String>,
+    /// Where the key emails go: `.eml` files in `<data-dir>/outbox/`, or SES.
+    #[arg(long, value_enum, default_value_t = MailerKind::Outbox)]
+    mailer: MailerKind,
+    /// The verified SES sender, with `--mailer ses`.
+    #[arg(long, value_name = "ADDRESS", default_value = "licensing@nectar.example")]
+    mail_from: String,
 }
 
 #[derive(serde::Serialize)]
@@ -57,18 +76,53 @@ fn store_err(e: impl std::fmt::Display) -> String {
     format!("store: {e}")
 }
 
+/// The store, the ring and the mailer the arguments name.
+async fn open(args: &ReissueArgs) -> Result<(Arc<dyn Store>, KeyRing, Arc<dyn Mailer>), String> {
+    let no_data_dir =
+        || format!("{}: no NLS data dir here (a store and a signing key)", args.data_dir.display());
+    let needs_sdk = args.store == StoreKind::Dynamodb
+        || args.signing_key_secret_id.is_some()
+        || args.mailer == MailerKind::Ses;
+    let sdk_config = if needs_sdk { Some(nls_aws::load_sdk_config().await) } else { None };
+    let store: Arc<dyn Store> = match args.store {
+        StoreKind::Sqlite => {
+            let database = args.data_dir.join(DATABASE_FILE);
+            if !database.exists() {
+                return Err(no_data_dir());
+            }
+            Arc::new(SqliteStore::open(&database).map_err(store_err)?)
+        }
+        StoreKind::Dynamodb => Arc::new(nls_aws::from_env(args.dynamodb_table.clone()).await),
+    };
+    let ring = match (&args.signing_key_secret_id, &sdk_config) {
+        (Some(secret_id), Some(sdk_config)) => {
+            let client = aws_sdk_secretsmanager::Client::new(sdk_config);
+            nls_aws::secrets::fetch_signing_ring(&client, secret_id).await.map_err(|e| e.to_string())?
+        }
+        _ => {
+            if !args.data_dir.join(SIGNING_KEY_FILE).exists() {
+                return Err(no_data_dir());
+            }
+            load_ring(&args.data_dir).map_err(|e| e.to_string())?
+        }
+    };
+    let mailer: Arc<dyn Mailer> = match (args.mailer, &sdk_config) {
+        (MailerKind::Ses, Some(sdk_config)) => {
+            let client = nls_aws::sesv2_client(sdk_config, &nls_aws::ClientTuning::default());
+            Arc::new(nls_aws::SesMailer::new(client, args.mail_from.clone()))
+        }
+        _ => Arc::new(OutboxMailer::new(args.data_dir.join("outbox"))),
+    };
+    Ok((store, ring, mailer))
+}
+
 pub fn run(args: ReissueArgs) -> Result<ExitCode, String> {
-    let database = args.data_dir.join(DATABASE_FILE);
-    if !database.exists() || !args.data_dir.join(SIGNING_KEY_FILE).exists() {
-        return Err(format!("{}: no NLS data dir here (a store and a signing key)", args.data_dir.display()));
-    }
-    let ring = load_ring(&args.data_dir).map_err(|e| e.to_string())?;
-    let store = SqliteStore::open(&database).map_err(store_err)?;
-    let mailer = OutboxMailer::new(args.data_dir.join("outbox"));
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
         .map_err(|e| format!("starting the runtime: {e}"))?;
+    let (store, ring, mailer) = runtime.block_on(open(&args))?;
+    let (store, mailer) = (&*store, &*mailer);
     let caller = Caller { actor: ACTOR.to_owned(), scope: Scope::Write };
     let run_id = new_id("reissue");
     let (reissued, failures) = runtime.block_on(async {
@@ -76,12 +130,12 @@ pub fn run(args: ReissueArgs) -> Result<ExitCode, String> {
             Some(id) => {
                 vec![store.get_license(id).await.map_err(store_err)?.ok_or(format!("no license {id}"))?]
             }
-            None => live_licenses(&store).await?,
+            None => live_licenses(store).await?,
         };
         let mut reissued = Vec::new();
         let mut failures = 0;
         for before in licenses {
-            match reissue_one(&store, &mailer, &ring, &caller, &run_id, before).await {
+            match reissue_one(store, mailer, &ring, &caller, &run_id, before).await {
                 Ok(done) => reissued.push(done),
                 Err(e) => {
                     failures += 1;
@@ -95,7 +149,7 @@ pub fn run(args: ReissueArgs) -> Result<ExitCode, String> {
     Ok(if failures == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
-async fn live_licenses(store: &SqliteStore) -> Result<Vec<License>, String> {
+async fn live_licenses(store: &dyn Store) -> Result<Vec<License>, String> {
     let mut licenses = Vec::new();
     let mut page = PageRequest { limit: PageRequest::MAX_LIMIT, cursor: None };
     loop {
@@ -114,9 +168,9 @@ async fn live_licenses(store: &SqliteStore) -> Result<Vec<License>, String> {
 }
 
 async fn reissue_one(
-    store: &SqliteStore,
-    mailer: &OutboxMailer,
-    ring: &nls_core::key_ring::KeyRing,
+    store: &dyn Store,
+    mailer: &dyn Mailer,
+    ring: &KeyRing,
     caller: &Caller,
     run_id: &str,
     before: License,

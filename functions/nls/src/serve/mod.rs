@@ -273,6 +273,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         .map_err(|source| ServeError::Io { path: args.data_dir.clone(), source })?;
     let key_ring = signing_key_file::load_ring(&args.data_dir)?;
     let kid = key_ring.signer().map(|signer| signer.kid.clone()).unwrap_or_default();
+    let jwks_json = serde_json::to_string(&key_ring.jwks()).unwrap_or_default();
     let registry_key = signing_key_file::load_or_create_registry_key(&args.data_dir)?;
     let registry = RegistryTokenService::new(registry_key, args.registry.config());
     let runtime =
@@ -314,6 +315,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
         Some(publisher) => {
             // The URLs only: the token is never logged.
             tracing::info!(edges = ?publisher.edges(), "pushing status changes to the edges");
+            runtime.spawn(push_jwks_to_edges(Arc::clone(&publisher), jwks_json));
             state.with_status_publisher(publisher)
         }
         None => state,
@@ -395,6 +397,20 @@ async fn serve(
     }
     tracing::info!("stopped");
     served.map_err(ServeError::Serve)
+}
+
+/// A rotation or retirement takes effect at a restart: the edges learn the ring now, so they
+/// trust the new `kid` and stop trusting a retired one without a redeploy (docs/edge.md).
+async fn push_jwks_to_edges(publisher: Arc<HttpStatusPublisher>, jwks_json: String) {
+    match publisher.publish_jwks(&jwks_json).await {
+        Ok(()) => tracing::info!(edges = ?publisher.edges(), "pushed the JWKS to the edges"),
+        // Same `event` as a failed status push: the same alarm (template.yaml) and runbook.
+        Err(e) => tracing::warn!(
+            event = "edge_push_failed",
+            error = %e,
+            "JWKS push to the edges failed; run `nls keys push-jwks` once they are reachable"
+        ),
+    }
 }
 
 /// The core's router reads the caller's address from a [`ClientIp`] extension.

@@ -2,7 +2,9 @@
 //! - the Ed25519 license-signing key (so keys issued before a restart keep verifying) and,
 //!   after a rotation (`nls keys rotate`), the retired signers' public keys in a JWKS that the
 //!   server keeps trusting until `nls keys retire`;
-//! - separately, the ES256 registry token key (so the registry's certificate stays valid).
+//! - separately, the ES256 registry token key (so the registry's certificate stays valid)
+//!   and, after `nls registry rotate`, the previous registry keys the registry must still
+//!   trust until `nls registry retire` (private: `nls registry cert` signs their certificates).
 //!
 //! Every write goes to a temporary file (mode 0600) that is fsynced and renamed, so a crash
 //! never leaves half a key.
@@ -20,8 +22,12 @@ pub const SIGNING_KEY_FILE: &str = "signing-key.jwk";
 /// Public keys still trusted for verification (a JWKS), written by `nls keys rotate`.
 pub const TRUSTED_KEYS_FILE: &str = "trusted-keys.json";
 pub const REGISTRY_KEY_FILE: &str = "registry-signing-key.jwk";
+/// `{"keys": [private EC JWK, ...]}`: registry keys replaced by `nls registry rotate`, whose
+/// tokens the registry still accepts (their certificates stay in the bundle).
+pub const REGISTRY_PREVIOUS_KEYS_FILE: &str = "registry-previous-keys.json";
 /// Every key file of a data dir (what `nls backup --include-keys` carries).
-pub const KEY_FILES: [&str; 3] = [SIGNING_KEY_FILE, TRUSTED_KEYS_FILE, REGISTRY_KEY_FILE];
+pub const KEY_FILES: [&str; 4] =
+    [SIGNING_KEY_FILE, TRUSTED_KEYS_FILE, REGISTRY_KEY_FILE, REGISTRY_PREVIOUS_KEYS_FILE];
 
 pub fn path_in(data_dir: &Path) -> PathBuf {
     data_dir.join(SIGNING_KEY_FILE)
@@ -74,6 +80,33 @@ pub fn load_or_create_registry_key(data_dir: &Path) -> Result<RegistrySigningKey
             (key, json)
         },
     )
+}
+
+#[derive(serde::Serialize, serde::Deserialize)]
+struct RegistryKeyList {
+    keys: Vec<nls_core::registry_token::EcPrivateJwk>,
+}
+
+/// The previous registry keys still trusted; none when the file does not exist.
+pub fn read_registry_previous(data_dir: &Path) -> Result<Vec<RegistrySigningKey>, ServeError> {
+    let path = data_dir.join(REGISTRY_PREVIOUS_KEYS_FILE);
+    let json = match fs::read_to_string(&path) {
+        Ok(json) => json,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(Vec::new()),
+        Err(source) => return Err(ServeError::Io { path, source }),
+    };
+    let key_error = |reason: String| ServeError::SigningKey { path: path.clone(), reason };
+    let list: RegistryKeyList = serde_json::from_str(&json).map_err(|e| key_error(e.to_string()))?;
+    list.keys
+        .iter()
+        .map(|jwk| RegistrySigningKey::from_jwk(jwk).map_err(|e| key_error(e.to_string())))
+        .collect()
+}
+
+pub fn write_registry_previous(data_dir: &Path, keys: &[RegistrySigningKey]) -> std::io::Result<()> {
+    let list = RegistryKeyList { keys: keys.iter().map(RegistrySigningKey::to_private_jwk).collect() };
+    let json = serde_json::to_string_pretty(&list).expect("JWKs serialize");
+    write_private(data_dir, REGISTRY_PREVIOUS_KEYS_FILE, json.as_bytes())
 }
 
 fn load_or_create_file<K>(
