@@ -24,4 +24,4 @@ export NLS_BIN="$CARGO_TARGET_DIR/debug/nls"
 export NLS_CHROMIUM="$chromium_bin"
 export NLS_PORTAL_SCREENSHOTS=${NLS_PORTAL_SCREENSHOTS:-$CARGO_TARGET_DIR/portal-screenshots}
 cd "$here"
-node --test --test-concurrency=1 portal.test.mjs
+node --test --test-concurrency=1 portal.test.mjs license_list.test.mjs

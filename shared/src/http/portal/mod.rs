@@ -7,7 +7,8 @@
 //! the session cookie and its checks; `csrf` the form tokens; `login_pages` login, logout and
 //! their rate limits; `layout` the page frame and the HTML response (with its CSP);
 //! `static_assets` the hand-written CSS and JS; `form_body` form parsing; `portal_error` the
-//! error pages; the `*_pages` modules the pages themselves.
+//! error pages; the `*_pages` modules the pages themselves (`license_list_page` the license
+//! list with its store search, `license_bulk` the bulk operations on its selection).
 
 pub mod access;
 pub mod audit_pages;
@@ -16,6 +17,8 @@ pub mod customer_pages;
 pub mod dashboard_page;
 pub mod form_body;
 pub mod layout;
+pub mod license_bulk;
+pub mod license_list_page;
 pub mod license_pages;
 pub mod login_pages;
 pub mod portal_error;
@@ -43,7 +46,8 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (M::GET, "/admin/login", get(login_pages::login_form)),
         (M::POST, "/admin/login", post(login_pages::login)),
         (M::POST, "/admin/logout", post(login_pages::logout)),
-        (M::GET, "/admin/licenses", get(license_pages::list)),
+        (M::GET, "/admin/licenses", get(license_list_page::list)),
+        (M::POST, "/admin/licenses/bulk", post(license_bulk::bulk)),
         (M::GET, "/admin/licenses/new", get(license_pages::new_form)),
         (M::POST, "/admin/licenses", post(license_pages::create)),
         (M::GET, "/admin/licenses/{id}", get(license_pages::detail)),

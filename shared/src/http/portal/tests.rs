@@ -330,3 +330,6 @@ async fn customer_names_render_as_text() {
         assert!(page.body.contains("&lt;script&gt;alert(1)&lt;/script&gt;"), "{path}");
     }
 }
+
+/// The license list's search, sort and bulk operations.
+mod license_list_tests;
