@@ -991,7 +991,8 @@ async fn license_search_filters_sorts_and_pages(store: Arc<dyn Store>) {
     let mut writes = vec![Write::CreateCustomer(orbit.clone()), Write::CreateCustomer(zeta.clone())];
     let mut all = Vec::new();
     // (customer, hours after t0 created, days to expiry, tier, features, status, subscription)
-    let rows: [(&Customer, i64, Option<i64>, &str, &[&str], LicenseStatus, Option<&str>); 7] = [
+    type Row<'a> = (&'a Customer, i64, Option<i64>, &'a str, &'a [&'a str], LicenseStatus, Option<&'a str>);
+    let rows: [Row<'_>; 7] = [
         (&orbit, 1, Some(30), "standard", &["sso"], LicenseStatus::Active, None),
         (&orbit, 2, None, "enterprise", &["sso", "audit_log"], LicenseStatus::Active, Some("sub_orbit")),
         (&orbit, 3, Some(10), "standard", &[], LicenseStatus::Suspended, None),

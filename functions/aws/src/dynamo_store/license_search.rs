@@ -192,3 +192,58 @@ impl DynamoStore {
         }
     }
 }
+
+impl DynamoStore {
+    /// Adds the license sort keys (`license_*_sk`) to license items written before the sort
+    /// indexes existed, so they show in the portal's sorted list (docs/dynamodb.md). Reads the
+    /// `by_kind` license partition a page at a time; each update is conditional on the version
+    /// read, so a license changed meanwhile (which wrote its keys itself) is left alone.
+    /// Idempotent and safe while the service runs. Returns how many items it updated.
+    pub async fn add_license_sort_keys(&self) -> StoreResult<usize> {
+        let query = KeyQuery {
+            index: Some(GSI_BY_KIND),
+            key_condition: "#pk = :pk".into(),
+            names: names(&[("#pk", KIND_PK)]),
+            values: values(vec![(":pk", s(KIND_LICENSE))]),
+            forward: true,
+        };
+        let mut updated = 0;
+        let mut start_key = None;
+        loop {
+            let (rows, next) = self.query_page(&query, start_key, Some(SEARCH_REQUEST_ROWS)).await?;
+            for item in rows.iter().filter(|item| !item.contains_key(LICENSE_CREATED_SK)) {
+                let license = license_from_item(item)?;
+                let result = self
+                    .client
+                    .update_item()
+                    .table_name(&self.table)
+                    .set_key(Some(item_key(license_pk(&license.id), LICENSE_ITEM_SK)))
+                    .update_expression("SET #created = :created, #expiry = :expiry, #customer = :customer")
+                    .condition_expression("version = :version")
+                    .set_expression_attribute_names(Some(names(&[
+                        ("#created", LICENSE_CREATED_SK),
+                        ("#expiry", LICENSE_EXPIRY_SK),
+                        ("#customer", LICENSE_CUSTOMER_SK),
+                    ])))
+                    .set_expression_attribute_values(Some(values(vec![
+                        (":created", s(license_sort_key(LicenseSortField::Created, &license))),
+                        (":expiry", s(license_sort_key(LicenseSortField::ExpiresAt, &license))),
+                        (":customer", s(license_sort_key(LicenseSortField::Customer, &license))),
+                        (":version", n(license.version)),
+                    ])))
+                    .send()
+                    .await;
+                match result {
+                    Ok(_) => updated += 1,
+                    Err(SdkError::ServiceError(service))
+                        if matches!(service.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
+                    Err(err) => return Err(sdk_error("UpdateItem", err)),
+                }
+            }
+            match next {
+                Some(key) => start_key = Some(key),
+                None => return Ok(updated),
+            }
+        }
+    }
+}
