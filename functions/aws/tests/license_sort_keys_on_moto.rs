@@ -51,10 +51,8 @@ async fn old_license_items_join_the_sorted_list_once_backfilled() {
     let listed =
         |page: Page<nls_core::model::License>| page.items.into_iter().map(|l| l.id).collect::<Vec<_>>();
     let all = PageRequest::first(10);
-    assert_eq!(
-        listed(t.store.search_licenses(&LicenseQuery::default(), &all).await.unwrap()),
-        [recent.id.clone()]
-    );
+    let before = listed(t.store.search_licenses(&LicenseQuery::default(), &all).await.unwrap());
+    assert_eq!(before, vec![recent.id.clone()], "the old item is missing from the sorted list");
 
     // WHEN the backfill runs THEN the old license is listed too, and a rerun is a no-op.
     assert_eq!(t.store.add_license_sort_keys().await.unwrap(), 1);
