@@ -66,6 +66,7 @@ pub const CASES: &[(&str, Case)] = &[
     }),
     ("licenses_need_their_customer", |s| Box::pin(licenses_need_their_customer(s))),
     ("customer_delete_races_license_create", |s| Box::pin(customer_delete_races_license_create(s))),
+    ("license_search_filters_sorts_and_pages", |s| Box::pin(license_search_filters_sorts_and_pages(s))),
 ];
 
 /// Runs every case against fresh stores from `make_store`.
@@ -1092,4 +1093,133 @@ async fn customer_delete_races_license_create(store: Arc<dyn Store>) {
         assert!(licenses.items.is_empty() || customer_left.is_some(), "round {round}: an orphan license");
     }
     assert_eq!(deleted + licensed, 12);
+/// Every page of `query`, `limit` rows at a time; a page may be short (a store that stops at a
+/// read bound), but never longer than asked, and the cursor must lead on without repeats.
+async fn search_all(
+    store: &Arc<dyn Store>,
+    query: &crate::license_search::LicenseQuery,
+    limit: u32,
+) -> Vec<String> {
+    let mut seen = Vec::new();
+    let mut page = PageRequest::first(limit);
+    for _ in 0..1000 {
+        let got = store.search_licenses(query, &page).await.expect("search");
+        assert!(got.items.len() <= limit as usize, "a page longer than its limit: {query:?}");
+        seen.extend(got.items.into_iter().map(|l| l.id));
+        match got.next_cursor {
+            Some(c) => page.cursor = Some(c),
+            None => return seen,
+        }
+    }
+    panic!("search {query:?} did not end");
+}
+
+async fn license_search_filters_sorts_and_pages(store: Arc<dyn Store>) {
+    use crate::license_search::{LicenseQuery, LicenseSort, LicenseSortField, SortDirection};
+    let mut orbit = customer("orbit", None);
+    orbit.name = "Orbit Labs".into();
+    orbit.email = "Ops@Orbit.example".into();
+    let mut zeta = customer("zeta", None);
+    zeta.name = "Zeta Works".into();
+    let mut writes = vec![Write::CreateCustomer(orbit.clone()), Write::CreateCustomer(zeta.clone())];
+    let mut all = Vec::new();
+    // (customer, hours after t0 created, days to expiry, tier, features, status, subscription)
+    type Row<'a> = (&'a Customer, i64, Option<i64>, &'a str, &'a [&'a str], LicenseStatus, Option<&'a str>);
+    let rows: [Row<'_>; 7] = [
+        (&orbit, 1, Some(30), "standard", &["sso"], LicenseStatus::Active, None),
+        (&orbit, 2, None, "enterprise", &["sso", "audit_log"], LicenseStatus::Active, Some("sub_orbit")),
+        (&orbit, 3, Some(10), "standard", &[], LicenseStatus::Suspended, None),
+        (&zeta, 4, Some(12), "standard", &["audit_log"], LicenseStatus::Active, None),
+        (&zeta, 5, Some(90), "enterprise", &["sso"], LicenseStatus::PastDue, None),
+        (&zeta, 6, None, "standard", &[], LicenseStatus::Active, None),
+        (&zeta, 7, Some(5), "standard", &["sso"], LicenseStatus::Expired, None),
+    ];
+    for (c, hours, days, tier, features, status, sub) in rows {
+        let mut l = license_for(&c.id, None, days.map(|d| t0() + Duration::days(d)));
+        l.created_at = t0() + Duration::hours(hours);
+        l.tier = tier.into();
+        l.features = features.iter().map(|f| (*f).to_owned()).collect();
+        l.status = status;
+        l.stripe_subscription_id = sub.map(str::to_owned);
+        all.push(l.clone());
+        writes.push(Write::CreateLicense(l));
+    }
+    store.commit(None, writes).await.expect("create");
+    let customer_of = |l: &License| if l.customer_id == orbit.id { orbit.clone() } else { zeta.clone() };
+    let ids = |indexes: &[usize]| indexes.iter().map(|i| all[*i].id.clone()).collect::<Vec<_>>();
+
+    // Hand-checked answers: the default sort is newest first.
+    let newest_first = search_all(&store, &LicenseQuery::default(), 2).await;
+    assert_eq!(newest_first, ids(&[6, 5, 4, 3, 2, 1, 0]));
+    let by_expiry = LicenseQuery {
+        sort: LicenseSort { field: LicenseSortField::ExpiresAt, direction: SortDirection::Ascending },
+        ..Default::default()
+    };
+    let got = search_all(&store, &by_expiry, 3).await;
+    assert_eq!(got[..5], ids(&[6, 2, 3, 0, 4])[..], "dated first, soonest first");
+    let mut perpetual = ids(&[1, 5]);
+    perpetual.sort();
+    assert_eq!(got[5..], perpetual[..], "perpetual last, by id");
+    let text = |t: &str| LicenseQuery { text: Some(t.into()), ..Default::default() };
+    assert_eq!(search_all(&store, &text("orbit"), 2).await, ids(&[2, 1, 0]), "customer name");
+    assert_eq!(search_all(&store, &text("ops@ORBIT"), 2).await, ids(&[2, 1, 0]), "email, any case");
+    assert_eq!(search_all(&store, &text(&all[4].key_id.to_uppercase()), 2).await, ids(&[4]), "key id");
+    assert_eq!(search_all(&store, &text(&all[3].id[4..12]), 2).await, ids(&[3]), "part of the id");
+    let sso_standard =
+        LicenseQuery { tier: Some("standard".into()), feature: Some("sso".into()), ..Default::default() };
+    assert_eq!(search_all(&store, &sso_standard, 1).await, ids(&[6, 0]));
+    let by_sub = LicenseQuery { stripe_subscription_id: Some("sub_orbit".into()), ..Default::default() };
+    assert_eq!(search_all(&store, &by_sub, 5).await, ids(&[1]));
+
+    // Every sort and direction, with each filter, agrees with the reference rule.
+    let filters = [
+        LicenseQuery::default(),
+        LicenseQuery { status: Some(LicenseStatus::Active), ..Default::default() },
+        LicenseQuery { expires_before: Some(t0() + Duration::days(30)), ..Default::default() },
+        LicenseQuery { customer_id: Some(zeta.id.clone()), ..Default::default() },
+        LicenseQuery { tier: Some("enterprise".into()), ..Default::default() },
+        LicenseQuery {
+            customer_id: Some(orbit.id.clone()),
+            feature: Some("sso".into()),
+            ..Default::default()
+        },
+        text("works"),
+        text("no such thing"),
+    ];
+    for filter in filters {
+        for field in LicenseSortField::ALL {
+            for direction in [SortDirection::Ascending, SortDirection::Descending] {
+                let query = LicenseQuery { sort: LicenseSort { field, direction }, ..filter.clone() };
+                let matching = all.iter().filter(|l| query.matches(l, Some(&customer_of(l)))).cloned();
+                let expected: Vec<String> =
+                    crate::license_search::page_in_memory(&query.sort, matching, None, usize::MAX)
+                        .expect("reference")
+                        .items
+                        .into_iter()
+                        .map(|l| l.id)
+                        .collect();
+                assert_eq!(search_all(&store, &query, 2).await, expected, "{query:?}");
+            }
+        }
+    }
+
+    // A status change moves a license between filters (index keys follow updates).
+    let mut changed = all[0].clone();
+    changed.status = LicenseStatus::Suspended;
+    changed.expires_at = Some(t0() + Duration::days(200));
+    changed.version += 1;
+    store
+        .commit(None, vec![Write::UpdateLicense { license: changed, expected_version: all[0].version }])
+        .await
+        .expect("update");
+    let suspended = LicenseQuery { status: Some(LicenseStatus::Suspended), ..Default::default() };
+    assert_eq!(search_all(&store, &suspended, 10).await, ids(&[2, 0]));
+    let latest = search_all(&store, &by_expiry, 10).await;
+    assert_eq!(latest[4], all[0].id, "the new expiry sorts after 90 days");
+
+    for garbage in ["not a cursor!", "", "created.asc.Zm9v"] {
+        let page = PageRequest { limit: 10, cursor: Some(garbage.to_owned()) };
+        let got = store.search_licenses(&LicenseQuery::default(), &page).await;
+        assert!(matches!(got, Err(StoreError::InvalidCursor(_))), "{garbage:?}: {got:?}");
+    }
 }

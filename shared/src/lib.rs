@@ -8,6 +8,7 @@ pub mod email;
 pub mod issuing;
 pub mod key_format;
 pub mod key_ring;
+pub mod license_search;
 pub mod license_token;
 pub mod lifecycle;
 pub mod memory_store;

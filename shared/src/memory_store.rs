@@ -197,6 +197,24 @@ impl LicenseStore for MemoryStore {
             state.licenses.iter().filter(|(_, l)| filter.matches(l)).map(|(k, v)| (k.clone(), v.clone()));
         page_by_id(rows, page)
     }
+    async fn search_licenses(
+        &self,
+        query: &crate::license_search::LicenseQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<License>> {
+        let state = self.lock();
+        let rows = state
+            .licenses
+            .values()
+            .filter(|l| query.matches(l, state.customers.get(&l.customer_id)))
+            .cloned();
+        crate::license_search::page_in_memory(
+            &query.sort,
+            rows,
+            page.cursor.as_deref(),
+            page.effective_limit(),
+        )
+    }
     async fn licenses_expiring_between(&self, from: Timestamp, to: Timestamp) -> StoreResult<Vec<License>> {
         Ok(self
             .lock()

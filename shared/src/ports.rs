@@ -195,6 +195,15 @@ pub trait LicenseStore: Send + Sync {
     ) -> StoreResult<Option<License>>;
     /// Ordered by id.
     async fn list_licenses(&self, filter: &LicenseFilter, page: &PageRequest) -> StoreResult<Page<License>>;
+    /// One page of the licenses `query` matches, in its sort (the staff portal's list). The
+    /// cursor is opaque (`license_search`); a store may return a short page, even an empty
+    /// one, with a next cursor when it stops reading at a bound (docs/dynamodb.md), so callers
+    /// page until `next_cursor` is `None`.
+    async fn search_licenses(
+        &self,
+        query: &crate::license_search::LicenseQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<License>>;
     /// Licenses with `from <= expires_at < to`, for the scheduler. Never a full scan.
     async fn licenses_expiring_between(&self, from: Timestamp, to: Timestamp) -> StoreResult<Vec<License>>;
     /// Everything validation needs, in one read: the license, its live deployments and this

@@ -37,6 +37,9 @@ use crate::item_mapping::*;
 use crate::store_errors::{build_error, sdk_error};
 use crate::table_keys::*;
 
+mod license_search;
+pub use license_search::SEARCH_READ_BUDGET;
+
 /// Processed Stripe events are kept this long (Stripe retries for up to three days).
 pub const WEBHOOK_EVENT_RETENTION: Duration = Duration::days(30);
 /// Validation logs expire through the table TTL after this long.
@@ -737,6 +740,14 @@ impl LicenseStore for DynamoStore {
             },
         };
         self.page_by_id(partition, page, license_from_item, |l| filter.matches(l), |l| l.id.clone()).await
+    }
+
+    async fn search_licenses(
+        &self,
+        query: &nls_core::license_search::LicenseQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<License>> {
+        self.search_license_items(query, page).await
     }
 
     async fn licenses_expiring_between(&self, from: Timestamp, to: Timestamp) -> StoreResult<Vec<License>> {

@@ -5,6 +5,7 @@
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::types::AttributeValue;
+use nls_core::license_search::{LicenseSort, LicenseSortField, SortDirection};
 use nls_core::lifecycle::{LicenseStatus, SuspensionReason};
 use nls_core::model::*;
 use nls_core::ports::{StoreError, StoreResult};
@@ -235,6 +236,11 @@ pub fn customer_from_item(item: &Item) -> StoreResult<Customer> {
 
 // ---- licenses ----
 
+/// The key `l` has in the sort index of `field` (the core's sort key, direction aside).
+pub fn license_sort_key(field: LicenseSortField, l: &License) -> String {
+    LicenseSort { field, direction: SortDirection::Ascending }.key(l)
+}
+
 pub fn license_item(l: &License) -> Item {
     ItemBuilder::keyed(license_pk(&l.id), LICENSE_ITEM_SK)
         .set(KIND_PK, s(KIND_LICENSE))
@@ -245,6 +251,9 @@ pub fn license_item(l: &License) -> Item {
         .set_opt(STRIPE_SK, l.stripe_subscription_id.as_ref().map(|_| s(license_pk(&l.id))))
         .set_opt(EXPIRY_PK, l.expires_at.map(|at| s(expiry_day_pk(at.date_naive()))))
         .set_opt(EXPIRY_SK, l.expires_at.map(|at| s(expiry_sk(at, &l.id))))
+        .set(LICENSE_CREATED_SK, s(license_sort_key(LicenseSortField::Created, l)))
+        .set(LICENSE_EXPIRY_SK, s(license_sort_key(LicenseSortField::ExpiresAt, l)))
+        .set(LICENSE_CUSTOMER_SK, s(license_sort_key(LicenseSortField::Customer, l)))
         .set("id", s(&l.id))
         .set("customer_id", s(&l.customer_id))
         .set("status", s(l.status.as_str()))

@@ -38,6 +38,15 @@ pub const STRIPE_SK: &str = "stripe_sk";
 pub const GSI_BY_EXPIRY_DAY: &str = "by_expiry_day";
 pub const EXPIRY_PK: &str = "expiry_pk";
 pub const EXPIRY_SK: &str = "expiry_sk";
+/// GSIs `licenses_by_created`, `licenses_by_expiry`, `licenses_by_customer_order`: every license
+/// (partition `kind_pk` = `LICENSE`) in the portal's sort orders. Each sort key is the core's
+/// `LicenseSort::key` (`<value>#<license id>`), so a cursor is a key-range bound.
+pub const GSI_LICENSES_BY_CREATED: &str = "licenses_by_created";
+pub const GSI_LICENSES_BY_EXPIRY: &str = "licenses_by_expiry";
+pub const GSI_LICENSES_BY_CUSTOMER_ORDER: &str = "licenses_by_customer_order";
+pub const LICENSE_CREATED_SK: &str = "license_created_sk";
+pub const LICENSE_EXPIRY_SK: &str = "license_expiry_sk";
+pub const LICENSE_CUSTOMER_SK: &str = "license_customer_sk";
 /// The table's TTL attribute (epoch seconds): validation logs, processed webhook events and
 /// staff sessions.
 pub const TTL_ATTRIBUTE: &str = "ttl";

@@ -1,4 +1,4 @@
-//! Creating the table: keys, the four GSIs and TTL, as docs/dynamodb.md and template.yaml
+//! Creating the table: keys, the GSIs and TTL, as docs/dynamodb.md and template.yaml
 //! describe them. For local use and tests; in AWS the SAM template owns the table.
 
 use std::time::Duration;
@@ -16,11 +16,14 @@ use crate::store_errors::{build_error, sdk_error};
 use crate::table_keys::*;
 
 /// (index name, partition key attribute, sort key attribute)
-pub const GLOBAL_SECONDARY_INDEXES: [(&str, &str, &str); 4] = [
+pub const GLOBAL_SECONDARY_INDEXES: [(&str, &str, &str); 7] = [
     (GSI_BY_KIND, KIND_PK, KIND_SK),
     (GSI_BY_CUSTOMER, CUSTOMER_PK, CUSTOMER_SK),
     (GSI_BY_STRIPE, STRIPE_PK, STRIPE_SK),
     (GSI_BY_EXPIRY_DAY, EXPIRY_PK, EXPIRY_SK),
+    (GSI_LICENSES_BY_CREATED, KIND_PK, LICENSE_CREATED_SK),
+    (GSI_LICENSES_BY_EXPIRY, KIND_PK, LICENSE_EXPIRY_SK),
+    (GSI_LICENSES_BY_CUSTOMER_ORDER, KIND_PK, LICENSE_CUSTOMER_SK),
 ];
 
 fn key(attribute: &str, key_type: KeyType) -> StoreResult<KeySchemaElement> {
@@ -41,8 +44,12 @@ pub async fn create_table(client: &Client, table_name: &str) -> StoreResult<()> 
     let mut attributes = vec![string_attribute(PK)?, string_attribute(SK)?];
     let mut indexes = Vec::new();
     for (index, pk, sk) in GLOBAL_SECONDARY_INDEXES {
-        attributes.push(string_attribute(pk)?);
-        attributes.push(string_attribute(sk)?);
+        // Indexes share `kind_pk`: each attribute is defined once.
+        for attribute in [pk, sk] {
+            if !attributes.iter().any(|a| a.attribute_name() == attribute) {
+                attributes.push(string_attribute(attribute)?);
+            }
+        }
         indexes.push(
             GlobalSecondaryIndex::builder()
                 .index_name(index)

@@ -1,7 +1,8 @@
 //! `nls dynamodb ...`: `create-table` creates the single table (GSIs and TTL,
 //! docs/dynamodb.md) for local use against a DynamoDB-compatible endpoint (`sam deploy`
 //! creates it in AWS); `export` and `import` copy every item to and from a file
-//! (`nls_aws::table_copy`), for restores (docs/runbooks/restore-from-backup.md).
+//! (`nls_aws::table_copy`), for restores (docs/runbooks/restore-from-backup.md);
+//! `add-license-sort-keys` brings licenses written before the portal's sort indexes into them.
 
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -31,6 +32,12 @@ pub enum DynamodbCommand {
         /// Stop after N pages, leaving FILE.progress for --resume (`"complete": false`).
         #[arg(long, value_name = "N", value_parser = clap::value_parser!(u64).range(1..))]
         max_pages: Option<u64>,
+    },
+    /// Add the license sort keys the portal's list reads (docs/dynamodb.md) to licenses
+    /// written before they existed. Idempotent; safe while the service runs.
+    AddLicenseSortKeys {
+        #[arg(long)]
+        table: String,
     },
     /// Write every item of FILE (from `export`) into the table; items with the same key are
     /// replaced.
@@ -63,6 +70,16 @@ pub fn run(cmd: DynamodbCommand) -> Result<ExitCode, String> {
                     .map_err(|e| format!("creating table {table}: {e}"))
             })?;
             eprintln!("created table {table}");
+        }
+        DynamodbCommand::AddLicenseSortKeys { table } => {
+            let updated = runtime.block_on(async {
+                nls_aws::from_env(table.clone())
+                    .await
+                    .add_license_sort_keys()
+                    .await
+                    .map_err(|e| format!("adding license sort keys in {table}: {e}"))
+            })?;
+            println!("{}", serde_json::json!({ "licenses_updated": updated }));
         }
         DynamodbCommand::Export { table, out, resume, page_size, max_pages } => {
             let report = runtime.block_on(async {

@@ -12,6 +12,7 @@
 
 pub mod backup;
 mod deployments;
+mod license_search;
 mod notifications;
 mod records;
 pub mod retention;

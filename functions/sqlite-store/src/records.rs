@@ -178,6 +178,15 @@ impl LicenseStore for SqliteStore {
         .await
     }
 
+    async fn search_licenses(
+        &self,
+        query: &nls_core::license_search::LicenseQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<License>> {
+        let (query, page) = (query.clone(), page.clone());
+        self.with_connection(move |connection| crate::license_search::search(connection, &query, &page)).await
+    }
+
     async fn licenses_expiring_between(&self, from: Timestamp, to: Timestamp) -> StoreResult<Vec<License>> {
         self.with_connection(move |connection| {
             let mut statement = connection.prepare_cached(EXPIRING_BETWEEN_SQL).map_err(sql_failure)?;

@@ -148,7 +148,24 @@ const MIGRATIONS: &[&str] = &[
         CAST(strftime('%s', 'now') AS INTEGER));
     CREATE INDEX validation_logs_by_age ON validation_logs (at_s);
     "#,
+    // 4: the portal's license search (license_search.rs): the filter columns and one sort-key
+    // column per sort, each indexed. Rows written before are filled in by `backfill`.
+    r#"
+    ALTER TABLE licenses ADD COLUMN tier TEXT;
+    ALTER TABLE licenses ADD COLUMN key_id TEXT;
+    ALTER TABLE licenses ADD COLUMN features TEXT;
+    ALTER TABLE licenses ADD COLUMN created_key TEXT;
+    ALTER TABLE licenses ADD COLUMN expiry_key TEXT;
+    ALTER TABLE licenses ADD COLUMN customer_key TEXT;
+    CREATE INDEX licenses_by_created_key ON licenses (created_key);
+    CREATE INDEX licenses_by_expiry_key ON licenses (expiry_key);
+    CREATE INDEX licenses_by_customer_key ON licenses (customer_key);
+    "#,
 ];
+
+/// The migration that added the license search columns (1-based), after which existing rows
+/// are backfilled in the same transaction.
+const SEARCH_COLUMNS_VERSION: usize = 4;
 
 /// Brings the schema to the newest version, in one transaction.
 pub(crate) fn migrate(connection: &mut Connection) -> StoreResult<()> {
@@ -170,6 +187,9 @@ pub(crate) fn migrate(connection: &mut Connection) -> StoreResult<()> {
     }
     for migration in &MIGRATIONS[applied..] {
         tx.execute_batch(migration).map_err(sql_failure)?;
+    }
+    if applied < SEARCH_COLUMNS_VERSION {
+        crate::license_search::backfill(&tx)?;
     }
     tx.pragma_update(None, "user_version", MIGRATIONS.len() as i64).map_err(sql_failure)?;
     tx.commit().map_err(sql_failure)
@@ -199,6 +219,65 @@ mod tests {
             connection.query_row("SELECT count(*) FROM customers", [], |r| r.get(0)).unwrap();
         let staff: i64 = connection.query_row("SELECT count(*) FROM staff_users", [], |r| r.get(0)).unwrap();
         assert_eq!((customers, staff), (1, 0));
+    }
+
+    #[test]
+    fn a_version_2_database_gets_search_columns_for_its_licenses() {
+        let mut connection = Connection::open_in_memory().unwrap();
+        connection.execute_batch(MIGRATIONS[0]).unwrap();
+        connection.execute_batch(MIGRATIONS[1]).unwrap();
+        connection.pragma_update(None, "user_version", 2).unwrap();
+        let at = chrono::DateTime::parse_from_rfc3339("2026-11-30T12:00:00Z").unwrap().to_utc();
+        let mut license = nls_core::issuing::new_license("cus_1", Default::default(), at);
+        license.features = vec!["sso".into()];
+        connection
+            .execute(
+                "INSERT INTO licenses (id, customer_id, status, record) VALUES (?1, 'cus_1', 'active', ?2)",
+                rusqlite::params![license.id, serde_json::to_string(&license).unwrap()],
+            )
+            .unwrap();
+        migrate(&mut connection).unwrap();
+        let (created_key, features): (String, String) = connection
+            .query_row("SELECT created_key, features FROM licenses", [], |r| Ok((r.get(0)?, r.get(1)?)))
+            .unwrap();
+        assert_eq!(created_key, format!("2026-11-30T12:00:00.000000000Z#{}", license.id));
+        assert_eq!(features, "\nsso\n");
+    }
+
+    #[test]
+    fn every_search_sort_reads_its_index() {
+        use nls_core::license_search::{LicenseSort, LicenseSortField, SortDirection};
+        let mut connection = Connection::open_in_memory().unwrap();
+        migrate(&mut connection).unwrap();
+        for field in LicenseSortField::ALL {
+            for direction in [SortDirection::Ascending, SortDirection::Descending] {
+                let sql = crate::license_search::search_sql(&LicenseSort { field, direction });
+                let plan: Vec<String> = connection
+                    .prepare(&format!("EXPLAIN QUERY PLAN {sql}"))
+                    .unwrap()
+                    .query_map(
+                        rusqlite::params![
+                            None::<String>,
+                            None::<String>,
+                            None::<String>,
+                            None::<String>,
+                            None::<i64>,
+                            None::<String>,
+                            None::<String>,
+                            None::<String>
+                        ],
+                        |row| row.get::<_, String>(3),
+                    )
+                    .unwrap()
+                    .collect::<Result<_, _>>()
+                    .unwrap();
+                assert!(
+                    plan.iter().any(|step| step.contains("USING INDEX licenses_by_")),
+                    "{field:?} {direction:?}: {plan:?}"
+                );
+                assert!(!plan.iter().any(|step| step.contains("TEMP B-TREE")), "sorts in memory: {plan:?}");
+            }
+        }
     }
 
     #[test]

@@ -5,6 +5,7 @@ use nls_core::model::*;
 use nls_core::ports::*;
 use rusqlite::{OptionalExtension, Transaction, TransactionBehavior, params};
 
+use crate::license_search::SearchColumns;
 use crate::row_codec::{index_seconds, record_at, to_json};
 use crate::{SqliteStore, sql_failure};
 
@@ -99,11 +100,13 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> StoreResult<()> {
             if !customer_exists {
                 return Err(StoreError::NotFound(format!("customer {}", license.customer_id)));
             }
+            let search = SearchColumns::of(&license);
             let inserted = tx
                 .execute(
                     "INSERT INTO licenses
-                         (id, customer_id, status, expires_at_s, stripe_subscription_id, record)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+                         (id, customer_id, status, expires_at_s, stripe_subscription_id, record,
+                          tier, key_id, features, created_key, expiry_key, customer_key)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)
                      ON CONFLICT (id) DO NOTHING",
                     params![
                         license.id,
@@ -112,6 +115,12 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> StoreResult<()> {
                         license.expires_at.map(index_seconds),
                         license.stripe_subscription_id,
                         to_json(&item, &license)?,
+                        search.tier,
+                        search.key_id,
+                        search.features,
+                        search.created_key,
+                        search.expiry_key,
+                        search.customer_key,
                     ],
                 )
                 .map_err(sql_failure)?;
@@ -132,9 +141,11 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> StoreResult<()> {
             if stored_version != expected_version {
                 return Err(StoreError::Conflict(item));
             }
+            let search = SearchColumns::of(&license);
             tx.execute(
                 "UPDATE licenses SET customer_id = ?2, status = ?3, expires_at_s = ?4,
-                     stripe_subscription_id = ?5, record = ?6
+                     stripe_subscription_id = ?5, record = ?6, tier = ?7, key_id = ?8,
+                     features = ?9, created_key = ?10, expiry_key = ?11, customer_key = ?12
                  WHERE id = ?1",
                 params![
                     license.id,
@@ -143,6 +154,12 @@ fn apply_write(tx: &Transaction<'_>, write: Write) -> StoreResult<()> {
                     license.expires_at.map(index_seconds),
                     license.stripe_subscription_id,
                     to_json(&item, &license)?,
+                    search.tier,
+                    search.key_id,
+                    search.features,
+                    search.created_key,
+                    search.expiry_key,
+                    search.customer_key,
                 ],
             )
             .map_err(sql_failure)?;

@@ -24,7 +24,7 @@ use crate::issuing::{
 };
 use crate::lifecycle::{LicenseStatus, LifecycleEvent};
 use crate::model::{License, Scope, UsagePeriod};
-use crate::ports::{LicenseFilter, StoreError, Write};
+use crate::ports::{CommitOutcome, LicenseFilter, OnceGuard, StoreError, Write};
 use crate::receipt::{OfflineFileClaims, issue_offline_file};
 
 pub fn event_past_tense(event: LifecycleEvent) -> &'static str {
@@ -290,6 +290,40 @@ pub async fn change_status(
     id: &str,
     change: StaffStatusChange,
 ) -> Result<LicenseView, AppError> {
+    let (action, before, after) = plan_status_change(state, id, change).await?;
+    commit_change(state, caller, action, &before, after).await
+}
+
+/// [`change_status`] at most once per `guard`: the guard is recorded in the same commit as the
+/// change and its audit entry, so `Ok(None)` (nothing written) when it already was. The
+/// portal's bulk operations use it so a re-posted form applies nothing twice.
+pub async fn change_status_once(
+    state: &AppState,
+    caller: &Caller,
+    id: &str,
+    change: StaffStatusChange,
+    guard: OnceGuard,
+) -> Result<Option<LicenseView>, AppError> {
+    let (action, before, after) = plan_status_change(state, id, change).await?;
+    let (before_view, after_view) = (LicenseView::from(&before), LicenseView::from(&after));
+    let entry =
+        audit(caller, action, target(&before.id), Some(&before_view), Some(&after_view), after.updated_at);
+    let write = Write::UpdateLicense { license: after, expected_version: before.version };
+    match state.store().commit(Some(guard), vec![write, entry]).await? {
+        CommitOutcome::Duplicate => Ok(None),
+        CommitOutcome::Applied => {
+            state.license_changed(&before.id).await;
+            Ok(Some(after_view))
+        }
+    }
+}
+
+/// The audit action and the license before and after `change`, through the lifecycle table.
+async fn plan_status_change(
+    state: &AppState,
+    id: &str,
+    change: StaffStatusChange,
+) -> Result<(&'static str, License, License), AppError> {
     let (event, action, renew_to) = match change {
         StaffStatusChange::Suspend => (LifecycleEvent::Suspend, "license.suspend", None),
         StaffStatusChange::Reactivate => (LifecycleEvent::Reactivate, "license.reactivate", None),
@@ -307,7 +341,7 @@ pub async fn change_status(
     if let Some(expires_at) = renew_to {
         after.expires_at = Some(expires_at);
     }
-    commit_change(state, caller, action, &before, after).await
+    Ok((action, before, after))
 }
 
 async fn change_status_answer(

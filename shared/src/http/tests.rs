@@ -65,6 +65,14 @@ impl LicenseStore for CountingStore {
         self.license_reads.fetch_add(1, Ordering::SeqCst);
         self.inner.list_licenses(filter, page).await
     }
+    async fn search_licenses(
+        &self,
+        query: &crate::license_search::LicenseQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<License>> {
+        self.license_reads.fetch_add(1, Ordering::SeqCst);
+        self.inner.search_licenses(query, page).await
+    }
     async fn licenses_expiring_between(&self, from: Timestamp, to: Timestamp) -> StoreResult<Vec<License>> {
         self.inner.licenses_expiring_between(from, to).await
     }

@@ -1,6 +1,7 @@
-//! Licenses: the filtered list, the status actions, the create wizard and the edit form (the
-//! detail page is `license_detail_page`). Every change goes through the same functions as the JSON API
-//! (`license_routes::{create, update, change_status}`), audited as the staff user.
+//! Licenses: the status actions, the create wizard and the edit form (the list and its bulk
+//! operations are `license_list_page` and `license_bulk`, the detail page `license_detail_page`).
+//! Every change goes through the same functions as the JSON API (`license_routes::{create,
+//! update, change_status}`), audited as the staff user.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -26,27 +27,6 @@ use crate::ports::{LicenseFilter, PageRequest};
 
 /// Rows on a list page.
 pub const PAGE_ROWS: usize = 50;
-/// With a filter the store cannot apply (tier, feature, text), at most this many licenses are
-/// read for one page; the page may then be short, and "Next page" continues from there.
-const SCAN_BUDGET: usize = 2_000;
-/// Customers read to resolve a name or email search.
-const CUSTOMER_SCAN_BUDGET: usize = 1_000;
-
-#[derive(Debug, Default, Deserialize)]
-pub struct ListParams {
-    #[serde(default)]
-    q: Option<String>,
-    #[serde(default)]
-    status: Option<String>,
-    #[serde(default)]
-    tier: Option<String>,
-    #[serde(default)]
-    feature: Option<String>,
-    #[serde(default)]
-    expires_before: Option<String>,
-    #[serde(default)]
-    cursor: Option<String>,
-}
 
 /// `YYYY-MM-DD` as midnight UTC.
 pub fn parse_date(field: &str, value: &str) -> Result<Timestamp, AppError> {
@@ -55,114 +35,6 @@ pub fn parse_date(field: &str, value: &str) -> Result<Timestamp, AppError> {
         .and_then(|d| d.and_hms_opt(0, 0, 0))
         .map(|dt| Utc.from_utc_datetime(&dt))
         .ok_or_else(|| AppError::invalid(format!("`{field}` must be a date (YYYY-MM-DD)")))
-}
-
-fn query_string(params: &ListParams, cursor: Option<&str>) -> String {
-    let mut out = form_urlencoded::Serializer::new(String::new());
-    for (name, value) in [
-        ("q", &params.q),
-        ("status", &params.status),
-        ("tier", &params.tier),
-        ("feature", &params.feature),
-        ("expires_before", &params.expires_before),
-    ] {
-        if let Some(v) = non_empty(value) {
-            out.append_pair(name, v);
-        }
-    }
-    if let Some(c) = cursor {
-        out.append_pair("cursor", c);
-    }
-    out.finish()
-}
-
-/// Customer ids whose name or email contains `needle` (lower case), from a bounded scan.
-async fn customers_matching(state: &AppState, needle: &str) -> Result<HashSet<String>, AppError> {
-    let mut found = HashSet::new();
-    let mut page = PageRequest::first(PageRequest::MAX_LIMIT);
-    let mut read = 0;
-    loop {
-        let got = state.store().list_customers(&page).await?;
-        read += got.items.len();
-        for c in got.items {
-            if c.name.to_lowercase().contains(needle) || c.email.to_lowercase().contains(needle) {
-                found.insert(c.id);
-            }
-        }
-        match got.next_cursor {
-            Some(next) if read < CUSTOMER_SCAN_BUDGET => page.cursor = Some(next),
-            _ => return Ok(found),
-        }
-    }
-}
-
-/// One page of licenses for the list's filters: the store applies what it indexes (customer,
-/// status, expiry); tier, feature and text are checked here on a bounded scan.
-async fn license_page(
-    state: &AppState,
-    params: &ListParams,
-) -> Result<(Vec<License>, Option<String>), AppError> {
-    let q = non_empty(&params.q);
-    // Exact ids go straight to the store.
-    if let Some(id) = q.filter(|q| q.starts_with("lic_")) {
-        return Ok((state.store().get_license(id).await?.into_iter().collect(), None));
-    }
-    if let Some(sub) = q.filter(|q| q.starts_with("sub_")) {
-        return Ok((state.store().find_license_by_subscription(sub).await?.into_iter().collect(), None));
-    }
-    let filter = LicenseFilter {
-        customer_id: q.filter(|q| q.starts_with("cus_")).map(str::to_owned),
-        status: non_empty(&params.status).map(parse_status_filter).transpose()?,
-        expires_before: non_empty(&params.expires_before)
-            .map(|d| parse_date("expires_before", d))
-            .transpose()?,
-    };
-    let text = q.filter(|_| filter.customer_id.is_none()).map(str::to_lowercase);
-    let customers = match &text {
-        Some(t) => customers_matching(state, t).await?,
-        None => HashSet::new(),
-    };
-    let tier = non_empty(&params.tier);
-    let feature = non_empty(&params.feature);
-    let wanted = |l: &License| {
-        tier.is_none_or(|t| l.tier == t)
-            && feature.is_none_or(|f| l.features.iter().any(|x| x == f))
-            && text.as_ref().is_none_or(|t| {
-                customers.contains(&l.customer_id)
-                    || l.id.contains(t.as_str())
-                    || l.key_id.contains(t.as_str())
-                    || l.stripe_subscription_id
-                        .as_ref()
-                        .is_some_and(|s| s.to_lowercase().contains(t.as_str()))
-            })
-    };
-    let mut rows = Vec::new();
-    let mut cursor = non_empty(&params.cursor).map(str::to_owned);
-    let mut examined = 0;
-    loop {
-        // Asking for no more than the rows still missing keeps the store's cursor exact.
-        let limit = (PAGE_ROWS - rows.len()) as u32;
-        let got = state.store().list_licenses(&filter, &PageRequest { limit, cursor }).await?;
-        examined += got.items.len();
-        rows.extend(got.items.into_iter().filter(|l| wanted(l)));
-        cursor = got.next_cursor;
-        if rows.len() >= PAGE_ROWS || cursor.is_none() || examined >= SCAN_BUDGET {
-            return Ok((rows, cursor));
-        }
-    }
-}
-
-/// The customers of `licenses`, read once each.
-async fn customers_of(state: &AppState, licenses: &[License]) -> Result<HashMap<String, Customer>, AppError> {
-    let mut out = HashMap::new();
-    for l in licenses {
-        if !out.contains_key(&l.customer_id) {
-            if let Some(c) = state.store().get_customer(&l.customer_id).await? {
-                out.insert(l.customer_id.clone(), c);
-            }
-        }
-    }
-    Ok(out)
 }
 
 pub fn license_table(licenses: &[License], customers: &HashMap<String, Customer>) -> Markup {
@@ -192,50 +64,6 @@ pub fn license_table(licenses: &[License], customers: &HashMap<String, Customer>
             }
         }
     }
-}
-
-pub async fn list(
-    State(state): State<AppState>,
-    staff: Staff,
-    QueryParams(params): QueryParams<ListParams>,
-) -> PortalResult<Response> {
-    staff.require(PortalAction::Read)?;
-    let (licenses, next) = license_page(&state, &params).await?;
-    let customers = customers_of(&state, &licenses).await?;
-    let status = non_empty(&params.status).unwrap_or("");
-    let body = html! {
-        h1 { "Licenses" }
-        @if staff.can(PortalAction::CreateLicense) {
-            p { a.button href="/admin/licenses/new" { "New license" } }
-        }
-        form.filters method="get" action="/admin/licenses" role="search" {
-            div { label for="q" { "Search" }
-                input #q type="search" name="q" value=(non_empty(&params.q).unwrap_or(""))
-                    placeholder="id, key id, customer, subscription"; }
-            div { label for="status" { "Status" }
-                select #status name="status" {
-                    option value="" { "any" }
-                    @for s in crate::http::audit_routes::ALL_STATUSES {
-                        option value=(s.as_str()) selected[s.as_str() == status] { (s.as_str()) }
-                    }
-                } }
-            div { label for="tier" { "Tier" } input #tier type="text" name="tier" value=(non_empty(&params.tier).unwrap_or("")); }
-            div { label for="feature" { "Feature" } input #feature type="text" name="feature" value=(non_empty(&params.feature).unwrap_or("")); }
-            div { label for="expires_before" { "Expires before" }
-                input #expires_before type="date" name="expires_before" value=(non_empty(&params.expires_before).unwrap_or("")); }
-            button type="submit" { "Filter" }
-        }
-        (license_table(&licenses, &customers))
-        nav.pager aria-label="Pages" {
-            @if non_empty(&params.cursor).is_some() {
-                a href={ "/admin/licenses?" (query_string(&params, None)) } { "First page" }
-            }
-            @if let Some(next) = &next {
-                a href={ "/admin/licenses?" (query_string(&params, Some(next))) } rel="next" { "Next page" }
-            }
-        }
-    };
-    Ok(html_response(StatusCode::OK, page(Some(&staff), Section::Licenses, "Licenses", body)))
 }
 
 async fn redirect_after(

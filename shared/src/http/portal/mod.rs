@@ -9,7 +9,8 @@
 //! `static_assets` the hand-written CSS and JS; `form_body` form parsing; `portal_error` the
 //! error pages; `svg_chart` the server-drawn charts; the `*_page(s)` modules the pages themselves (`api_key_pages`, `staff_pages`,
 //! `account_pages` with the TOTP second factor, and `system_page` are the admin and system
-//! pages).
+//! pages; `license_list_page` the license list with its store search, `license_bulk` the bulk
+//! operations on its selection).
 
 pub mod access;
 pub mod account_pages;
@@ -21,6 +22,8 @@ pub mod dashboard_page;
 pub mod form_body;
 pub mod layout;
 pub mod license_detail_page;
+pub mod license_bulk;
+pub mod license_list_page;
 pub mod license_pages;
 pub mod login_pages;
 pub mod portal_error;
@@ -52,7 +55,8 @@ pub fn routes() -> Vec<(Method, &'static str, MethodRouter<AppState>)> {
         (M::GET, "/admin/login", get(login_pages::login_form)),
         (M::POST, "/admin/login", post(login_pages::login)),
         (M::POST, "/admin/logout", post(login_pages::logout)),
-        (M::GET, "/admin/licenses", get(license_pages::list)),
+        (M::GET, "/admin/licenses", get(license_list_page::list)),
+        (M::POST, "/admin/licenses/bulk", post(license_bulk::bulk)),
         (M::GET, "/admin/licenses/new", get(license_pages::new_form)),
         (M::POST, "/admin/licenses", post(license_pages::create)),
         (M::GET, "/admin/licenses/{id}", get(license_detail_page::detail)),
