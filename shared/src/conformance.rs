@@ -61,7 +61,20 @@ pub const CASES: &[(&str, Case)] = &[
     ("staff_updates_are_versioned", |s| Box::pin(staff_updates_are_versioned(s))),
     ("staff_sessions_lifecycle", |s| Box::pin(staff_sessions_lifecycle(s))),
     ("staff_commit_with_audit_is_all_or_nothing", |s| Box::pin(staff_commit_with_audit_is_all_or_nothing(s))),
+    ("validation_events_count_once_per_batch", |s| {
+        Box::pin(vstats::validation_events_count_once_per_batch(s))
+    }),
+    ("concurrent_validation_event_writers_add_up", |s| {
+        Box::pin(vstats::concurrent_validation_event_writers_add_up(s))
+    }),
+    ("distinct_values_are_bounded", |s| Box::pin(vstats::distinct_values_are_bounded(s))),
+    ("compliance_records_by_license_and_flagged", |s| {
+        Box::pin(vstats::compliance_records_by_license_and_flagged(s))
+    }),
 ];
+
+mod validation_stats_cases;
+use validation_stats_cases as vstats;
 
 /// Runs every case against fresh stores from `make_store`.
 pub async fn run_all<F, Fut>(make_store: F)

@@ -19,6 +19,7 @@ pub mod renewals;
 pub mod staff_accounts;
 pub mod status_push;
 pub mod validation;
+pub mod validation_stats;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

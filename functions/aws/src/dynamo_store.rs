@@ -1296,3 +1296,5 @@ impl StaffStore for DynamoStore {
         Ok(())
     }
 }
+
+mod validation_stats;
