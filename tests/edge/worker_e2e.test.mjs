@@ -9,6 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Origin, freePort, http, killGroup, required, startWrangler } from './edge_harness.mjs';
 import { registerScenarios } from './edge_scenarios.mjs';
+import { registerEventScenarios } from './validation_event_scenarios.mjs';
 
 const TTL_SECS = 8;
 const MEMORY_FRESH_SECS = 1;
@@ -29,6 +30,8 @@ const ctx = {
   origin,
   ttlSecs: TTL_SECS,
   memoryFreshSecs: MEMORY_FRESH_SECS,
+  /** The test client's own address, distinct from the one the edge reaches the origin from. */
+  clientAddress: '127.0.0.2',
   log: (line) => console.log(`# ${line}`),
   // A request lets the isolate that queued retry its outbox; the cron trigger (here fired by
   // hand through --test-scheduled) delivers what any isolate queued.
@@ -64,6 +67,12 @@ after(async () => {
 
 test('Cloudflare Worker edge in workerd', async (t) => {
   for (const [name, fn] of registerScenarios(t, ctx)) {
+    await t.test(name, fn);
+  }
+});
+
+test('Cloudflare Worker edge in workerd: every validation counted at the origin (issue 12)', async (t) => {
+  for (const [name, fn] of registerEventScenarios(t, ctx)) {
     await t.test(name, fn);
   }
 });

@@ -254,11 +254,16 @@ impl AppState {
 
     /// Writes buffered validation history to the store. Hosts call this on a timer (about
     /// once a second) and at shutdown; serverless hosts after each request. The origin's own
-    /// validation events (the daily aggregates) go with it.
+    /// validation events (the daily aggregates) go with it once a batch is due.
     pub async fn flush_validation_log(&self) -> StoreResult<usize> {
-        let events = validation_event_routes::flush_own_events(self).await;
+        let events = validation_event_routes::flush_own_events(self, false).await;
         let logged = self.inner.validation_log.flush(&*self.inner.store).await?;
         events.map(|_| logged)
+    }
+
+    /// Writes every pending own validation event now (hosts: at shutdown).
+    pub async fn flush_validation_events(&self) -> StoreResult<usize> {
+        validation_event_routes::flush_own_events(self, true).await
     }
 
     /// Drops this process's cached view of a license after it changed.

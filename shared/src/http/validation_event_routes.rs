@@ -122,10 +122,23 @@ impl ValidationEvents {
     }
 }
 
+/// The origin's own events are written once a full batch waits or the oldest has waited this
+/// long (or when forced: at shutdown, before a compliance read), so a host that flushes after
+/// every request (Lambda) does not add store requests to every validation.
+const OWN_EVENTS_FLUSH_SECS: i64 = 10;
+
 /// Writes the origin's own pending events as batches of fresh ids, then re-evaluates the
 /// flags of the (license, day)s they touched. On failure the rest is put back for next time.
-pub async fn flush_own_events(state: &AppState) -> StoreResult<usize> {
+pub async fn flush_own_events(state: &AppState, force: bool) -> StoreResult<usize> {
     let events = state.validation_events();
+    if !force {
+        let pending = events.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let due = pending.len() >= MAX_EVENTS_PER_BATCH
+            || pending.front().is_some_and(|e| state.now() - e.at >= Duration::seconds(OWN_EVENTS_FLUSH_SECS));
+        if !due {
+            return Ok(0);
+        }
+    }
     let taken: Vec<ValidationEvent> =
         std::mem::take(&mut *events.pending.lock().unwrap_or_else(|p| p.into_inner())).into();
     let mut written = 0;
@@ -544,6 +557,10 @@ pub async fn license_compliance(
 ) -> Result<Json<LicenseCompliance>, AppError> {
     caller.require(Scope::Read)?;
     crate::http::license_routes::load(&state, &id).await?;
+    // Reads its own writes, as the history does.
+    if let Err(e) = state.flush_validation_events().await {
+        tracing::warn!(error = %e, "could not flush validation events before reading compliance");
+    }
     let since = since_day(query.since.as_deref(), state.now().date_naive(), 30)?;
     let records = state.store().list_compliance_records(&id, since).await?;
     Ok(Json(LicenseCompliance { license_id: id, items: records.into_iter().map(Into::into).collect() }))

@@ -372,6 +372,9 @@ async fn serve(
     if let Some(renewals) = renewals {
         renewals.abort();
     }
+    if let Err(e) = state.flush_validation_events().await {
+        tracing::error!(error = %e, "could not flush the validation events at shutdown");
+    }
     match state.flush_validation_log().await {
         Ok(n) => tracing::info!(flushed = n, "validation history flushed"),
         Err(e) => tracing::error!(error = %e, "could not flush the validation history at shutdown"),

@@ -71,6 +71,12 @@ async fn the_origins_own_validations_join_the_same_aggregates_once() {
         assert_eq!(refused["code"], "TOO_MANY_DEPLOYMENTS");
     }
     h.state.flush_validation_log().await.unwrap();
+    assert!(
+        h.store.validation_day_aggregate(&id, h.clock.now().date_naive()).await.unwrap().is_none(),
+        "not written per request: only once a batch is due"
+    );
+    h.clock.advance(Duration::seconds(10));
+    h.state.flush_validation_log().await.unwrap();
     h.state.flush_validation_log().await.unwrap();
     let aggregate = h.store.validation_day_aggregate(&id, h.clock.now().date_naive()).await.unwrap().unwrap();
     assert_eq!(aggregate.validations(), 4, "each answer once: {aggregate:?}");
