@@ -687,5 +687,9 @@ async fn a_batch_of_100_validation_events_costs_a_few_requests() {
     assert_eq!(first.get("UpdateItem"), Some(&3), "{first:?}");
     // Known values: the guarded transaction and one UpdateItem per value.
     assert_eq!(steady, BTreeMap::from([("TransactWriteItems".into(), 1), ("UpdateItem".into(), 3)]));
-    assert_eq!(replay, BTreeMap::from([("TransactWriteItems".into(), 1)]), "a replay is one refused transaction");
+    assert_eq!(
+        replay,
+        BTreeMap::from([("TransactWriteItems".into(), 1)]),
+        "a replay is one refused transaction"
+    );
 }

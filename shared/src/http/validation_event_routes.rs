@@ -134,7 +134,9 @@ pub async fn flush_own_events(state: &AppState, force: bool) -> StoreResult<usiz
     if !force {
         let pending = events.pending.lock().unwrap_or_else(|p| p.into_inner());
         let due = pending.len() >= MAX_EVENTS_PER_BATCH
-            || pending.front().is_some_and(|e| state.now() - e.at >= Duration::seconds(OWN_EVENTS_FLUSH_SECS));
+            || pending
+                .front()
+                .is_some_and(|e| state.now() - e.at >= Duration::seconds(OWN_EVENTS_FLUSH_SECS));
         if !due {
             return Ok(0);
         }
