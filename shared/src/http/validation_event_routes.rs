@@ -145,8 +145,8 @@ pub async fn flush_own_events(state: &AppState, force: bool) -> StoreResult<usiz
         std::mem::take(&mut *events.pending.lock().unwrap_or_else(|p| p.into_inner())).into();
     let mut written = 0;
     let mut touched = BTreeSet::new();
-    let mut chunks = taken.chunks(MAX_EVENTS_PER_BATCH);
-    while let Some(chunk) = chunks.next() {
+    let batches: Vec<&[ValidationEvent]> = taken.chunks(MAX_EVENTS_PER_BATCH).collect();
+    for (i, chunk) in batches.iter().enumerate() {
         let batch = ValidationEventBatch {
             batch_id: new_id("veb"),
             received_at: state.now(),
@@ -155,8 +155,7 @@ pub async fn flush_own_events(state: &AppState, force: bool) -> StoreResult<usiz
         if let Err(e) = state.store().record_validation_events(&batch).await {
             let mut pending = events.pending.lock().unwrap_or_else(|p| p.into_inner());
             let newer = std::mem::take(&mut *pending);
-            pending.extend(chunk.iter().cloned());
-            pending.extend(chunks.flatten().cloned());
+            pending.extend(batches[i..].iter().flat_map(|c| c.iter().cloned()));
             pending.extend(newer);
             let excess = pending.len().saturating_sub(events.capacity);
             pending.drain(..excess);

@@ -116,7 +116,7 @@ impl ValidationStatsStore for MemoryStore {
             .filter(|r| r.license_id == license_id && r.day >= since)
             .cloned()
             .collect();
-        records.sort_by(|a, b| b.day.cmp(&a.day));
+        records.sort_by_key(|r| std::cmp::Reverse(r.day));
         Ok(records)
     }
 
