@@ -67,7 +67,20 @@ pub const CASES: &[(&str, Case)] = &[
     ("licenses_need_their_customer", |s| Box::pin(licenses_need_their_customer(s))),
     ("customer_delete_races_license_create", |s| Box::pin(customer_delete_races_license_create(s))),
     ("license_search_filters_sorts_and_pages", |s| Box::pin(license_search_filters_sorts_and_pages(s))),
+    ("validation_events_count_once_per_batch", |s| {
+        Box::pin(vstats::validation_events_count_once_per_batch(s))
+    }),
+    ("concurrent_validation_event_writers_add_up", |s| {
+        Box::pin(vstats::concurrent_validation_event_writers_add_up(s))
+    }),
+    ("distinct_values_are_bounded", |s| Box::pin(vstats::distinct_values_are_bounded(s))),
+    ("compliance_records_by_license_and_flagged", |s| {
+        Box::pin(vstats::compliance_records_by_license_and_flagged(s))
+    }),
 ];
+
+mod validation_stats_cases;
+use validation_stats_cases as vstats;
 
 /// Runs every case against fresh stores from `make_store`.
 pub async fn run_all<F, Fut>(make_store: F)

@@ -24,6 +24,7 @@ pub mod staff_changes;
 pub mod status_push;
 pub mod totp;
 pub mod validation;
+pub mod validation_stats;
 
 #[cfg(feature = "conformance")]
 pub mod conformance;

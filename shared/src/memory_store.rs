@@ -35,7 +35,12 @@ struct State {
 #[derive(Default)]
 pub struct MemoryStore {
     state: Mutex<State>,
+    /// Validation aggregates and compliance records (`validation_stats`): their own lock,
+    /// since no operation touches both.
+    validation_stats: Mutex<validation_stats::StatsState>,
 }
+
+mod validation_stats;
 
 impl MemoryStore {
     pub fn new() -> Self {

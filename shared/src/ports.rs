@@ -12,12 +12,13 @@
 use std::collections::BTreeMap;
 
 use async_trait::async_trait;
-use chrono::Duration;
+use chrono::{Duration, NaiveDate};
 use serde::{Deserialize, Serialize};
 
 use crate::lifecycle::LicenseStatus;
 use crate::model::*;
 use crate::validation::StatusSnapshot;
+use crate::validation_stats::{ComplianceRecord, ValidationDayAggregate, ValidationEventBatch};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -350,6 +351,38 @@ pub trait ValidationLogStore: Send + Sync {
     ) -> StoreResult<Vec<ValidationLogEntry>>;
 }
 
+/// Validation events and what they add up to (issue 12, `crate::validation_stats`): one
+/// operation per batch, counted once per `batch_id`, adding every event to its (license,
+/// UTC day) aggregate: validations by code and the distinct deployments, fingerprints, client
+/// IPs and countries (bounded by `DISTINCT_VALUES_KEPT` per kind and day).
+#[async_trait]
+pub trait ValidationStatsStore: Send + Sync {
+    /// Atomically records `batch.batch_id` and adds every event to its day's aggregate, once
+    /// however often (and however concurrently) the batch is sent.
+    async fn record_validation_events(&self, batch: &ValidationEventBatch) -> StoreResult<BatchOutcome>;
+    async fn validation_day_aggregate(
+        &self,
+        license_id: &str,
+        day: NaiveDate,
+    ) -> StoreResult<Option<ValidationDayAggregate>>;
+    /// Replaces the (license, day) record.
+    async fn put_compliance_record(&self, record: &ComplianceRecord) -> StoreResult<()>;
+    /// A license's records from `since` on, newest day first.
+    async fn list_compliance_records(
+        &self,
+        license_id: &str,
+        since: NaiveDate,
+    ) -> StoreResult<Vec<ComplianceRecord>>;
+    /// Every flagged record of the days `since..=until`, newest day first, then by license id;
+    /// at most `limit`.
+    async fn list_flagged_compliance(
+        &self,
+        since: NaiveDate,
+        until: NaiveDate,
+        limit: usize,
+    ) -> StoreResult<Vec<ComplianceRecord>>;
+}
+
 /// Staff users and their portal sessions. Users are created and changed through
 /// [`UnitOfWork::commit`] (`CreateStaffUser`, `UpdateStaffUser`) so each change is audited in
 /// the same commit; sessions are written directly (a login is not an admin mutation).
@@ -384,6 +417,7 @@ pub trait Store:
     + NotificationStore
     + ValidationLogStore
     + StaffStore
+    + ValidationStatsStore
 {
 }
 
@@ -398,6 +432,7 @@ impl<T> Store for T where
         + NotificationStore
         + ValidationLogStore
         + StaffStore
+        + ValidationStatsStore
 {
 }
 

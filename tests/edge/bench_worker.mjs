@@ -1,5 +1,7 @@
 // Warm validation latency at the edge as a ratio against a no-op route (GET /health) of the
-// same Worker, in workerd (`wrangler dev`), measured with wrk in one run. Started by
+// same Worker, in workerd (`wrangler dev`), measured with wrk in one run; and warm validation
+// with validation events on (the default) against a second Worker with them off
+// (NLS_EDGE_EVENTS_MAX=0), alternating, same run (issue 12). Started by
 // `tests/edge/run.sh bench`.
 //
 // Env: NLS_BIN, WRANGLER_BIN, WORKER_MAIN, EDGE_WORK_DIR, ORIGIN_PORT, EDGE_PORT;
@@ -8,7 +10,7 @@
 import { execFileSync } from 'node:child_process';
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
-import { Origin, http, killGroup, required, startWrangler } from './edge_harness.mjs';
+import { Origin, freePort, http, killGroup, required, startWrangler } from './edge_harness.mjs';
 
 const secs = process.env.BENCH_SECS || '10';
 const connections = process.env.BENCH_CONNECTIONS || '16';
@@ -33,11 +35,18 @@ function wrk(path, script) {
 }
 
 let wrangler;
+let quietWrangler;
+const quietPort = await freePort();
 try {
   await origin.start();
   wrangler = await startWrangler({
     workDir, origin, port, ttlSecs: 60, memoryFreshSecs: 5,
     wranglerBin: required('WRANGLER_BIN'), workerMain: required('WORKER_MAIN'),
+  });
+  quietWrangler = await startWrangler({
+    workDir: join(workDir, 'events-off'), origin, port: quietPort, ttlSecs: 60, memoryFreshSecs: 5,
+    wranglerBin: required('WRANGLER_BIN'), workerMain: required('WORKER_MAIN'), inspectorPort: await freePort(),
+    extraVars: { NLS_EDGE_EVENTS_MAX: '0' },
   });
   const license = await origin.issueLicense({ max_deployments: 5 });
   const body = JSON.stringify({ key: license.key, deployment_id: 'bench-1' });
@@ -55,8 +64,26 @@ try {
   console.log(`  GET /health (no-op):          ${noop.rps.toFixed(0)} req/s, p50 ${noop.p50.toFixed(2)} ms, p99 ${noop.p99.toFixed(2)} ms`);
   console.log(`  POST /v1/licenses/validate:   ${validate.rps.toFixed(0)} req/s, p50 ${validate.p50.toFixed(2)} ms, p99 ${validate.p99.toFixed(2)} ms, non-2xx ${validate.non2xx}`);
   console.log(`  warm validation / no-op: latency p50 x${ratio(validate.p50, noop.p50)}, p99 x${ratio(validate.p99, noop.p99)}, throughput ${ratio(validate.rps, noop.rps)}`);
+  // Events on (base) vs off (quietPort), alternating three rounds.
+  const quietBase = `http://127.0.0.1:${quietPort}`;
+  for (let i = 0; i < 3; i++) {
+    const r = await http(quietBase, 'POST', '/v1/licenses/validate', { body });
+    if (r.json?.code !== 'VALID') throw new Error(`warm-up (events off) failed: ${r.text}`);
+  }
+  const wrkAt = (target, path, s) => {
+    const args = ['-t1', `-c${connections}`, `-d${secs}s`, '-s', s, target + path];
+    const out = execFileSync('wrk', args, { encoding: 'utf8' });
+    return Number(/Requests\/sec:\s+([\d.]+)/.exec(out)[1]);
+  };
+  for (let round = 1; round <= 3; round++) {
+    const on = wrkAt(base, '/v1/licenses/validate', script);
+    const off = wrkAt(quietBase, '/v1/licenses/validate', script);
+    console.log(`  round ${round}: warm validation, events on ${on.toFixed(0)} req/s, off ${off.toFixed(0)} req/s, on/off ${ratio(on, off)}`);
+  }
+  console.log(`  origin ingested ${await origin.metric('nls_edge_validations_ingested_total')} edge validations`);
   if (validate.non2xx > 0) process.exitCode = 1;
 } finally {
+  await killGroup(quietWrangler);
   await killGroup(wrangler);
   await origin.stop();
 }

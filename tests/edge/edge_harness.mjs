@@ -188,6 +188,7 @@ export class Origin {
  */
 export async function startWrangler({
   workDir, origin, port, ttlSecs, memoryFreshSecs, wranglerBin, workerMain, serviceToken, inspectorPort,
+  extraVars = {},
 }) {
   serviceToken ??= await origin.serviceToken();
   mkdirSync(workDir, { recursive: true });
@@ -210,6 +211,7 @@ NLS_EDGE_MEMORY_FRESH_SECS = "${memoryFreshSecs}"
 NLS_EDGE_SNAPSHOT_TTL_SECS = "${ttlSecs}"
 NLS_EDGE_OUTBOX_RETRY_SECS = "2"
 NLS_EDGE_ORIGIN_TIMEOUT_MS = "1500"
+${Object.entries(extraVars).map(([k, v]) => `${k} = "${v}"`).join('\n')}
 `);
   writeFileSync(join(workDir, '.dev.vars'), `NLS_SERVICE_TOKEN="${serviceToken}"\nNLS_JWKS='${jwks}'\n`, { mode: 0o600 });
   const child = spawnGroup(

@@ -10,6 +10,7 @@ import { join } from 'node:path';
 import { Origin, freePort, http, killGroup, required, startWrangler } from './edge_harness.mjs';
 import { registerScenarios } from './edge_scenarios.mjs';
 import { cliScenarios } from './cli_through_edge.mjs';
+import { registerEventScenarios } from './validation_event_scenarios.mjs';
 
 const TTL_SECS = 8;
 const MEMORY_FRESH_SECS = 1;
@@ -32,6 +33,8 @@ const ctx = {
   ttlSecs: TTL_SECS,
   memoryFreshSecs: MEMORY_FRESH_SECS,
   edgeToken: () => edgeToken,
+  /** The test client's own address, distinct from the one the edge reaches the origin from. */
+  clientAddress: '127.0.0.2',
   log: (line) => console.log(`# ${line}`),
   // A request lets the isolate that queued retry its outbox; the cron trigger (here fired by
   // hand through --test-scheduled) delivers what any isolate queued.
@@ -75,6 +78,13 @@ test('Cloudflare Worker edge in workerd', async (t) => {
 test('nectar-license and the Rust client through the Worker', async (t) => {
   if (!origin.child) await origin.start(); // a scenario above may have left it stopped
   for (const [name, fn] of cliScenarios(ctx, workDir)) {
+    await t.test(name, fn);
+  }
+});
+
+test('Cloudflare Worker edge in workerd: every validation counted at the origin (issue 12)', async (t) => {
+  if (!origin.child) await origin.start();
+  for (const [name, fn] of registerEventScenarios(t, ctx)) {
     await t.test(name, fn);
   }
 });

@@ -65,6 +65,8 @@ const fn admin(ok: u16) -> [u16; 11] {
 }
 /// Internal routes: only the service token (and, for one release, a `read`-only key).
 const EDGE: [u16; 11] = /*            */ [401, 401, 401, 401, 200, 403, 403, 401, 401, 200, 403];
+/// Internal routes added with the `edge` scope: the service token only (no legacy `read` key).
+const EDGE_ONLY: [u16; 11] = /*       */ [401, 401, 401, 401, 403, 403, 403, 401, 401, 200, 403];
 /// Public routes ignore the `Authorization` header.
 const OPEN: [u16; 11] = [200; 11];
 /// A validation answers 200 whatever the key; only a missing key is a bad request.
@@ -90,6 +92,9 @@ const MATRIX: &[(&str, [u16; 11])] = &[
     ("GET /metrics", OPEN),
     ("GET /openapi.json", OPEN),
     ("GET /v1/internal/snapshots/{id}", EDGE),
+    ("POST /v1/internal/validation-events", EDGE_ONLY),
+    ("GET /v1/licenses/{id}/compliance", READ),
+    ("GET /v1/compliance", READ),
     ("POST /v1/customers", write(201)),
     ("GET /v1/customers", READ),
     ("GET /v1/customers/{id}", READ),
@@ -263,6 +268,10 @@ fn request_for(operation: &str, t: &Target) -> (String, Option<Value>) {
         "POST /v1/licenses/{id}/offline-file" => Some(json!({})),
         "POST /v1/api-keys" => Some(json!({"name": "new", "scopes": ["read"]})),
         "POST /v1/webhooks/stripe" => Some(json!({"id": "evt_1", "type": "invoice.paid"})),
+        "POST /v1/internal/validation-events" => Some(json!({
+            "batch_id": format!("veb-{}", t.license_id),
+            "events": [{"license_id": t.license_id, "code": "VALID", "at": chrono::Utc::now().to_rfc3339()}]
+        })),
         _ => None,
     };
     (path, body)

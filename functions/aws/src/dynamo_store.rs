@@ -1380,3 +1380,5 @@ impl StaffStore for DynamoStore {
         Ok(())
     }
 }
+
+mod validation_stats;

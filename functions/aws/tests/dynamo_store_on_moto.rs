@@ -668,3 +668,47 @@ async fn api_keys_audit_and_validation_logs_round_trip() {
     assert_eq!(t.store.list_validation_logs("l1", 100).await.unwrap().len(), 30);
     assert!(t.store.list_validation_logs("other", 10).await.unwrap().is_empty());
 }
+
+/// docs/benchmarks.md "DynamoDB requests per API call": a batch of 100 validation events from
+/// one client (one deployment, fingerprint and address), counted with the request counter.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_100_validation_events_costs_a_few_requests() {
+    use nls_core::ports::ValidationStatsStore;
+    use nls_core::validation_stats::{ValidationEvent, ValidationEventBatch};
+    let t = fresh_table().await;
+    let batch = |id: &str| ValidationEventBatch {
+        batch_id: id.to_owned(),
+        received_at: now(),
+        events: (0..100)
+            .map(|_| ValidationEvent {
+                license_id: "lic".into(),
+                deployment_id: Some("dep".into()),
+                fingerprint: Some("fp".into()),
+                client_ip: Some("198.51.100.1".into()),
+                country: None,
+                code: "VALID".into(),
+                at: now(),
+                edge: Some("FRA".into()),
+            })
+            .collect(),
+    };
+    t.store.record_validation_events(&batch("b1")).await.unwrap();
+    let first = t.requests.counts();
+    t.requests.reset();
+    t.store.record_validation_events(&batch("b2")).await.unwrap();
+    let steady = t.requests.counts();
+    t.requests.reset();
+    t.store.record_validation_events(&batch("b2")).await.unwrap();
+    let replay = t.requests.counts();
+    println!("first batch (3 new values): {first:?}; next batch: {steady:?}; replay: {replay:?}");
+    // New values: the guarded transaction, then per value a failed UpdateItem and a transaction.
+    assert_eq!(first.get("TransactWriteItems"), Some(&4), "{first:?}");
+    assert_eq!(first.get("UpdateItem"), Some(&3), "{first:?}");
+    // Known values: the guarded transaction and one UpdateItem per value.
+    assert_eq!(steady, BTreeMap::from([("TransactWriteItems".into(), 1), ("UpdateItem".into(), 3)]));
+    assert_eq!(
+        replay,
+        BTreeMap::from([("TransactWriteItems".into(), 1)]),
+        "a replay is one refused transaction"
+    );
+}

@@ -22,6 +22,7 @@ use nls_core::key_ring::{KeyRing, SigningKey};
 use nls_core::model::License;
 use nls_core::validation::StatusSnapshot;
 use nls_edge::edge_wire::{HeartbeatBody, UsageBody, ValidateBody};
+use nls_edge::validation_events::ValidationEventsBody;
 use nls_edge::{Edge, EdgeConfig, EdgeKv, EdgeRequest, EdgeState, KvError, Origin, OriginError, OriginReply};
 
 /// The ports below never wait, so polling once finishes every future.
@@ -60,20 +61,32 @@ impl Origin for InstantOrigin {
     async fn fetch_snapshot(&self, id: &str) -> Result<Option<StatusSnapshot>, OriginError> {
         Ok(self.0.get(id).cloned())
     }
-    async fn forward_activation(&self, _: &ValidateBody) -> Result<OriginReply, OriginError> {
+    async fn forward_activation(
+        &self,
+        _: &ValidateBody,
+        _: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
         Ok(OriginReply { status: 200, body: r#"{"code":"VALID","valid":true,"receipt":"r"}"#.into() })
     }
-    async fn forward_heartbeat(&self, _: &HeartbeatBody) -> Result<OriginReply, OriginError> {
+    async fn forward_heartbeat(
+        &self,
+        _: &HeartbeatBody,
+        _: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
         unreachable!()
     }
-    async fn forward_usage(&self, _: &UsageBody) -> Result<OriginReply, OriginError> {
+    async fn forward_usage(&self, _: &UsageBody, _: Option<&str>) -> Result<OriginReply, OriginError> {
         unreachable!()
     }
-    async fn release(&self, _: &str, _: &str) -> Result<OriginReply, OriginError> {
+    async fn release(&self, _: &str, _: &str, _: Option<&str>) -> Result<OriginReply, OriginError> {
         unreachable!()
     }
     async fn fetch_jwks(&self) -> Result<String, OriginError> {
         unreachable!("every key is signed by the one known kid")
+    }
+
+    async fn ship_validation_events(&self, _: &ValidationEventsBody) -> Result<OriginReply, OriginError> {
+        Ok(OriginReply { status: 200, body: "{}".into() })
     }
 }
 
@@ -115,6 +128,7 @@ fn main() {
         path: "/v1/licenses/validate".into(),
         headers: vec![],
         body: format!(r#"{{"key":"{key}"}}"#).into_bytes(),
+        client: Default::default(),
     };
     // Load every snapshot (and the origin's receipt) into memory first: this is the CPU of an
     // isolate that knows the license but has not verified this exact key text yet.

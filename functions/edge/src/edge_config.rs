@@ -22,6 +22,12 @@ pub mod vars {
     /// How often an isolate re-reads KV's JWKS, and the least time between two fetches of
     /// the origin's JWKS on an unknown `kid` (edge_keys).
     pub const JWKS_REFRESH_SECS: &str = "NLS_EDGE_JWKS_REFRESH_SECS";
+    /// Validation events held per isolate before new ones are dropped (0: no events).
+    pub const EVENTS_MAX: &str = "NLS_EDGE_EVENTS_MAX";
+    /// Ship a batch once this many events wait (1 to 100).
+    pub const EVENTS_BATCH: &str = "NLS_EDGE_EVENTS_BATCH";
+    /// Ship once the oldest waiting event is this old (0: after every request, as on Spin).
+    pub const EVENTS_FLUSH_SECS: &str = "NLS_EDGE_EVENTS_FLUSH_SECS";
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -65,6 +71,12 @@ pub struct EdgeConfig {
     /// KV's JWKS is re-read this often; the origin's is fetched on an unknown `kid` at most
     /// this often (per isolate).
     pub jwks_refresh: Duration,
+    /// Validation events held in isolate memory at most (0 turns events off).
+    pub events_max: usize,
+    /// A batch ships once this many events wait...
+    pub events_batch: usize,
+    /// ...or once the oldest has waited this long.
+    pub events_flush: Duration,
 }
 
 impl EdgeConfig {
@@ -77,6 +89,9 @@ impl EdgeConfig {
     pub const DEFAULT_ORIGIN_TIMEOUT_MS: i64 = 3000;
     pub const DEFAULT_OUTBOX_MAX_SERVER_ERRORS: i64 = 8;
     pub const DEFAULT_JWKS_REFRESH_SECS: i64 = 60;
+    pub const DEFAULT_EVENTS_MAX: i64 = 5_000;
+    pub const DEFAULT_EVENTS_BATCH: i64 = 100;
+    pub const DEFAULT_EVENTS_FLUSH_SECS: i64 = 10;
 
     /// Reads every setting through `var` (the platform's environment lookup).
     pub fn from_vars(var: impl Fn(&str) -> Option<String>) -> Result<Self, ConfigError> {
@@ -158,7 +173,22 @@ impl EdgeConfig {
                 Self::DEFAULT_JWKS_REFRESH_SECS,
                 1,
             )?),
+            events_max: usize::try_from(number(vars::EVENTS_MAX, Self::DEFAULT_EVENTS_MAX, 0)?)
+                .unwrap_or(usize::MAX),
+            events_batch: usize::try_from(number(vars::EVENTS_BATCH, Self::DEFAULT_EVENTS_BATCH, 1)?)
+                .unwrap_or(usize::MAX),
+            events_flush: Duration::seconds(number(
+                vars::EVENTS_FLUSH_SECS,
+                Self::DEFAULT_EVENTS_FLUSH_SECS,
+                0,
+            )?),
         };
+        if config.events_batch > crate::validation_events::MAX_EVENTS_PER_SHIPMENT {
+            return Err(ConfigError {
+                variable: vars::EVENTS_BATCH,
+                problem: format!("must not exceed {}", crate::validation_events::MAX_EVENTS_PER_SHIPMENT),
+            });
+        }
         if config.memory_fresh > config.snapshot_ttl {
             return Err(ConfigError {
                 variable: vars::MEMORY_FRESH_SECS,

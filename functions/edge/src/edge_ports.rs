@@ -12,6 +12,12 @@ use nls_core::validation::StatusSnapshot;
 use serde::Serialize;
 
 use crate::edge_wire::{HeartbeatBody, UsageBody, ValidateBody};
+use crate::validation_events::ValidationEventsBody;
+
+/// The headers a forwarded call names its caller with; the origin trusts the address only
+/// with a valid `edge` service token (`nls_core::http::validation_event_routes`).
+pub const CLIENT_IP_HEADER: &str = "x-nls-client-ip";
+pub const EDGE_TOKEN_HEADER: &str = "x-nls-edge-token";
 
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct KvError(pub String);
@@ -83,7 +89,9 @@ impl std::fmt::Display for OriginError {
     }
 }
 
-/// What the edge asks of the origin.
+/// What the edge asks of the origin. `client_ip` on a forwarded call is the caller's address
+/// as the platform gave it, so the origin's rate limits, churn protection and history see the
+/// customer rather than the edge.
 #[async_trait(?Send)]
 pub trait Origin {
     /// `GET /v1/internal/snapshots/{license_id}` with the service token. `None`: no such
@@ -91,11 +99,31 @@ pub trait Origin {
     async fn fetch_snapshot(&self, license_id: &str) -> Result<Option<StatusSnapshot>, OriginError>;
     /// `POST /v1/licenses/validate`: activation of a new deployment (one conditional write at
     /// the origin) and fresh receipts.
-    async fn forward_activation(&self, body: &ValidateBody) -> Result<OriginReply, OriginError>;
-    async fn forward_heartbeat(&self, body: &HeartbeatBody) -> Result<OriginReply, OriginError>;
+    async fn forward_activation(
+        &self,
+        body: &ValidateBody,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError>;
+    async fn forward_heartbeat(
+        &self,
+        body: &HeartbeatBody,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError>;
     /// Safe to repeat: the origin counts a `batch_id` once.
-    async fn forward_usage(&self, body: &UsageBody) -> Result<OriginReply, OriginError>;
-    async fn release(&self, deployment_id: &str, key: &str) -> Result<OriginReply, OriginError>;
+    async fn forward_usage(
+        &self,
+        body: &UsageBody,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError>;
+    async fn release(
+        &self,
+        deployment_id: &str,
+        key: &str,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError>;
+    /// `POST /v1/internal/validation-events` with the service token; safe to repeat (the
+    /// origin counts a `batch_id` once).
+    async fn ship_validation_events(&self, body: &ValidationEventsBody) -> Result<OriginReply, OriginError>;
     /// `GET /.well-known/jwks.json`: the origin's public keys (JSON), for a key signed by a
     /// `kid` the edge does not know yet.
     async fn fetch_jwks(&self) -> Result<String, OriginError>;
@@ -125,12 +153,28 @@ impl<C: HttpClient> HttpOrigin<C> {
         Ok(OriginReply { status, body })
     }
 
-    async fn post_json<T: Serialize>(&self, path: &str, body: &T) -> Result<OriginReply, OriginError> {
+    /// The headers of a forwarded call: the caller's address with the token that vouches for it.
+    fn forwarded_headers(&self, client_ip: Option<&str>) -> Vec<(&'static str, String)> {
+        let mut headers = vec![("x-nls-edge", "1".to_owned())];
+        if let Some(ip) = client_ip {
+            headers.push((CLIENT_IP_HEADER, ip.to_owned()));
+            headers.push((EDGE_TOKEN_HEADER, self.service_token.clone()));
+        }
+        headers
+    }
+
+    async fn post_json<T: Serialize>(
+        &self,
+        path: &str,
+        body: &T,
+        mut headers: Vec<(&'static str, String)>,
+    ) -> Result<OriginReply, OriginError> {
         let body = serde_json::to_string(body).map_err(|e| OriginError::Misconfigured(e.to_string()))?;
+        headers.push(("content-type", "application/json".to_owned()));
         self.call(OutboundRequest {
             method: "POST",
             url: format!("{}{path}", self.base_url),
-            headers: vec![("content-type", "application/json".to_owned()), ("x-nls-edge", "1".to_owned())],
+            headers,
             body: Some(body),
         })
         .await
@@ -161,19 +205,38 @@ impl<C: HttpClient> Origin for HttpOrigin<C> {
         }
     }
 
-    async fn forward_activation(&self, body: &ValidateBody) -> Result<OriginReply, OriginError> {
-        self.post_json("/v1/licenses/validate", body).await
+    async fn forward_activation(
+        &self,
+        body: &ValidateBody,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
+        self.post_json("/v1/licenses/validate", body, self.forwarded_headers(client_ip)).await
     }
 
-    async fn forward_heartbeat(&self, body: &HeartbeatBody) -> Result<OriginReply, OriginError> {
-        self.post_json("/v1/heartbeat", body).await
+    async fn forward_heartbeat(
+        &self,
+        body: &HeartbeatBody,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
+        self.post_json("/v1/heartbeat", body, self.forwarded_headers(client_ip)).await
     }
 
-    async fn forward_usage(&self, body: &UsageBody) -> Result<OriginReply, OriginError> {
-        self.post_json("/v1/usage", body).await
+    async fn forward_usage(
+        &self,
+        body: &UsageBody,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
+        self.post_json("/v1/usage", body, self.forwarded_headers(client_ip)).await
     }
 
-    async fn release(&self, deployment_id: &str, key: &str) -> Result<OriginReply, OriginError> {
+    async fn release(
+        &self,
+        deployment_id: &str,
+        key: &str,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
+        let mut headers = self.forwarded_headers(client_ip);
+        headers.push(("x-license-key", key.to_owned()));
         self.call(OutboundRequest {
             method: "DELETE",
             url: format!(
@@ -181,7 +244,7 @@ impl<C: HttpClient> Origin for HttpOrigin<C> {
                 self.base_url,
                 nls_core::path_segment::encode(deployment_id)
             ),
-            headers: vec![("x-license-key", key.to_owned()), ("x-nls-edge", "1".to_owned())],
+            headers,
             body: None,
         })
         .await
@@ -200,5 +263,10 @@ impl<C: HttpClient> Origin for HttpOrigin<C> {
             200 => Ok(reply.body),
             status => Err(OriginError::Misconfigured(format!("JWKS route answered {status}"))),
         }
+    }
+
+    async fn ship_validation_events(&self, body: &ValidationEventsBody) -> Result<OriginReply, OriginError> {
+        let headers = vec![("authorization", format!("Bearer {}", self.service_token))];
+        self.post_json("/v1/internal/validation-events", body, headers).await
     }
 }

@@ -31,6 +31,7 @@ use crate::edge_ports::{EdgeKv, Origin, OriginError, OriginReply};
 use crate::edge_wire::*;
 use crate::outbox::{DEAD_LETTER_PREFIX, DrainReport, OUTBOX_PREFIX, OutboxItem, OutboxRecord, sha_hex};
 use crate::snapshot_layers::{Lookup, MemoryEntry, MemoryLayer, SnapshotSource, snapshot_key};
+use crate::validation_events::{ClientInfo, EventBuffer, ValidationEventBody};
 
 pub const BODY_LIMIT: usize = 64 * 1024;
 const MAX_ID_LEN: usize = 256;
@@ -52,6 +53,8 @@ pub struct EdgeRequest {
     pub path: String,
     pub headers: Vec<(String, String)>,
     pub body: Vec<u8>,
+    /// Who called, as the platform says (never from the client's own headers).
+    pub client: ClientInfo,
 }
 
 impl EdgeRequest {
@@ -102,6 +105,8 @@ pub enum BackgroundTask {
     KvPut { key: String, value: String, ttl_secs: i64 },
     /// Adopt KV's JWKS if another isolate or a push changed it (edge_keys).
     RefreshJwks,
+    /// Send the waiting validation events to the origin (or the outbox).
+    ShipEvents,
 }
 
 #[derive(Debug, Clone)]
@@ -124,6 +129,8 @@ pub struct EdgeState {
     memory_outbox: Mutex<Vec<OutboxRecord>>,
     health: Mutex<OriginHealth>,
     counters: EdgeCounters,
+    /// Validation events waiting to be shipped (`validation_events`).
+    events: EventBuffer,
 }
 
 /// What this isolate counted since it started: `GET /v1/internal/metrics`.
@@ -135,6 +142,10 @@ pub struct EdgeCounters {
     pub outbox_dropped: AtomicU64,
     /// Provisional seats admitted but not remembered in memory (the map was full).
     pub provisional_untracked: AtomicU64,
+    /// Validation events dropped because `events_max` were waiting.
+    pub events_dropped: AtomicU64,
+    /// Validation events the origin (or the KV outbox) took.
+    pub events_shipped: AtomicU64,
 }
 
 impl EdgeCounters {
@@ -148,6 +159,8 @@ impl EdgeCounters {
             ("nls_edge_dead_letters_total", &self.dead_letters),
             ("nls_edge_outbox_dropped_total", &self.outbox_dropped),
             ("nls_edge_provisional_untracked_total", &self.provisional_untracked),
+            ("nls_edge_events_dropped_total", &self.events_dropped),
+            ("nls_edge_events_shipped_total", &self.events_shipped),
         ]
         .iter()
         .map(|(name, value)| format!("# TYPE {name} counter\n{name} {}\n", value.load(Ordering::Relaxed)))
@@ -178,6 +191,7 @@ impl EdgeState {
             memory_outbox: Mutex::default(),
             health: Mutex::default(),
             counters: EdgeCounters::default(),
+            events: EventBuffer::default(),
             config,
         })
     }
@@ -212,6 +226,21 @@ impl EdgeState {
 
     pub fn counters(&self) -> &EdgeCounters {
         &self.counters
+    }
+
+    /// Validation events waiting in this isolate.
+    pub fn pending_events(&self) -> usize {
+        self.events.len()
+    }
+
+    /// Records one validation this edge answered itself; never waits, never fails.
+    fn record_event(&self, event: ValidationEventBody, now: Timestamp) {
+        if self.config.events_max == 0 {
+            return;
+        }
+        if !self.events.push(event, self.config.events_max, now) {
+            EdgeCounters::bump(&self.counters.events_dropped);
+        }
     }
 
     /// Only a failure to reach the origin (connect, DNS, timeout) trips the breaker: an
@@ -333,6 +362,10 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         if self.state.drain_due(now) {
             background.push(BackgroundTask::DrainOutbox);
         }
+        let cfg = self.config();
+        if self.state.events.claim_shipment(cfg.events_batch, cfg.events_flush, now) {
+            background.push(BackgroundTask::ShipEvents);
+        }
         EdgeOutcome { response, background }
     }
 
@@ -343,9 +376,9 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         let path = req.path.split('?').next().unwrap_or_default();
         let method = req.method.as_str();
         let result = match path {
-            "/v1/licenses/validate" if method == "POST" => self.validate(&req.body, now, bg).await,
-            "/v1/heartbeat" if method == "POST" => self.heartbeat(&req.body, now).await,
-            "/v1/usage" if method == "POST" => self.usage(&req.body, now).await,
+            "/v1/licenses/validate" if method == "POST" => self.validate(req, now, bg).await,
+            "/v1/heartbeat" if method == "POST" => self.heartbeat(req, now).await,
+            "/v1/usage" if method == "POST" => self.usage(req, now).await,
             "/.well-known/jwks.json" if method == "GET" => {
                 self.sync_keys(now, bg).await;
                 let mut r = EdgeResponse {
@@ -446,16 +479,20 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
     async fn origin_call<'a>(
         &'a self,
         item: &'a OutboxItem,
+        client_ip: Option<&'a str>,
         now: Timestamp,
     ) -> Result<OriginReply, OriginError> {
         if !self.state.origin_may_be_up(now) {
             return Err(self.origin_down());
         }
         let result = match item {
-            OutboxItem::Activation { body } => self.origin.forward_activation(body).await,
-            OutboxItem::Heartbeat { body } => self.origin.forward_heartbeat(body).await,
-            OutboxItem::Usage { body } => self.origin.forward_usage(body).await,
-            OutboxItem::Release { deployment_id, key } => self.origin.release(deployment_id, key).await,
+            OutboxItem::Activation { body } => self.origin.forward_activation(body, client_ip).await,
+            OutboxItem::Heartbeat { body } => self.origin.forward_heartbeat(body, client_ip).await,
+            OutboxItem::Usage { body } => self.origin.forward_usage(body, client_ip).await,
+            OutboxItem::Release { deployment_id, key } => {
+                self.origin.release(deployment_id, key, client_ip).await
+            }
+            OutboxItem::ValidationEvents { body } => self.origin.ship_validation_events(body).await,
         };
         self.state.note_origin(&result, now);
         result
@@ -540,11 +577,29 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
 
     async fn validate(
         &self,
-        body: &[u8],
+        req: &EdgeRequest,
         now: Timestamp,
         bg: &mut Vec<BackgroundTask>,
     ) -> Result<EdgeResponse, EdgeResponse> {
-        let body: ValidateBody = parse_json(body)?;
+        let body: ValidateBody = parse_json(&req.body)?;
+        let client_ip = req.client.ip.as_deref();
+        // One event per answer this edge gives itself (an answer relayed from the origin is
+        // the origin's to log).
+        let record = |license_id: &str, code: &str| {
+            self.state.record_event(
+                ValidationEventBody {
+                    license_id: license_id.to_owned(),
+                    deployment_id: body.deployment_id.clone(),
+                    fingerprint: body.fingerprint.clone(),
+                    client_ip: req.client.ip.clone(),
+                    country: req.client.country.clone(),
+                    code: code.to_owned(),
+                    at: now,
+                    edge: req.client.edge.clone(),
+                },
+                now,
+            )
+        };
         if let Some(d) = &body.deployment_id {
             check_id("deployment_id", d)?;
         }
@@ -570,6 +625,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         if lookup.source == SnapshotSource::NotOnRecord {
             let mut not_on_record = answer(ValidationCode::Revoked);
             not_on_record.warning = Some("this license is not on record".to_owned());
+            record(&license_id, not_on_record.code);
             return Ok(EdgeResponse::json(200, &not_on_record));
         }
         let mut degraded = lookup.degraded();
@@ -630,7 +686,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         let ask_origin = decision.needs_activation || (decision.code.is_valid() && receipt.is_none());
         if ask_origin && !degraded {
             let item = OutboxItem::Activation { body: body.clone() };
-            match self.origin_call(&item, now).await {
+            match self.origin_call(&item, client_ip, now).await {
                 Ok(reply) => {
                     if reply.status == 200 {
                         self.learn_from_validation(&license_id, &body, &reply.body, version, now, bg);
@@ -669,11 +725,10 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
                 // Admitted within the snapshot's known limit; the origin's conditional write
                 // confirms it when the queued activation is delivered.
                 self.state.set_provisional(&license_id, d, true);
-                self.enqueue(OutboxRecord::new(
-                    license_id.clone(),
-                    OutboxItem::Activation { body: body.clone() },
-                    now,
-                ))
+                self.enqueue(
+                    OutboxRecord::new(license_id.clone(), OutboxItem::Activation { body: body.clone() }, now)
+                        .with_client_ip(client_ip),
+                )
                 .await;
                 if let Some(dep) = deployment.as_mut() {
                     dep.provisional = true;
@@ -685,6 +740,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             }
         }
         let valid = decision.code.is_valid();
+        record(&license_id, decision.code.as_str());
         Ok(EdgeResponse::json(
             200,
             &ValidationAnswer {
@@ -798,13 +854,14 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         }
     }
 
-    async fn heartbeat(&self, body: &[u8], now: Timestamp) -> Result<EdgeResponse, EdgeResponse> {
-        let body: HeartbeatBody = parse_json(body)?;
+    async fn heartbeat(&self, req: &EdgeRequest, now: Timestamp) -> Result<EdgeResponse, EdgeResponse> {
+        let body: HeartbeatBody = parse_json(&req.body)?;
+        let client_ip = req.client.ip.as_deref();
         check_id("deployment_id", &body.deployment_id)?;
         check_client_text("app_version", body.app_version.as_deref())?;
         let key = self.verify_key(&body.key, now, &mut Vec::new()).await.map_err(invalid_key)?;
         let item = OutboxItem::Heartbeat { body: body.clone() };
-        match self.origin_call(&item, now).await {
+        match self.origin_call(&item, client_ip, now).await {
             Ok(reply) => Ok(EdgeResponse::relay(reply)),
             Err(_) => {
                 let license_id = key.claims.sub.clone();
@@ -814,7 +871,8 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
                 let decision = decide(&key, &ValidationRequest::default(), snapshot, now);
                 let live = snapshot.is_some_and(|s| s.live_deployments.contains(&body.deployment_id))
                     || self.state.provisional_for(&license_id).contains(&body.deployment_id);
-                self.enqueue(OutboxRecord::new(license_id.clone(), item, now)).await;
+                self.enqueue(OutboxRecord::new(license_id.clone(), item, now).with_client_ip(client_ip))
+                    .await;
                 Ok(EdgeResponse::json(
                     200,
                     &EdgeHeartbeatAnswer {
@@ -834,8 +892,9 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         }
     }
 
-    async fn usage(&self, body: &[u8], now: Timestamp) -> Result<EdgeResponse, EdgeResponse> {
-        let body: UsageBody = parse_json(body)?;
+    async fn usage(&self, req: &EdgeRequest, now: Timestamp) -> Result<EdgeResponse, EdgeResponse> {
+        let body: UsageBody = parse_json(&req.body)?;
+        let client_ip = req.client.ip.as_deref();
         check_id("deployment_id", &body.deployment_id)?;
         check_id("batch_id", &body.batch_id)?;
         if body.records.is_empty() || body.records.len() > MAX_USAGE_RECORDS {
@@ -855,10 +914,11 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         let key = self.verify_key(&body.key, now, &mut Vec::new()).await.map_err(invalid_key)?;
         let batch_id = body.batch_id.clone();
         let item = OutboxItem::Usage { body };
-        match self.origin_call(&item, now).await {
+        match self.origin_call(&item, client_ip, now).await {
             Ok(reply) => Ok(EdgeResponse::relay(reply)),
             Err(_) => {
-                if !self.enqueue(OutboxRecord::new(key.claims.sub.clone(), item, now)).await {
+                let record = OutboxRecord::new(key.claims.sub.clone(), item, now).with_client_ip(client_ip);
+                if !self.enqueue(record).await {
                     // Acknowledging would lose the batch: the client keeps it and resends.
                     let mut busy =
                         EdgeResponse::error(503, "unavailable", "the batch could not be queued; retry later");
@@ -894,13 +954,14 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
         let key = self.verify_key(&key_text, now, &mut Vec::new()).await.map_err(invalid_key)?;
         let license_id = key.claims.sub.clone();
         let item = OutboxItem::Release { deployment_id: deployment_id.clone(), key: key_text };
-        let result = self.origin_call(&item, now).await;
+        let client_ip = req.client.ip.as_deref();
+        let result = self.origin_call(&item, client_ip, now).await;
         self.state.memory.edit_live_deployments(&license_id, |live| live.retain(|d| *d != deployment_id));
         self.state.set_provisional(&license_id, &deployment_id, false);
         match result {
             Ok(reply) => Ok(EdgeResponse::relay(reply)),
             Err(_) => {
-                self.enqueue(OutboxRecord::new(license_id, item, now)).await;
+                self.enqueue(OutboxRecord::new(license_id, item, now).with_client_ip(client_ip)).await;
                 Ok(EdgeResponse::json(
                     202,
                     &DeploymentReleased { deployment_id, released: true, queued: true },
@@ -996,6 +1057,37 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
                 let _ = self.kv.put(&key, &value, Some(Duration::seconds(ttl_secs.max(60)))).await;
             }
             BackgroundTask::RefreshJwks => self.adopt_kv_jwks().await,
+            BackgroundTask::ShipEvents => {
+                self.ship_events(now, 1).await;
+                self.state.events.finish_shipping();
+            }
+        }
+    }
+
+    /// Ships up to `batches` batches of waiting validation events. A batch the origin does
+    /// not take now (unreachable, 5xx, 429) goes to the KV outbox and is delivered by the next
+    /// drains; one it refuses (4xx: a bug, not an outage) is dropped and counted.
+    pub async fn ship_events(&self, now: Timestamp, batches: usize) {
+        for _ in 0..batches {
+            let Some(body) = self.state.events.take_batch(now) else { return };
+            let count = body.events.len() as u64;
+            let item = OutboxItem::ValidationEvents { body };
+            match self.origin_call(&item, None, now).await {
+                Ok(reply) if (200..300).contains(&reply.status) => {
+                    self.state.counters.events_shipped.fetch_add(count, Ordering::Relaxed);
+                }
+                Ok(reply) if reply.status != 429 => {
+                    self.state.counters.events_dropped.fetch_add(count, Ordering::Relaxed);
+                }
+                _ => {
+                    if self.enqueue(OutboxRecord::new(String::new(), item, now)).await {
+                        self.state.counters.events_shipped.fetch_add(count, Ordering::Relaxed);
+                    } else {
+                        self.state.counters.events_dropped.fetch_add(count, Ordering::Relaxed);
+                    }
+                    return;
+                }
+            }
         }
     }
 
@@ -1192,6 +1284,8 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
     /// ones behind it. Hosts call this after requests that found work queued, and on a timer
     /// (a Workers cron trigger) so a queue left by a dead isolate is delivered too.
     pub async fn drain_outbox(&self, now: Timestamp) -> DrainReport {
+        // This isolate's waiting events first (a queue the cron finds is then delivered too).
+        self.ship_events(now, self.config().events_max.div_ceil(100).max(1)).await;
         let mut report = DrainReport::default();
         // 1. Items that never reached KV.
         let from_memory: Vec<OutboxRecord> =
@@ -1280,7 +1374,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
     }
 
     async fn deliver(&self, record: &OutboxRecord, now: Timestamp) -> Delivery {
-        let result = self.origin_call(&record.item, now).await;
+        let result = self.origin_call(&record.item, record.client_ip.as_deref(), now).await;
         match result {
             Err(OriginError::ServerError(_)) => Delivery::ServerError,
             Err(_) => Delivery::Retry,

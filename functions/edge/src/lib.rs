@@ -21,6 +21,7 @@ pub mod edge_wire;
 pub mod outbox;
 pub mod request_body;
 pub mod snapshot_layers;
+pub mod validation_events;
 
 pub use edge_config::{ConfigError, EdgeConfig};
 pub use edge_ports::{
@@ -30,3 +31,4 @@ pub use edge_service::{
     BackgroundTask, Edge, EdgeCounters, EdgeOutcome, EdgeRequest, EdgeResponse, EdgeState,
 };
 pub use request_body::{BodyTooLarge, BoundedBody};
+pub use validation_events::ClientInfo;

@@ -9,13 +9,17 @@
 //!   it only renews a lease;
 //! - a release of a seat already free is a no-op.
 //!
-//! Keys sort in delivery order: activations before heartbeats before usage before releases.
+//! - a batch of validation events carries its `batch_id`, counted once.
+//!
+//! Keys sort in delivery order: activations before heartbeats before usage before releases
+//! before validation events.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::edge_wire::{HeartbeatBody, UsageBody, ValidateBody};
+use crate::validation_events::ValidationEventsBody;
 
 pub const OUTBOX_PREFIX: &str = "outbox/";
 pub const DEAD_LETTER_PREFIX: &str = "deadletter/";
@@ -37,6 +41,11 @@ pub enum OutboxItem {
         deployment_id: String,
         key: String,
     },
+    /// A batch of validation events the origin did not take at once (counted once per
+    /// `batch_id`).
+    ValidationEvents {
+        body: ValidationEventsBody,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -51,6 +60,9 @@ pub struct OutboxRecord {
     /// Not retried before this (backoff after a 5xx); later items are delivered meanwhile.
     #[serde(default)]
     pub retry_at: Option<DateTime<Utc>>,
+    /// The caller's address, forwarded with the item when it is delivered.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub client_ip: Option<String>,
 }
 
 pub(crate) fn sha_hex(text: &str) -> String {
@@ -59,7 +71,12 @@ pub(crate) fn sha_hex(text: &str) -> String {
 
 impl OutboxRecord {
     pub fn new(license_id: String, item: OutboxItem, queued_at: DateTime<Utc>) -> Self {
-        Self { license_id, item, queued_at, server_errors: 0, retry_at: None }
+        Self { license_id, item, queued_at, server_errors: 0, retry_at: None, client_ip: None }
+    }
+
+    pub fn with_client_ip(mut self, client_ip: Option<&str>) -> Self {
+        self.client_ip = client_ip.map(str::to_owned);
+        self
     }
 
     /// The prefix of every queued activation of `license_id`; the last key segment is the
@@ -75,6 +92,7 @@ impl OutboxRecord {
             OutboxItem::Heartbeat { body } => ("2-heartbeat", body.deployment_id.as_str()),
             OutboxItem::Usage { body } => ("3-usage", body.batch_id.as_str()),
             OutboxItem::Release { deployment_id, .. } => ("4-release", deployment_id.as_str()),
+            OutboxItem::ValidationEvents { body } => ("5-events", body.batch_id.as_str()),
         };
         // Ids are client-chosen (any text up to 256 bytes): hash them to stay KV-key safe.
         format!("{OUTBOX_PREFIX}{order}/{}/{}", sha_hex(&self.license_id), sha_hex(id))

@@ -16,15 +16,18 @@ use nls_core::key_ring::{KeyRing, SigningKey};
 use nls_core::lifecycle::LifecycleEvent;
 use nls_core::memory_store::MemoryStore;
 use nls_core::model::{Deployment, License, Timestamp, UsageBatch, UsageRecord};
+use nls_core::ports::ValidationStatsStore;
 use nls_core::ports::{
     Activation, ActivationPolicy, BatchOutcome, DeploymentStore, LicenseStore, UnitOfWork, UsageStore, Write,
 };
 use nls_core::receipt::{sign_receipt, verify_receipt};
 use nls_core::validation::{StatusSnapshot, ValidationRequest, Verifier, decide};
+use nls_core::validation_stats::{ValidationEvent, ValidationEventBatch};
 use nls_edge::edge_wire::{HeartbeatBody, UsageBody, ValidateBody};
+use nls_edge::validation_events::ValidationEventsBody;
 use nls_edge::{
-    BackgroundTask, Edge, EdgeConfig, EdgeKv, EdgeRequest, EdgeState, KvError, Origin, OriginError,
-    OriginReply,
+    BackgroundTask, ClientInfo, Edge, EdgeConfig, EdgeKv, EdgeRequest, EdgeState, KvError, Origin,
+    OriginError, OriginReply,
 };
 use serde_json::{Value, json};
 
@@ -79,6 +82,9 @@ struct OriginWorld {
     /// Usage batches the origin answers with this status instead of counting them (a 5xx
     /// arrives as `OriginError::ServerError`, as `HttpOrigin` reports it).
     usage_answers: RefCell<HashMap<String, u16>>,
+    /// The caller address each forwarded call carried.
+    client_ips: RefCell<Vec<Option<String>>>,
+    events_dropped_reported: RefCell<u64>,
 }
 
 #[derive(Clone)]
@@ -117,8 +123,13 @@ impl Origin for FakeOrigin {
         Ok(self.0.store.license_snapshot(license_id, self.0.now.get()).await.unwrap())
     }
 
-    async fn forward_activation(&self, body: &ValidateBody) -> Result<OriginReply, OriginError> {
+    async fn forward_activation(
+        &self,
+        body: &ValidateBody,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
         self.count("validate")?;
+        self.0.client_ips.borrow_mut().push(client_ip.map(str::to_owned));
         let now = self.0.now.get();
         let key = self.verify(&body.key).expect("the edge forwards verified keys only");
         let snapshot = self.0.store.license_snapshot(&key.claims.sub, now).await.unwrap();
@@ -153,8 +164,13 @@ impl Origin for FakeOrigin {
         )
     }
 
-    async fn forward_heartbeat(&self, body: &HeartbeatBody) -> Result<OriginReply, OriginError> {
+    async fn forward_heartbeat(
+        &self,
+        body: &HeartbeatBody,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
         self.count("heartbeat")?;
+        self.0.client_ips.borrow_mut().push(client_ip.map(str::to_owned));
         let now = self.0.now.get();
         let key = self.verify(&body.key).unwrap();
         let hb = self
@@ -168,8 +184,13 @@ impl Origin for FakeOrigin {
         }
     }
 
-    async fn forward_usage(&self, body: &UsageBody) -> Result<OriginReply, OriginError> {
+    async fn forward_usage(
+        &self,
+        body: &UsageBody,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
         self.count("usage")?;
+        self.0.client_ips.borrow_mut().push(client_ip.map(str::to_owned));
         match self.0.usage_answers.borrow().get(&body.batch_id) {
             Some(&status) if status >= 500 => return Err(OriginError::ServerError(status)),
             Some(&status) => {
@@ -193,8 +214,14 @@ impl Origin for FakeOrigin {
         reply(202, json!({"batch_id": body.batch_id, "duplicate": outcome == BatchOutcome::Duplicate}))
     }
 
-    async fn release(&self, deployment_id: &str, key: &str) -> Result<OriginReply, OriginError> {
+    async fn release(
+        &self,
+        deployment_id: &str,
+        key: &str,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
         self.count("release")?;
+        self.0.client_ips.borrow_mut().push(client_ip.map(str::to_owned));
         let key = self.verify(key).unwrap();
         let released = self.0.store.release_deployment(&key.claims.sub, deployment_id).await.unwrap();
         reply(if released { 200 } else { 404 }, json!({"deployment_id": deployment_id, "released": released}))
@@ -203,6 +230,31 @@ impl Origin for FakeOrigin {
     async fn fetch_jwks(&self) -> Result<String, OriginError> {
         self.count("jwks")?;
         Ok(serde_json::to_string(&self.0.ring.borrow().jwks()).unwrap())
+    }
+
+    async fn ship_validation_events(&self, body: &ValidationEventsBody) -> Result<OriginReply, OriginError> {
+        self.count("events")?;
+        let batch = ValidationEventBatch {
+            batch_id: body.batch_id.clone(),
+            received_at: self.0.now.get(),
+            events: body
+                .events
+                .iter()
+                .map(|e| ValidationEvent {
+                    license_id: e.license_id.clone(),
+                    deployment_id: e.deployment_id.clone(),
+                    fingerprint: e.fingerprint.clone(),
+                    client_ip: e.client_ip.clone(),
+                    country: e.country.clone(),
+                    code: e.code.clone(),
+                    at: e.at,
+                    edge: e.edge.clone(),
+                })
+                .collect(),
+        };
+        let outcome = self.0.store.record_validation_events(&batch).await.unwrap();
+        *self.0.events_dropped_reported.borrow_mut() += body.dropped;
+        reply(200, json!({"batch_id": body.batch_id, "duplicate": outcome == BatchOutcome::Duplicate}))
     }
 }
 
@@ -219,9 +271,16 @@ struct World {
 }
 
 const TOKEN: &str = "test-service-token";
+/// The address the platform gives for every test client.
+const CLIENT_IP: &str = "203.0.113.7";
 
 impl World {
     async fn new(max_deployments: Option<u32>) -> Self {
+        Self::with_vars(max_deployments, &[]).await
+    }
+
+    /// A world whose edge also gets `extra` configuration variables.
+    async fn with_vars(max_deployments: Option<u32>, extra: &[(&'static str, &str)]) -> Self {
         let signer = SigningKey::from_seed([9; 32], None);
         let ring = Arc::new(KeyRing::with_signer(signer, vec![]).unwrap());
         let now = Utc.with_ymd_and_hms(2026, 11, 20, 12, 0, 0).unwrap();
@@ -247,13 +306,14 @@ impl World {
             .await
             .unwrap();
         let jwks = serde_json::to_string(&ring.jwks()).unwrap();
-        let vars: HashMap<&str, String> = HashMap::from([
+        let mut vars: HashMap<&str, String> = HashMap::from([
             ("NLS_ORIGIN_URL", "http://origin.test".to_owned()),
             ("NLS_SERVICE_TOKEN", TOKEN.to_owned()),
             ("NLS_JWKS", jwks),
             ("NLS_EDGE_MEMORY_FRESH_SECS", "5".to_owned()),
             ("NLS_EDGE_SNAPSHOT_TTL_SECS", "60".to_owned()),
         ]);
+        vars.extend(extra.iter().map(|(k, v)| (*k, (*v).to_owned())));
         let config = EdgeConfig::from_vars(|name| vars.get(name).cloned()).unwrap();
         let state = Arc::new(EdgeState::new(config).unwrap());
         let kv = FakeKv::default();
@@ -264,6 +324,8 @@ impl World {
             up: Cell::new(true),
             calls: RefCell::default(),
             usage_answers: RefCell::default(),
+            client_ips: RefCell::default(),
+            events_dropped_reported: RefCell::default(),
         }));
         let edge = Edge::new(state, kv.clone(), origin.clone());
         Self { edge, kv, origin, license, key, now }
@@ -295,6 +357,11 @@ impl World {
             path: path.into(),
             headers,
             body: if body.is_null() { vec![] } else { body.to_string().into_bytes() },
+            client: ClientInfo {
+                ip: Some(CLIENT_IP.to_owned()),
+                country: Some("DE".to_owned()),
+                edge: Some("FRA".to_owned()),
+            },
         };
         let outcome = self.edge.handle(request, self.now).await;
         let value = serde_json::from_str(&outcome.response.body).unwrap_or(Value::Null);
@@ -531,7 +598,9 @@ fn a_new_deployment_is_admitted_provisionally_within_the_known_limit_and_reconci
         w.origin.0.up.set(true);
         w.advance(Duration::seconds(10));
         let report = w.edge.drain_outbox(w.now).await;
-        assert_eq!(report.delivered, 1, "{report:?}");
+        // The activation, and the batch of the two degraded answers' events that a background
+        // drain queued while the origin was down.
+        assert_eq!(report.delivered, 2, "{report:?}");
         let live: Vec<String> = w
             .origin
             .0
@@ -630,6 +699,7 @@ fn a_queued_write_the_origin_refuses_or_keeps_failing_is_dead_lettered_and_block
             path: "/v1/internal/metrics".into(),
             headers: bearer,
             body: vec![],
+            client: Default::default(),
         };
         let metrics = w.edge.handle(request, w.now).await.response;
         assert_eq!(metrics.status, 200);
@@ -775,6 +845,7 @@ fn bad_requests_get_4xx_with_the_error_shape() {
             path: "/v1/licenses/validate".into(),
             headers: vec![],
             body: b"{".to_vec(),
+            client: Default::default(),
         };
         let out = w.edge.handle(request, w.now).await;
         check(out.response.status, &serde_json::from_str(&out.response.body).unwrap(), 400, "malformed_json");
@@ -791,6 +862,7 @@ fn bad_requests_get_4xx_with_the_error_shape() {
             path: "/v1/usage".into(),
             headers: vec![],
             body: vec![b' '; 70_000],
+            client: Default::default(),
         };
         assert_eq!(w.edge.handle(big, w.now).await.response.status, 413);
         let (s, jwks) = w.send("GET", "/.well-known/jwks.json", Value::Null).await;
@@ -862,6 +934,7 @@ fn another_isolate_serves_from_kv_with_the_cached_receipt_and_no_origin_call() {
             path: "/v1/licenses/validate".into(),
             headers: vec![],
             body,
+            client: Default::default(),
         };
         let out = second_isolate.handle(request, w.now).await;
         let answer: Value = serde_json::from_str(&out.response.body).unwrap();
@@ -890,6 +963,7 @@ fn provisional_seats_queued_in_kv_count_for_every_isolate() {
             path: "/v1/licenses/validate".into(),
             headers: vec![],
             body: json!({"key": w.key, "deployment_id": d}).to_string().into_bytes(),
+            client: Default::default(),
         };
         let third: Value =
             serde_json::from_str(&fresh.handle(ask("dep-c"), w.now).await.response.body).unwrap();
@@ -1113,6 +1187,46 @@ fn a_pushed_jwks_retires_a_kid_at_once_in_this_isolate_and_in_fresh_ones() {
         );
         assert_eq!(validate_with(&fresh, &w.key, w.now).await["code"], "BAD_SIGNATURE");
         assert_eq!(validate_with(&fresh, &new_key, w.now).await["code"], "VALID");
+// ------------------------------------------------------------------------------------------
+// Validation events (issue 12)
+
+impl World {
+    async fn edge_aggregate(&self) -> Option<nls_core::validation_stats::ValidationDayAggregate> {
+        self.origin.0.store.validation_day_aggregate(&self.license.id, self.now.date_naive()).await.unwrap()
+    }
+    fn event_calls(&self) -> usize {
+        self.origin.0.calls.borrow().get("events").copied().unwrap_or(0)
+    }
+}
+
+#[test]
+fn every_validation_the_edge_answers_is_shipped_once_as_an_event() {
+    run(async {
+        // GIVEN an edge that answered a cold validation (relayed from the origin: not an event)
+        let mut w = World::new(None).await;
+        w.validate(Some("dep-1")).await;
+        // WHEN it answers 250 warm validations, in memory
+        let calls = w.origin.calls();
+        for _ in 0..250 {
+            assert_eq!(w.validate(Some("dep-1")).await["code"], "VALID");
+        }
+        // THEN full batches of 100 went out after the responses, and nothing else
+        assert_eq!(w.event_calls(), 2, "two full batches");
+        assert_eq!(w.origin.calls(), calls + 2, "no other origin call");
+        assert_eq!(w.edge.state().pending_events(), 50);
+        // AND the rest goes out once the oldest has waited the flush interval (the next request)
+        w.advance(Duration::seconds(11));
+        w.send("GET", "/health", Value::Null).await;
+        assert_eq!(w.event_calls(), 3);
+        let agg = w.edge_aggregate().await.expect("counted at the origin");
+        assert_eq!(agg.by_code.get("VALID"), Some(&250), "each answer once, the relayed one not");
+        let ips = &agg.distinct[&nls_core::validation_stats::DistinctKind::ClientIp];
+        assert_eq!(
+            (ips.distinct, ips.top[0].value.as_str()),
+            (1, CLIENT_IP),
+            "the platform's client address"
+        );
+        assert_eq!(agg.distinct_count(nls_core::validation_stats::DistinctKind::Country), 1);
     });
 }
 
@@ -1135,5 +1249,96 @@ fn an_isolate_adopts_a_jwks_another_isolate_stored_within_the_refresh_interval()
         w.advance(Duration::seconds(61));
         validate_with(&other, &w.key, w.now).await; // schedules the background re-read
         assert_eq!(validate_with(&other, &w.key, w.now).await["code"], "BAD_SIGNATURE");
+    });
+}
+
+#[test]
+fn events_wait_in_the_kv_outbox_while_the_origin_is_down_and_count_once() {
+    run(async {
+        // GIVEN a warm edge whose origin goes away
+        let mut w = World::new(None).await;
+        w.validate(None).await;
+        w.origin.0.up.set(false);
+        for _ in 0..30 {
+            w.validate(None).await;
+        }
+        // WHEN the cron drains: the events cannot reach the origin and are queued in KV
+        w.advance(Duration::seconds(11));
+        w.edge.drain_outbox(w.now).await;
+        assert_eq!(w.edge.state().pending_events(), 0, "out of isolate memory");
+        let queued: Vec<String> =
+            w.kv.0.map.borrow().keys().filter(|k| k.starts_with("outbox/5-events/")).cloned().collect();
+        assert_eq!(queued.len(), 1, "one queued batch: {queued:?}");
+        let batch_text = w.kv.0.map.borrow()[&queued[0]].clone();
+        // AND once the origin is back, a drain delivers it, and a redelivery counts nothing
+        w.origin.0.up.set(true);
+        w.advance(Duration::seconds(11));
+        let report = w.edge.drain_outbox(w.now).await;
+        assert_eq!(report.delivered, 1, "{report:?}");
+        w.kv.0.map.borrow_mut().insert(queued[0].clone(), batch_text);
+        w.advance(Duration::seconds(11));
+        assert_eq!(w.edge.drain_outbox(w.now).await.delivered, 1, "the lost-acknowledgement replay");
+        let agg = w.edge_aggregate().await.expect("counted");
+        assert_eq!(agg.by_code.get("VALID"), Some(&30), "counted once");
+    });
+}
+
+#[test]
+fn events_over_the_isolate_bound_are_dropped_counted_and_reported() {
+    run(async {
+        // GIVEN an edge that holds at most 10 events and ships every 100 (so never by size)
+        let mut w =
+            World::with_vars(None, &[("NLS_EDGE_EVENTS_MAX", "10"), ("NLS_EDGE_EVENTS_FLUSH_SECS", "60")])
+                .await;
+        w.validate(None).await;
+        // WHEN 25 warm validations arrive within the flush interval
+        for _ in 0..25 {
+            w.validate(None).await;
+        }
+        // THEN 10 wait, 15 are dropped and counted, and no answer waited for any of it
+        assert_eq!(w.edge.state().pending_events(), 10);
+        let metrics = w.edge.state().counters().prometheus_text();
+        assert!(metrics.contains("nls_edge_events_dropped_total 15"), "{metrics}");
+        // AND the next batch carries the 10 and reports the 15
+        w.advance(Duration::seconds(61));
+        w.send("GET", "/health", Value::Null).await;
+        assert_eq!(*w.origin.0.events_dropped_reported.borrow(), 15);
+        assert_eq!(w.edge_aggregate().await.expect("counted").validations(), 10);
+    });
+}
+
+#[test]
+fn events_can_be_turned_off() {
+    run(async {
+        let w = World::with_vars(None, &[("NLS_EDGE_EVENTS_MAX", "0")]).await;
+        w.validate(None).await;
+        for _ in 0..150 {
+            w.validate(None).await;
+        }
+        assert_eq!((w.edge.state().pending_events(), w.event_calls()), (0, 0));
+    });
+}
+
+#[test]
+fn forwarded_calls_carry_the_callers_address_even_when_delivered_later() {
+    run(async {
+        // GIVEN an edge forwarding an activation and a heartbeat at once
+        let mut w = World::new(Some(5)).await;
+        w.validate(Some("dep-1")).await;
+        let (status, _) =
+            w.send("POST", "/v1/heartbeat", json!({"key": w.key, "deployment_id": "dep-1"})).await;
+        assert_eq!(status, 200);
+        // WHEN the origin is down and a usage batch is queued, then delivered
+        w.origin.0.up.set(false);
+        let usage = json!({"key": w.key, "deployment_id": "dep-1", "batch_id": "b1",
+            "records": [{"metric": "seats", "value": 1, "at": w.now}]});
+        assert_eq!(w.send("POST", "/v1/usage", usage).await.0, 202);
+        w.origin.0.up.set(true);
+        w.advance(Duration::seconds(6));
+        assert_eq!(w.edge.drain_outbox(w.now).await.delivered, 1);
+        // THEN every call the origin received named the platform's client address
+        let ips = w.origin.0.client_ips.borrow().clone();
+        assert!(ips.len() >= 3, "{ips:?}");
+        assert!(ips.iter().all(|ip| ip.as_deref() == Some(CLIENT_IP)), "{ips:?}");
     });
 }

@@ -13,7 +13,8 @@ use async_trait::async_trait;
 use chrono::{Duration, Utc};
 use futures::SinkExt;
 use nls_edge::{
-    Edge, EdgeConfig, EdgeKv, EdgeRequest, EdgeState, HttpClient, HttpOrigin, KvError, OutboundRequest,
+    ClientInfo, Edge, EdgeConfig, EdgeKv, EdgeRequest, EdgeState, HttpClient, HttpOrigin, KvError,
+    OutboundRequest,
 };
 use spin_sdk::http::{
     Fields, IncomingRequest, Method, OutgoingResponse, Request, Response, ResponseOutparam,
@@ -158,14 +159,22 @@ async fn handle(req: IncomingRequest, out: ResponseOutparam) {
     let edge = Edge::new(Arc::clone(&state), kv, origin);
     let method = req.method().to_string();
     let path = req.path_with_query().unwrap_or_else(|| "/".to_owned());
-    let headers = req
+    let headers: Vec<(String, String)> = req
         .headers()
         .entries()
         .into_iter()
         .map(|(n, v)| (n.to_ascii_lowercase(), String::from_utf8_lossy(&v).into_owned()))
         .collect();
+    // Spin's HTTP trigger puts the peer's `ip:port` in `spin-client-addr`.
+    let ip = headers
+        .iter()
+        .rev()
+        .find(|(n, _)| n == "spin-client-addr")
+        .and_then(|(_, v)| v.parse::<std::net::SocketAddr>().ok())
+        .map(|addr| addr.ip().to_string());
+    let client = ClientInfo { ip, country: None, edge: Some("spin".to_owned()) };
     let body = req.into_body().await.unwrap_or_default();
-    let outcome = edge.handle(EdgeRequest { method, path, headers, body }, Utc::now()).await;
+    let outcome = edge.handle(EdgeRequest { method, path, headers, body, client }, Utc::now()).await;
     let r = outcome.response;
     respond(out, r.status, r.content_type, r.body, &r.headers).await;
     for task in outcome.background {

@@ -21,6 +21,7 @@ mod schema;
 mod staff_accounts;
 mod unit_of_work;
 mod usage;
+mod validation_stats;
 
 use std::path::Path;
 use std::sync::Arc;

@@ -161,6 +161,54 @@ const MIGRATIONS: &[&str] = &[
     CREATE INDEX licenses_by_expiry_key ON licenses (expiry_key);
     CREATE INDEX licenses_by_customer_key ON licenses (customer_key);
     "#,
+    // 5: validation events from every edge and the origin (issue 12): batch ids counted
+    // once, per-license daily aggregates as counters (rows keyed by value for the distinct
+    // counts, at most `DISTINCT_VALUES_KEPT` per kind and day), compliance records.
+    r#"
+    CREATE TABLE validation_event_batches (
+        batch_id TEXT PRIMARY KEY NOT NULL,
+        received_at_s INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE validation_days (
+        license_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        PRIMARY KEY (license_id, day)
+    ) WITHOUT ROWID;
+    CREATE TABLE validation_day_codes (
+        license_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        code TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        PRIMARY KEY (license_id, day, code)
+    ) WITHOUT ROWID;
+    CREATE TABLE validation_day_values (
+        license_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        value TEXT NOT NULL,
+        total INTEGER NOT NULL,
+        first_seen TEXT NOT NULL,
+        last_seen TEXT NOT NULL,
+        PRIMARY KEY (license_id, day, kind, value)
+    ) WITHOUT ROWID;
+    CREATE TABLE validation_day_untracked (
+        license_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        kind TEXT NOT NULL,
+        events INTEGER NOT NULL,
+        PRIMARY KEY (license_id, day, kind)
+    ) WITHOUT ROWID;
+    CREATE TABLE compliance_records (
+        license_id TEXT NOT NULL,
+        day TEXT NOT NULL,
+        flagged INTEGER NOT NULL,
+        record TEXT NOT NULL,
+        PRIMARY KEY (license_id, day)
+    ) WITHOUT ROWID;
+    CREATE INDEX compliance_flagged_by_day ON compliance_records (day, license_id) WHERE flagged = 1;
+    "#,
 ];
 
 /// The migration that added the license search columns (1-based), after which existing rows

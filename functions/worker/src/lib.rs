@@ -14,8 +14,8 @@ use chrono::{DateTime, Duration, Utc};
 use futures_util::StreamExt;
 use futures_util::future::{Either, select};
 use nls_edge::{
-    BodyTooLarge, BoundedBody, Edge, EdgeConfig, EdgeKv, EdgeRequest, EdgeResponse, EdgeState, HttpClient,
-    HttpOrigin, KvError, OutboundRequest,
+    BodyTooLarge, BoundedBody, ClientInfo, Edge, EdgeConfig, EdgeKv, EdgeRequest, EdgeResponse, EdgeState,
+    HttpClient, HttpOrigin, KvError, OutboundRequest,
 };
 use worker::{
     AbortController, Context, Delay, Env, Fetch, Headers, Method, Request, RequestInit, Response,
@@ -170,7 +170,15 @@ async fn fetch(mut req: Request, env: Env, ctx: Context) -> worker::Result<Respo
             }
         },
     };
-    let request = EdgeRequest { method: req.method().to_string(), path, headers, body };
+    // The platform's view of the caller: Cloudflare sets `CF-Connecting-IP` itself (a client
+    // cannot forge it) and `request.cf` carries the country and the colo.
+    let cf = req.cf();
+    let client = ClientInfo {
+        ip: req.headers().get("cf-connecting-ip").ok().flatten(),
+        country: cf.and_then(|cf| cf.country()),
+        edge: cf.map(|cf| cf.colo()),
+    };
+    let request = EdgeRequest { method: req.method().to_string(), path, headers, body, client };
     let outcome = edge.handle(request, now()).await;
     if !outcome.background.is_empty() {
         let tasks = outcome.background;

@@ -99,5 +99,11 @@ pub async fn stats(State(state): State<AppState>, caller: Caller) -> Result<Json
         })
         .collect();
     let validations_by_code = state.metrics().validations_by_code().map(|(c, n)| (c.to_owned(), n)).collect();
-    Ok(Json(StatsView { licenses_by_status, validations_per_hour, validations_by_code }))
+    let edge_validations_by_code = state.validation_events().edge_validations_by_code();
+    Ok(Json(StatsView {
+        licenses_by_status,
+        validations_per_hour,
+        validations_by_code,
+        edge_validations_by_code,
+    }))
 }

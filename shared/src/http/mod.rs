@@ -31,6 +31,7 @@ pub mod request_layers;
 pub mod route_table;
 pub mod snapshot_cache;
 pub mod staff_license_actions;
+pub mod validation_event_routes;
 pub mod validation_log_buffer;
 pub mod webhook_routes;
 pub mod wire;
@@ -170,6 +171,8 @@ struct Services {
     metrics: Metrics,
     snapshots: SnapshotCache,
     validation_log: ValidationLogBuffer,
+    /// Validation events (issue 12): the origin's own, waiting for the flush; edge counts.
+    validation_events: validation_event_routes::ValidationEvents,
     ip_buckets: Option<TokenBuckets<IpAddr>>,
     api_key_buckets: Option<TokenBuckets<String>>,
     /// (method, route) → the scope the route table asks for.
@@ -211,6 +214,7 @@ impl AppState {
             verifier: Arc::new(Verifier::new(Arc::clone(&key_ring))),
             snapshots: SnapshotCache::new(config.snapshot_ttl, 100_000),
             validation_log: ValidationLogBuffer::new(config.validation_log_capacity),
+            validation_events: validation_event_routes::ValidationEvents::new(config.validation_log_capacity),
             ip_buckets: config.ip_rate_limit.map(|l| TokenBuckets::new(l, 100_000)),
             api_key_buckets: config.api_key_rate_limit.map(|l| TokenBuckets::new(l, 10_000)),
             route_scopes: route_table::route_scopes(),
@@ -296,10 +300,22 @@ impl AppState {
         &self.inner.validation_log
     }
 
+    pub fn validation_events(&self) -> &validation_event_routes::ValidationEvents {
+        &self.inner.validation_events
+    }
+
     /// Writes buffered validation history to the store. Hosts call this on a timer (about
-    /// once a second) and at shutdown; serverless hosts after each request.
+    /// once a second) and at shutdown; serverless hosts after each request. The origin's own
+    /// validation events (the daily aggregates) go with it once a batch is due.
     pub async fn flush_validation_log(&self) -> StoreResult<usize> {
-        self.inner.validation_log.flush(&*self.inner.store).await
+        let events = validation_event_routes::flush_own_events(self, false).await;
+        let logged = self.inner.validation_log.flush(&*self.inner.store).await?;
+        events.map(|_| logged)
+    }
+
+    /// Writes every pending own validation event now (hosts: at shutdown).
+    pub async fn flush_validation_events(&self) -> StoreResult<usize> {
+        validation_event_routes::flush_own_events(self, true).await
     }
 
     /// Drops this process's cached view of a license after it changed.

@@ -291,6 +291,16 @@ fn record(
 ) {
     state.metrics().record_validation(code, now);
     let ip = client_ip.map(|ip| ip.0.0);
+    state.validation_events().push_own(crate::validation_stats::ValidationEvent {
+        license_id: license_id.to_owned(),
+        deployment_id: body.deployment_id.clone(),
+        fingerprint: body.fingerprint.clone(),
+        client_ip: ip.map(|ip| ip.to_string()),
+        country: None,
+        code: code.to_owned(),
+        at: now,
+        edge: None,
+    });
     let identity = (license_id, body.deployment_id.as_deref(), body.fingerprint.as_deref(), ip, code);
     state.validation_log().push_unless_repeated(identity, now.timestamp(), || ValidationLogEntry {
         license_id: license_id.to_owned(),
@@ -437,6 +447,7 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
         ("nls_validation_log_pending", "Validation history entries waiting for the next flush.", pending),
     ];
     series.extend(state.registry().map(|r| r.metric_series()).into_iter().flatten());
+    series.extend(state.validation_events().metric_series());
     let text = state.metrics().render(&series);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
 }

@@ -14,8 +14,8 @@ use crate::panic_guard::catch_panic;
 
 /// Admin routes are the ones that take an API key; only they answer CORS.
 pub fn is_admin_path(path: &str) -> bool {
-    const ADMIN_PREFIXES: [&str; 5] =
-        ["/v1/customers", "/v1/licenses", "/v1/api-keys", "/v1/audit-log", "/v1/stats"];
+    const ADMIN_PREFIXES: [&str; 6] =
+        ["/v1/customers", "/v1/licenses", "/v1/api-keys", "/v1/audit-log", "/v1/stats", "/v1/compliance"];
     path != "/v1/licenses/validate" && ADMIN_PREFIXES.iter().any(|p| path.starts_with(p))
 }
 
@@ -39,7 +39,9 @@ pub async fn guard(State(state): State<AppState>, mut req: Request, next: Next) 
     let route = req.extensions().get::<MatchedPath>().cloned();
     let cors_origin = allowed_origin(&state, req.headers(), req.uri().path());
     req.extensions_mut().insert(BodyLimit(state.config().body_limit_bytes));
-    let ip = client_ip(&state, &req);
+    // An edge's forwarded call names its caller; trusted only with the edge's service token.
+    let forwarded = crate::http::validation_event_routes::forwarded_client_ip(&state, req.headers()).await;
+    let ip = forwarded.or_else(|| client_ip(&state, &req));
     if let Some(ip) = ip {
         req.extensions_mut().insert(ClientIp(ip));
     }

@@ -15,6 +15,7 @@ use utoipa::ToSchema;
 use utoipa::openapi::RefOr;
 use utoipa::openapi::schema::Schema;
 
+use crate::http::validation_event_routes as vevents;
 use crate::http::wire::*;
 use crate::http::{
     AppState, api_key_routes as keys, audit_routes as audit, customer_routes as customers,
@@ -179,6 +180,17 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
             get(crate::http::internal_routes::license_snapshot),
         ),
         (
+            doc(
+                M::POST,
+                "/v1/internal/validation-events",
+                "An edge's batch of the validations it answered (counted once per batch_id)",
+                EDGE,
+            )
+            .body::<vevents::ValidationEventsRequest>()
+            .answer::<vevents::ValidationEventsAccepted>(200),
+            post(vevents::ingest_validation_events),
+        ),
+        (
             doc(M::POST, "/v1/customers", "Create a customer", WRITE)
                 .body::<CreateCustomerRequest>()
                 .answer::<CustomerEnvelope>(201)
@@ -301,6 +313,18 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
         (
             doc(M::GET, "/v1/stats", "Counts by status, validations per hour", READ).answer::<StatsView>(200),
             get(audit::stats),
+        ),
+        (
+            doc(M::GET, "/v1/licenses/{id}/compliance", "A license's daily usage signals and flags", READ)
+                .query::<vevents::LicenseComplianceQuery>()
+                .answer::<vevents::LicenseCompliance>(200),
+            get(vevents::license_compliance),
+        ),
+        (
+            doc(M::GET, "/v1/compliance", "Flagged license-days (key-sharing signals), newest first", READ)
+                .query::<vevents::ComplianceListQuery>()
+                .answer::<vevents::ComplianceList>(200),
+            get(vevents::list_compliance),
         ),
         (
             doc(M::GET, "/v1/licenses/{id}/notifications", "A license's communication log", READ)

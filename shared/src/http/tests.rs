@@ -176,6 +176,44 @@ impl ValidationLogStore for CountingStore {
 }
 
 #[async_trait]
+impl ValidationStatsStore for CountingStore {
+    async fn record_validation_events(
+        &self,
+        batch: &crate::validation_stats::ValidationEventBatch,
+    ) -> StoreResult<BatchOutcome> {
+        self.inner.record_validation_events(batch).await
+    }
+    async fn validation_day_aggregate(
+        &self,
+        license_id: &str,
+        day: chrono::NaiveDate,
+    ) -> StoreResult<Option<crate::validation_stats::ValidationDayAggregate>> {
+        self.inner.validation_day_aggregate(license_id, day).await
+    }
+    async fn put_compliance_record(
+        &self,
+        record: &crate::validation_stats::ComplianceRecord,
+    ) -> StoreResult<()> {
+        self.inner.put_compliance_record(record).await
+    }
+    async fn list_compliance_records(
+        &self,
+        license_id: &str,
+        since: chrono::NaiveDate,
+    ) -> StoreResult<Vec<crate::validation_stats::ComplianceRecord>> {
+        self.inner.list_compliance_records(license_id, since).await
+    }
+    async fn list_flagged_compliance(
+        &self,
+        since: chrono::NaiveDate,
+        until: chrono::NaiveDate,
+        limit: usize,
+    ) -> StoreResult<Vec<crate::validation_stats::ComplianceRecord>> {
+        self.inner.list_flagged_compliance(since, until, limit).await
+    }
+}
+
+#[async_trait]
 impl StaffStore for CountingStore {
     async fn get_staff_user(&self, id: &str) -> StoreResult<Option<StaffUser>> {
         self.inner.get_staff_user(id).await
@@ -711,6 +749,7 @@ async fn stripe_lifecycle_transitions_are_pushed() {
 
 mod fleet_usage_answer;
 mod security_review;
+mod validation_events;
 #[tokio::test]
 async fn usage_outside_the_documented_bounds_is_refused_with_a_stable_code() {
     let h = harness();

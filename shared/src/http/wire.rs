@@ -797,8 +797,11 @@ pub struct StatsView {
     pub licenses_by_status: BTreeMap<String, u64>,
     /// Validations answered by this instance per UTC hour (last 24 hours), oldest first.
     pub validations_per_hour: Vec<HourlyCount>,
-    /// Validations answered by this instance since it started, by code.
+    /// Validations answered by this instance since it started, by code, plus those the
+    /// edges answered and reported to this instance (each counted once).
     pub validations_by_code: BTreeMap<String, u64>,
+    /// Of `validations_by_code`, those answered at the edges, by code.
+    pub edge_validations_by_code: BTreeMap<String, u64>,
 }
 
 #[derive(Debug, Serialize, ToSchema)]

@@ -116,6 +116,32 @@ pub struct ServeArgs {
     pub body_read_timeout_secs: u64,
     #[command(flatten)]
     pub registry: RegistryArgs,
+    #[command(flatten)]
+    pub compliance: ComplianceArgs,
+}
+
+/// The key-sharing / compliance flags (docs/api.md); a flag never suspends anything.
+#[derive(Debug, clap::Args)]
+pub struct ComplianceArgs {
+    /// Flag a day with more distinct fingerprints or client IPs than max_deployments × this.
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u32).range(1..=1000))]
+    pub sharing_factor: u32,
+    /// Flag a day with at least this many TOO_MANY_DEPLOYMENTS (or ACTIVATION_RATE_LIMITED).
+    #[arg(long, value_name = "N", default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
+    pub repeated_refusals: u64,
+    /// Flag a day with validations from more than this many countries.
+    #[arg(long, value_name = "K", default_value_t = 3)]
+    pub max_countries: u32,
+}
+
+impl ComplianceArgs {
+    pub fn settings(&self) -> nls_core::validation_stats::ComplianceSettings {
+        nls_core::validation_stats::ComplianceSettings {
+            sharing_factor: self.sharing_factor,
+            repeated_refusals: self.repeated_refusals,
+            max_countries: self.max_countries,
+        }
+    }
 }
 
 /// The Docker Registry token service (`GET /v1/registry/token`, docs/distribution.md).
@@ -311,6 +337,7 @@ pub fn run(args: ServeArgs) -> Result<(), ServeError> {
     // The portal's key emails and the renewals below share the counting mailer.
     let state = state.with_registry(registry).with_mailer(Arc::clone(&mailer)).with_plans(plans);
     let mailer = state.mailer().unwrap_or(mailer);
+    state.validation_events().set_settings(args.compliance.settings());
     let state = match publisher {
         Some(publisher) => {
             // The URLs only: the token is never logged.
@@ -390,6 +417,9 @@ async fn serve(
     }
     if let Some(pruner) = pruner {
         pruner.abort();
+    }
+    if let Err(e) = state.flush_validation_events().await {
+        tracing::error!(error = %e, "could not flush the validation events at shutdown");
     }
     match state.flush_validation_log().await {
         Ok(n) => tracing::info!(flushed = n, "validation history flushed"),

@@ -1,0 +1,388 @@
+//! Every validation counted wherever it was answered (issue 12): validation events (from the
+//! edges' batches and the origin's own answers), the per-license daily aggregates stores keep
+//! as counters, and the key-sharing / compliance flags computed from them.
+//!
+//! An aggregate is one (license, UTC day): validations by code, and for deployments,
+//! fingerprints, client IPs and countries the distinct values seen, each with its count and
+//! first/last sighting. Distinct values are kept as one row (or item) per value, so the counts
+//! are exact up to [`DISTINCT_VALUES_KEPT`] values per kind and day; past that bound a value
+//! that was not kept yet is only counted in `untracked` (events), so the distinct count reads
+//! "at least the bound". That bound keeps what a key-sharer (or an attacker inventing
+//! fingerprints) can make a store hold to about 4,000 small rows per license and day.
+//!
+//! A flag is information for staff, never an automatic suspension.
+
+use std::collections::BTreeMap;
+
+use chrono::NaiveDate;
+use serde::{Deserialize, Serialize};
+
+use crate::model::Timestamp;
+
+/// Distinct values kept per license, day and kind; beyond it values are counted, not kept.
+pub const DISTINCT_VALUES_KEPT: u64 = 1000;
+/// The most events one batch may hold (an edge ships at most this many at once).
+pub const MAX_EVENTS_PER_BATCH: usize = 100;
+/// Values shown as evidence per kind (the most frequent first).
+pub const TOP_VALUES: usize = 5;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum DistinctKind {
+    Deployment,
+    Fingerprint,
+    ClientIp,
+    Country,
+}
+
+impl DistinctKind {
+    pub const ALL: [DistinctKind; 4] = [Self::Deployment, Self::Fingerprint, Self::ClientIp, Self::Country];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Deployment => "deployment",
+            Self::Fingerprint => "fingerprint",
+            Self::ClientIp => "client_ip",
+            Self::Country => "country",
+        }
+    }
+
+    pub fn parse(text: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|k| k.as_str() == text)
+    }
+}
+
+/// One validation answered by an edge or by the origin.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationEvent {
+    pub license_id: String,
+    pub deployment_id: Option<String>,
+    pub fingerprint: Option<String>,
+    pub client_ip: Option<String>,
+    /// ISO 3166 alpha-2, where the platform knows it (`request.cf.country`).
+    pub country: Option<String>,
+    pub code: String,
+    pub at: Timestamp,
+    /// Which edge answered (e.g. a Cloudflare colo); `None` for the origin itself.
+    pub edge: Option<String>,
+}
+
+impl ValidationEvent {
+    fn value(&self, kind: DistinctKind) -> Option<&str> {
+        match kind {
+            DistinctKind::Deployment => self.deployment_id.as_deref(),
+            DistinctKind::Fingerprint => self.fingerprint.as_deref(),
+            DistinctKind::ClientIp => self.client_ip.as_deref(),
+            DistinctKind::Country => self.country.as_deref(),
+        }
+    }
+}
+
+/// Events counted once per `batch_id` however often the batch is delivered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValidationEventBatch {
+    pub batch_id: String,
+    pub received_at: Timestamp,
+    pub events: Vec<ValidationEvent>,
+}
+
+/// What one (license, day) gains from one value in one batch.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ValueIncrement {
+    pub count: u64,
+    pub first_at: Timestamp,
+    pub last_at: Timestamp,
+}
+
+/// What one batch adds to one (license, day) aggregate.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayIncrement {
+    pub license_id: String,
+    pub day: NaiveDate,
+    pub by_code: BTreeMap<String, u64>,
+    pub values: BTreeMap<DistinctKind, BTreeMap<String, ValueIncrement>>,
+    pub first_at: Timestamp,
+    pub last_at: Timestamp,
+}
+
+impl ValidationEventBatch {
+    /// The batch grouped by (license, UTC day of `at`), in key order.
+    pub fn day_increments(&self) -> Vec<DayIncrement> {
+        let mut days: BTreeMap<(String, NaiveDate), DayIncrement> = BTreeMap::new();
+        for e in &self.events {
+            let day = e.at.date_naive();
+            let inc = days.entry((e.license_id.clone(), day)).or_insert_with(|| DayIncrement {
+                license_id: e.license_id.clone(),
+                day,
+                by_code: BTreeMap::new(),
+                values: BTreeMap::new(),
+                first_at: e.at,
+                last_at: e.at,
+            });
+            *inc.by_code.entry(e.code.clone()).or_default() += 1;
+            inc.first_at = inc.first_at.min(e.at);
+            inc.last_at = inc.last_at.max(e.at);
+            for kind in DistinctKind::ALL {
+                if let Some(v) = e.value(kind) {
+                    let slot = inc
+                        .values
+                        .entry(kind)
+                        .or_default()
+                        .entry(v.to_owned())
+                        .or_insert(ValueIncrement { count: 0, first_at: e.at, last_at: e.at });
+                    slot.count += 1;
+                    slot.first_at = slot.first_at.min(e.at);
+                    slot.last_at = slot.last_at.max(e.at);
+                }
+            }
+        }
+        days.into_values().collect()
+    }
+}
+
+/// One distinct value of a day, with how often and when it was seen.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValueSeen {
+    pub value: String,
+    pub count: u64,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct DistinctValues {
+    /// Distinct values kept (exact while under [`DISTINCT_VALUES_KEPT`]).
+    pub distinct: u64,
+    /// Events whose value was new after the bound was reached (not kept, not distinct-counted).
+    pub untracked: u64,
+    /// The most frequent values, at most [`TOP_VALUES`].
+    pub top: Vec<ValueSeen>,
+}
+
+impl DistinctValues {
+    /// From every kept value: the count and the top values.
+    pub fn from_values(mut values: Vec<ValueSeen>, untracked: u64) -> Self {
+        values.sort_by(|a, b| b.count.cmp(&a.count).then_with(|| a.value.cmp(&b.value)));
+        let distinct = values.len() as u64;
+        values.truncate(TOP_VALUES);
+        Self { distinct, untracked, top: values }
+    }
+}
+
+/// Every kind with kept values or untracked events, from what a store read back.
+pub fn distinct_by_kind(
+    mut values: BTreeMap<DistinctKind, Vec<ValueSeen>>,
+    untracked: &BTreeMap<DistinctKind, u64>,
+) -> BTreeMap<DistinctKind, DistinctValues> {
+    DistinctKind::ALL
+        .into_iter()
+        .filter_map(|k| {
+            let kept = values.remove(&k);
+            let lost = untracked.get(&k).copied();
+            (kept.is_some() || lost.is_some())
+                .then(|| (k, DistinctValues::from_values(kept.unwrap_or_default(), lost.unwrap_or(0))))
+        })
+        .collect()
+}
+
+/// Everything counted for one license on one UTC day.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ValidationDayAggregate {
+    pub license_id: String,
+    pub day: NaiveDate,
+    pub by_code: BTreeMap<String, u64>,
+    pub distinct: BTreeMap<DistinctKind, DistinctValues>,
+    pub first_seen: Timestamp,
+    pub last_seen: Timestamp,
+}
+
+impl ValidationDayAggregate {
+    pub fn validations(&self) -> u64 {
+        self.by_code.values().sum()
+    }
+    pub fn distinct_count(&self, kind: DistinctKind) -> u64 {
+        self.distinct.get(&kind).map_or(0, |d| d.distinct)
+    }
+}
+
+/// The thresholds of the flags. Hosts parse them once at start-up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ComplianceSettings {
+    /// Flag more distinct fingerprints or client IPs in a day than `max_deployments × this`.
+    pub sharing_factor: u32,
+    /// Flag a day with at least this many `TOO_MANY_DEPLOYMENTS` (or `ACTIVATION_RATE_LIMITED`).
+    pub repeated_refusals: u64,
+    /// Flag validations from more than this many countries in a day.
+    pub max_countries: u32,
+}
+
+impl Default for ComplianceSettings {
+    fn default() -> Self {
+        Self { sharing_factor: 3, repeated_refusals: 3, max_countries: 3 }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ComplianceFlagKind {
+    TooManyFingerprints,
+    TooManyClientIps,
+    RepeatedTooManyDeployments,
+    RepeatedActivationRateLimited,
+    TooManyCountries,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComplianceFlag {
+    pub kind: ComplianceFlagKind,
+    /// What was counted that day.
+    pub observed: u64,
+    /// The threshold it passed (`observed > threshold`, or `>=` for repeated refusals).
+    pub threshold: u64,
+}
+
+/// One license's day as staff see it: the flags and the aggregate that is their evidence.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct ComplianceRecord {
+    pub license_id: String,
+    pub day: NaiveDate,
+    pub flags: Vec<ComplianceFlag>,
+    pub evidence: ValidationDayAggregate,
+    pub evaluated_at: Timestamp,
+}
+
+impl ComplianceRecord {
+    pub fn flagged(&self) -> bool {
+        !self.flags.is_empty()
+    }
+}
+
+/// The flags a day's aggregate raises for a license with `max_deployments` seats (`None`:
+/// unlimited, so no sharing threshold).
+pub fn evaluate_flags(
+    aggregate: &ValidationDayAggregate,
+    max_deployments: Option<u32>,
+    settings: &ComplianceSettings,
+) -> Vec<ComplianceFlag> {
+    let mut flags = Vec::new();
+    if let Some(max) = max_deployments {
+        let threshold = u64::from(max.max(1)) * u64::from(settings.sharing_factor);
+        for (kind, flag) in [
+            (DistinctKind::Fingerprint, ComplianceFlagKind::TooManyFingerprints),
+            (DistinctKind::ClientIp, ComplianceFlagKind::TooManyClientIps),
+        ] {
+            let observed = aggregate.distinct_count(kind);
+            if observed > threshold {
+                flags.push(ComplianceFlag { kind: flag, observed, threshold });
+            }
+        }
+    }
+    for (code, flag) in [
+        ("TOO_MANY_DEPLOYMENTS", ComplianceFlagKind::RepeatedTooManyDeployments),
+        ("ACTIVATION_RATE_LIMITED", ComplianceFlagKind::RepeatedActivationRateLimited),
+    ] {
+        let observed = aggregate.by_code.get(code).copied().unwrap_or(0);
+        if settings.repeated_refusals > 0 && observed >= settings.repeated_refusals {
+            flags.push(ComplianceFlag { kind: flag, observed, threshold: settings.repeated_refusals });
+        }
+    }
+    let countries = aggregate.distinct_count(DistinctKind::Country);
+    if countries > u64::from(settings.max_countries) {
+        flags.push(ComplianceFlag {
+            kind: ComplianceFlagKind::TooManyCountries,
+            observed: countries,
+            threshold: u64::from(settings.max_countries),
+        });
+    }
+    flags
+}
+
+/// `YYYY-MM-DD`, the day format of store keys and query parameters.
+pub fn day_key(day: NaiveDate) -> String {
+    day.format("%Y-%m-%d").to_string()
+}
+
+pub fn parse_day(text: &str) -> Option<NaiveDate> {
+    NaiveDate::parse_from_str(text, "%Y-%m-%d").ok().filter(|_| text.len() == 10)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use chrono::{TimeZone, Utc};
+
+    fn event(license: &str, fp: &str, ip: &str, code: &str, hour: u32) -> ValidationEvent {
+        ValidationEvent {
+            license_id: license.into(),
+            deployment_id: Some("d1".into()),
+            fingerprint: Some(fp.into()),
+            client_ip: Some(ip.into()),
+            country: None,
+            code: code.into(),
+            at: Utc.with_ymd_and_hms(2026, 12, 4, hour, 0, 0).unwrap(),
+            edge: None,
+        }
+    }
+
+    #[test]
+    fn increments_group_by_license_and_day() {
+        let batch = ValidationEventBatch {
+            batch_id: "b".into(),
+            received_at: Utc::now(),
+            events: vec![
+                event("a", "f1", "1.1.1.1", "VALID", 1),
+                event("a", "f1", "1.1.1.2", "VALID", 2),
+                event("b", "f2", "1.1.1.1", "EXPIRED", 3),
+            ],
+        };
+        let incs = batch.day_increments();
+        assert_eq!(incs.len(), 2);
+        assert_eq!(incs[0].by_code.get("VALID"), Some(&2));
+        assert_eq!(incs[0].values[&DistinctKind::ClientIp].len(), 2);
+        assert_eq!(incs[0].values[&DistinctKind::Fingerprint]["f1"].count, 2);
+        assert_eq!(incs[0].first_at.format("%H").to_string(), "01");
+        assert_eq!(incs[0].last_at.format("%H").to_string(), "02");
+    }
+
+    fn aggregate(fingerprints: u64, ips: u64, countries: u64, refusals: u64) -> ValidationDayAggregate {
+        let distinct = |n: u64| DistinctValues { distinct: n, untracked: 0, top: Vec::new() };
+        ValidationDayAggregate {
+            license_id: "a".into(),
+            day: NaiveDate::from_ymd_opt(2026, 12, 4).unwrap(),
+            by_code: BTreeMap::from([("VALID".into(), 10), ("TOO_MANY_DEPLOYMENTS".into(), refusals)]),
+            distinct: BTreeMap::from([
+                (DistinctKind::Fingerprint, distinct(fingerprints)),
+                (DistinctKind::ClientIp, distinct(ips)),
+                (DistinctKind::Country, distinct(countries)),
+            ]),
+            first_seen: Utc::now(),
+            last_seen: Utc::now(),
+        }
+    }
+
+    #[test]
+    fn flags_follow_the_thresholds() {
+        let s = ComplianceSettings::default();
+        let kinds = |a: &ValidationDayAggregate, max| {
+            evaluate_flags(a, max, &s).into_iter().map(|f| f.kind).collect::<Vec<_>>()
+        };
+        assert!(kinds(&aggregate(6, 6, 3, 2), Some(2)).is_empty(), "at the thresholds: no flag");
+        assert_eq!(
+            kinds(&aggregate(7, 7, 4, 3), Some(2)),
+            vec![
+                ComplianceFlagKind::TooManyFingerprints,
+                ComplianceFlagKind::TooManyClientIps,
+                ComplianceFlagKind::RepeatedTooManyDeployments,
+                ComplianceFlagKind::TooManyCountries,
+            ]
+        );
+        assert!(kinds(&aggregate(700, 700, 1, 0), None).is_empty(), "unlimited seats share nothing");
+    }
+
+    #[test]
+    fn days_parse_strictly() {
+        assert_eq!(parse_day("2026-12-04").map(day_key).as_deref(), Some("2026-12-04"));
+        assert!(parse_day("2026-12-4").is_none());
+        assert!(parse_day("yesterday").is_none());
+    }
+}
