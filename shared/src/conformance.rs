@@ -1106,6 +1106,8 @@ async fn customer_delete_races_license_create(store: Arc<dyn Store>) {
         assert!(licenses.items.is_empty() || customer_left.is_some(), "round {round}: an orphan license");
     }
     assert_eq!(deleted + licensed, 12);
+}
+
 /// Every page of `query`, `limit` rows at a time; a page may be short (a store that stops at a
 /// read bound), but never longer than asked, and the cursor must lead on without repeats.
 async fn search_all(

@@ -28,6 +28,7 @@ use chrono::Duration;
 use crate::model::*;
 use crate::ports::*;
 use crate::validation::StatusSnapshot;
+use crate::validation_stats::{ComplianceRecord, ValidationDayAggregate, ValidationEventBatch};
 
 /// How often each fault happens, in parts per thousand of operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -210,6 +211,13 @@ impl LicenseStore for FaultyStore {
     async fn list_licenses(&self, filter: &LicenseFilter, page: &PageRequest) -> StoreResult<Page<License>> {
         self.run(Op::Read, "list_licenses", self.inner.list_licenses(filter, page)).await
     }
+    async fn search_licenses(
+        &self,
+        query: &crate::license_search::LicenseQuery,
+        page: &PageRequest,
+    ) -> StoreResult<Page<License>> {
+        self.run(Op::Read, "search_licenses", self.inner.search_licenses(query, page)).await
+    }
     async fn licenses_expiring_between(&self, from: Timestamp, to: Timestamp) -> StoreResult<Vec<License>> {
         self.run(Op::Read, "licenses_expiring_between", self.inner.licenses_expiring_between(from, to)).await
     }
@@ -312,6 +320,41 @@ impl ValidationLogStore for FaultyStore {
         limit: usize,
     ) -> StoreResult<Vec<ValidationLogEntry>> {
         self.run(Op::Read, "list_validation_logs", self.inner.list_validation_logs(license_id, limit)).await
+    }
+}
+
+#[async_trait]
+impl ValidationStatsStore for FaultyStore {
+    async fn record_validation_events(&self, batch: &ValidationEventBatch) -> StoreResult<BatchOutcome> {
+        self.run(Op::Write, "record_validation_events", self.inner.record_validation_events(batch)).await
+    }
+    async fn validation_day_aggregate(
+        &self,
+        license_id: &str,
+        day: chrono::NaiveDate,
+    ) -> StoreResult<Option<ValidationDayAggregate>> {
+        self.run(Op::Read, "validation_day_aggregate", self.inner.validation_day_aggregate(license_id, day))
+            .await
+    }
+    async fn put_compliance_record(&self, record: &ComplianceRecord) -> StoreResult<()> {
+        self.run(Op::Write, "put_compliance_record", self.inner.put_compliance_record(record)).await
+    }
+    async fn list_compliance_records(
+        &self,
+        license_id: &str,
+        since: chrono::NaiveDate,
+    ) -> StoreResult<Vec<ComplianceRecord>> {
+        self.run(Op::Read, "list_compliance_records", self.inner.list_compliance_records(license_id, since))
+            .await
+    }
+    async fn list_flagged_compliance(
+        &self,
+        since: chrono::NaiveDate,
+        until: chrono::NaiveDate,
+        limit: usize,
+    ) -> StoreResult<Vec<ComplianceRecord>> {
+        let call = self.inner.list_flagged_compliance(since, until, limit);
+        self.run(Op::Read, "list_flagged_compliance", call).await
     }
 }
 

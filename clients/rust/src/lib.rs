@@ -21,10 +21,10 @@
 //! - [`env_config`]: the `NECTAR_LICENSE_*` environment ([`ClientConfig::from_env`]).
 //! - The decisions themselves live in `nls-client-core` (pure, shared with the Node package).
 
-pub mod deployment_lease;
 pub mod access_tokens;
 #[cfg(feature = "axum")]
 pub mod cloud_access;
+pub mod deployment_lease;
 pub mod durable_file;
 pub mod env_config;
 pub mod http_transport;

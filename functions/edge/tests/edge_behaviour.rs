@@ -1088,6 +1088,7 @@ async fn validate_with(edge: &Edge<FakeKv, FakeOrigin>, key: &str, now: Timestam
         path: "/v1/licenses/validate".into(),
         headers: vec![],
         body: json!({"key": key}).to_string().into_bytes(),
+        ..Default::default()
     };
     let outcome = edge.handle(request, now).await;
     for task in outcome.background {
@@ -1187,6 +1188,9 @@ fn a_pushed_jwks_retires_a_kid_at_once_in_this_isolate_and_in_fresh_ones() {
         );
         assert_eq!(validate_with(&fresh, &w.key, w.now).await["code"], "BAD_SIGNATURE");
         assert_eq!(validate_with(&fresh, &new_key, w.now).await["code"], "VALID");
+    });
+}
+
 // ------------------------------------------------------------------------------------------
 // Validation events (issue 12)
 

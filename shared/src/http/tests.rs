@@ -851,5 +851,5 @@ async fn a_garbage_cursor_is_invalid_query_on_every_list_route() {
         );
     }
 }
-mod under_faults;
 mod access_tokens;
+mod under_faults;

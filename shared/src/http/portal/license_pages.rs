@@ -3,7 +3,7 @@
 //! Every change goes through the same functions as the JSON API (`license_routes::{create,
 //! update, change_status}`), audited as the staff user.
 
-use std::collections::{BTreeMap, HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
@@ -14,7 +14,7 @@ use serde::Deserialize;
 
 use crate::http::AppState;
 use crate::http::app_error::{AppError, QueryParams};
-use crate::http::license_routes::{self, StaffStatusChange, parse_status_filter};
+use crate::http::license_routes::{self, StaffStatusChange};
 use crate::http::portal::access::PortalAction;
 use crate::http::portal::csrf::{StaffForm, hidden_field};
 use crate::http::portal::form_body::FormBody;
@@ -23,7 +23,7 @@ use crate::http::portal::portal_error::PortalResult;
 use crate::http::portal::session_auth::Staff;
 use crate::http::wire::{CreateLicenseRequest, UpdateLicenseRequest};
 use crate::model::{Customer, License, Timestamp};
-use crate::ports::{LicenseFilter, PageRequest};
+use crate::ports::PageRequest;
 
 /// Rows on a list page.
 pub const PAGE_ROWS: usize = 50;

@@ -331,8 +331,8 @@ async fn customer_names_render_as_text() {
     }
 }
 
-mod pages;
 /// The API keys, staff, account (TOTP) and system pages.
 mod admin_pages;
 /// The license list's search, sort and bulk operations.
 mod license_list_tests;
+mod pages;
