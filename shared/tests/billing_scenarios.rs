@@ -45,4 +45,5 @@ scenario_tests!(
     renewal_notices_each_window_once,
     overlapping_runs_and_a_crash_send_once,
     opt_out_skips_reminders_not_the_suspension_notice,
+    a_paid_through_date_past_2200_is_refused,
 );

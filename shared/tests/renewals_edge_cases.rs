@@ -178,3 +178,24 @@ async fn a_crash_after_acceptance_is_the_only_duplicate() {
     counts.sort();
     assert_eq!(counts, vec![1, 2]);
 }
+
+/// Issue 19 item 1: records made before the term bounds may hold `grace_days` of 4294967295,
+/// whose date arithmetic overflowed and aborted the whole run. The run now goes on: the
+/// legacy license gets its notices (its grace simply never ends) and so does everyone else.
+#[tokio::test]
+async fn a_legacy_license_with_huge_terms_does_not_stop_the_run() {
+    let h = harness("2027-01-01T08:00:00Z");
+    let legacy = seed(&h, "legacy", at("2027-01-10T00:00:00Z"), false).await;
+    update(&h, &legacy, |l| {
+        l.grace_days = u32::MAX;
+        l.offline_days = u32::MAX;
+    })
+    .await;
+    seed(&h, "ordinary", at("2027-01-10T00:00:00Z"), false).await;
+    let sent = daily(&h, 30).await;
+    assert!(sent.contains(&("ordinary@example.com".to_owned(), "expiry_warning".to_owned())), "{sent:?}");
+    assert!(sent.contains(&("ordinary@example.com".to_owned(), "suspension_notice".to_owned())), "{sent:?}");
+    assert!(sent.contains(&("legacy@example.com".to_owned(), "expiry_warning".to_owned())), "{sent:?}");
+    let legacy = h.store.get_license(&legacy.id).await.expect("reads").expect("exists");
+    assert_ne!(legacy.status, LicenseStatus::Revoked);
+}

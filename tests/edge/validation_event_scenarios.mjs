@@ -65,6 +65,21 @@ export function registerEventScenarios(t, ctx) {
   };
   const stats = () => ctx.origin.admin('GET', '/v1/stats');
   const valid = (s) => s.validations_by_code.VALID ?? 0;
+  const edgeValid = (s) => s.edge_validations_by_code.VALID ?? 0;
+  // The stats are global: validations of earlier scenarios may still wait in an isolate (up to
+  // NLS_EDGE_EVENTS_FLUSH_SECS, 10 s) or in the KV outbox. Settled = unchanged across a flush
+  // interval, with the edge prodded to ship before each read.
+  const settledStats = async () => {
+    let last = null;
+    for (let round = 0; round < 10; round += 1) {
+      await ctx.tickle();
+      const s = await stats();
+      if (last && valid(s) === valid(last) && edgeValid(s) === edgeValid(last)) return s;
+      last = s;
+      await new Promise((resolve) => setTimeout(resolve, 11000));
+    }
+    throw new Error('the origin stats kept changing with no traffic');
+  };
   const history = async (id) => (await ctx.origin.admin('GET', `/v1/licenses/${id}/validations?limit=1000`)).items;
   const today = async (id) => (await ctx.origin.admin('GET', `/v1/licenses/${id}/compliance`)).items[0];
   const state = {};
@@ -73,7 +88,7 @@ export function registerEventScenarios(t, ctx) {
     ['1,000 warm validations at the edge are counted at the origin exactly once', async () => {
       state.license = await ctx.origin.issueLicense({ max_deployments: 5 });
       const { id, key } = state.license;
-      const before = await stats();
+      const before = await settledStats();
       // Cold: activation and receipt from the origin, which counts this one itself.
       assert.equal((await validate({ key, deployment_id: 'ev-1', fingerprint: 'fp-0' })).code, 'VALID');
       const started = Date.now();

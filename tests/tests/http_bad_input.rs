@@ -10,6 +10,8 @@ use serde_json::{Value, json};
 struct Fixture {
     server: NlsServer,
     reader: String,
+    /// An `edge`-scoped key: the only credential the edges' internal write routes take.
+    edge: String,
     license_id: String,
     customer_id: String,
     key: String,
@@ -19,13 +21,15 @@ fn fixture(dir: &TempDir) -> Fixture {
     let server = NlsServer::start(dir.path(), &[]);
     let created = server.admin("POST", "/v1/api-keys", Some(&json!({"name": "viewer", "scopes": ["read"]})));
     let reader = created["secret"].as_str().unwrap().to_owned();
+    let created = server.admin("POST", "/v1/api-keys", Some(&json!({"name": "edge", "scopes": ["edge"]})));
+    let edge = created["secret"].as_str().unwrap().to_owned();
     let customer =
         server.admin("POST", "/v1/customers", Some(&json!({"name": "Acme", "email": "ops@acme.test"})));
     let customer_id = customer["customer"]["id"].as_str().unwrap().to_owned();
     let license = server.admin("POST", "/v1/licenses", Some(&json!({"customer_id": customer_id})));
     let license_id = license["license"]["id"].as_str().unwrap().to_owned();
     let key = license["key"].as_str().unwrap().to_owned();
-    Fixture { server, reader, license_id, customer_id, key }
+    Fixture { server, reader, edge, license_id, customer_id, key }
 }
 
 fn send(f: &Fixture, method: &str, path: &str, auth: Option<&str>, body: &[u8]) -> HttpResponse {
@@ -76,7 +80,7 @@ fn every_route_refuses_bad_credentials_bad_json_oversize_bodies_and_wrong_method
     for (method, path, op) in routes(&f) {
         let scope = op["x-required-scope"].as_str();
         let has_body = op.get("requestBody").is_some();
-        let auth = scope.map(|_| admin.as_str());
+        let auth = scope.map(|s| if s == "edge" { f.edge.as_str() } else { admin.as_str() });
         if let Some(scope) = scope {
             check(&f, &method, &path, None, b"", 401, "missing_credentials");
             check(&f, &method, &path, Some("nls_ak_unknown_0000"), b"", 401, "invalid_credentials");

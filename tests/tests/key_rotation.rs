@@ -104,9 +104,8 @@ fn rotate_reissue_retire(label: &str, store_args: &[&str], env: &[(&'static str,
 
     // Retiring the signer is refused; so is a kid the data dir does not trust.
     let refused = nls(&["keys", "retire", "--data-dir", data, "--kid", &old_kid]);
-    assert!(
-        !refused.status.success() && String::from_utf8_lossy(&refused.stderr).contains("current signing key")
-    );
+    let said = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success() && said.contains("current signing key"), "retire the signer: {said}");
 
     server.stop();
     let rotated = nls_json(&["keys", "rotate", "--data-dir", data]);

@@ -327,6 +327,7 @@ pub const CASES: &[(&str, Case)] = &[
     }),
     ("billing_never_lifts_an_admin_suspension", |s| Box::pin(billing_never_lifts_an_admin_suspension(s))),
     ("payment_lifts_a_billing_suspension", |s| Box::pin(payment_lifts_a_billing_suspension(s))),
+    ("a_paid_through_date_past_2200_is_refused", |s| Box::pin(a_paid_through_date_past_2200_is_refused(s))),
 ];
 
 /// Runs every case against fresh stores from `make_store`.
@@ -637,6 +638,25 @@ pub async fn concurrent_deliveries_apply_once(store: Arc<dyn Store>) {
     assert_eq!(h.emails_to("burst@example.com", "license key"), 1);
 }
 
+/// Issue 19 item 1: Stripe's paid-through date feeds the expiry; one past the bounds (here
+/// 2201) is refused as `terms_out_of_range` (400: Stripe stops retrying) and changes nothing,
+/// whether it would create a license or move an existing one.
+pub async fn a_paid_through_date_past_2200_is_refused(store: Arc<dyn Store>) {
+    const YEAR_2201: &str = "7289654400";
+    let h = BillingHarness::new(store);
+    let created = fixture("customer.subscription.created").replace(&T1.to_string(), YEAR_2201);
+    let refused = h.deliver(&created).await.expect_err("refused");
+    assert_eq!((refused.code(), refused.http_status()), ("terms_out_of_range", 400));
+    assert!(h.license(FIXTURE_SUBSCRIPTION).await.is_none(), "no license from a refused event");
+
+    h.deliver_fixture("customer.subscription.created").await;
+    let before = h.license(FIXTURE_SUBSCRIPTION).await.expect("license");
+    let updated = fixture("customer.subscription.updated").replace(&T1.to_string(), YEAR_2201);
+    let refused = h.deliver(&updated).await.expect_err("refused");
+    assert_eq!(refused.code(), "terms_out_of_range");
+    assert_eq!(h.license(FIXTURE_SUBSCRIPTION).await.expect("license"), before, "nothing changed");
+}
+
 pub async fn unknown_price_is_acknowledged(store: Arc<dyn Store>) {
     let h = BillingHarness::new(store);
     let body =
@@ -796,14 +816,14 @@ pub async fn renewal_notices_each_window_once(store: Arc<dyn Store>) {
     );
     let expired = h.store.get_license(&license.id).await.expect("reads").expect("exists");
     assert_eq!(expired.status, LicenseStatus::Expired);
-    let audit = h
-        .store
-        .list_audit(
-            &AuditFilter { actor: Some("scheduler".to_owned()), ..AuditFilter::default() },
-            &PageRequest::first(10),
-        )
-        .await
-        .expect("lists");
+    // Besides one `renewals.run` entry per run (the System page's "last run"), the scheduler
+    // audited one change of this license: its expiry.
+    let by_scheduler = AuditFilter {
+        actor: Some("scheduler".to_owned()),
+        target: Some(format!("license:{}", license.id)),
+        ..AuditFilter::default()
+    };
+    let audit = h.store.list_audit(&by_scheduler, &PageRequest::first(10)).await.expect("lists");
     assert_eq!(audit.items.len(), 1);
     assert_eq!(audit.items[0].target, format!("license:{}", license.id));
     // The communication log holds every notice, sent.

@@ -1,4 +1,4 @@
-//! Customers: the list (paged by the store's cursor), the new-customer and edit forms, the
+//! Customers: the list (paged by the store's cursor, with a search), the new-customer and edit forms, the
 //! reminder opt-out toggle, and the detail page with the customer's licenses, Stripe links
 //! and communication log. Changes go through `customer_routes::{create, update}`, as in the
 //! JSON API, audited as the staff user.
@@ -21,13 +21,64 @@ use crate::http::portal::license_pages::{PAGE_ROWS, license_table};
 use crate::http::portal::portal_error::PortalResult;
 use crate::http::portal::session_auth::Staff;
 use crate::http::wire::{CreateCustomerRequest, NotificationView, UpdateCustomerRequest};
-use crate::model::License;
+use crate::model::{Customer, License};
 use crate::ports::{LicenseFilter, PageRequest};
 
 #[derive(Debug, Default, Deserialize)]
 pub struct ListParams {
     #[serde(default)]
     cursor: Option<String>,
+    /// A customer id or Stripe customer id (`cus_…`, looked up directly), or any part of a
+    /// name, email or Stripe id (ignoring case).
+    #[serde(default)]
+    q: Option<String>,
+}
+
+/// Customers read per search page at most: a text search walks the store's own pages (its
+/// `list_customers` cursor), so a page costs a bounded read however many customers there are,
+/// and a narrow search over a large store can give a short page with a "Next page".
+const CUSTOMER_SEARCH_READ_BUDGET: usize = 1_000;
+/// Longest search text taken (a longer one is a 400, not a slow page).
+const MAX_SEARCH_LEN: usize = 200;
+
+/// One page of customers matching `needle`, from `cursor`, with the store cursor to go on from.
+async fn search_customers(
+    state: &AppState,
+    needle: &str,
+    cursor: Option<String>,
+) -> Result<(Vec<Customer>, Option<String>), AppError> {
+    if cursor.is_none() && needle.starts_with("cus_") {
+        let exact = match state.store().get_customer(needle).await? {
+            Some(c) => Some(c),
+            None => state.store().find_customer_by_stripe_id(needle).await?,
+        };
+        if let Some(c) = exact {
+            return Ok((vec![c], None));
+        }
+    }
+    let needle = needle.to_lowercase();
+    let matches = |c: &Customer| {
+        c.name.to_lowercase().contains(&needle)
+            || c.email.to_lowercase().contains(&needle)
+            || c.stripe_customer_id.as_deref().is_some_and(|s| s.to_lowercase().contains(&needle))
+    };
+    let (mut found, mut read, mut cursor) = (Vec::new(), 0, cursor);
+    loop {
+        // Never more store rows than the page has room for, so every match read is shown.
+        let limit = (PAGE_ROWS - found.len()) as u32;
+        let page = state.store().list_customers(&PageRequest { limit, cursor: cursor.clone() }).await?;
+        read += page.items.len();
+        for c in page.items {
+            if matches(&c) {
+                found.push(c);
+            }
+        }
+        cursor = page.next_cursor;
+        // Stopping between store pages keeps the cursor exact: no match is skipped or repeated.
+        if cursor.is_none() || found.len() >= PAGE_ROWS || read >= CUSTOMER_SEARCH_READ_BUDGET {
+            return Ok((found, cursor));
+        }
+    }
 }
 
 pub async fn list(
@@ -37,16 +88,45 @@ pub async fn list(
 ) -> PortalResult<Response> {
     staff.require(PortalAction::Read)?;
     let cursor = params.cursor.filter(|c| !c.is_empty());
-    let request = PageRequest { limit: PAGE_ROWS as u32, cursor: cursor.clone() };
-    let customers = state.store().list_customers(&request).await?;
+    let needle = params.q.as_deref().map(str::trim).filter(|q| !q.is_empty()).map(str::to_owned);
+    if needle.as_ref().is_some_and(|q| q.chars().count() > MAX_SEARCH_LEN) {
+        return Err(AppError::invalid(format!("`q` must be at most {MAX_SEARCH_LEN} characters")).into());
+    }
+    let (customers, next_cursor) = match &needle {
+        Some(q) => search_customers(&state, q, cursor.clone()).await?,
+        None => {
+            let request = PageRequest { limit: PAGE_ROWS as u32, cursor: cursor.clone() };
+            let page = state.store().list_customers(&request).await?;
+            (page.items, page.next_cursor)
+        }
+    };
+    let page_link = |next: Option<&str>| {
+        let mut query = form_urlencoded::Serializer::new(String::new());
+        if let Some(q) = &needle {
+            query.append_pair("q", q);
+        }
+        if let Some(next) = next {
+            query.append_pair("cursor", next);
+        }
+        format!("/admin/customers?{}", query.finish())
+    };
     let body = html! {
         h1 { "Customers" }
         @if staff.can(PortalAction::CreateCustomer) {
             p { a.button href="/admin/customers/new" { "New customer" } }
         }
+        form.filters method="get" action="/admin/customers" role="search" {
+            div { label for="q" { "Search" }
+                input #q type="search" name="q" value=(needle.as_deref().unwrap_or(""))
+                    maxlength=(MAX_SEARCH_LEN) placeholder="name, email, cus_…"; }
+            button type="submit" { "Search" }
+        }
+        @if needle.is_some() && customers.is_empty() {
+            p.muted { "No customer on this page of the search matches." }
+        }
         table {
             thead { tr { th scope="col" { "Name" } th scope="col" { "Email" } th scope="col" { "Stripe customer" } th scope="col" { "Created" } } }
-            tbody { @for c in &customers.items { tr {
+            tbody { @for c in &customers { tr {
                 td { a href={ "/admin/customers/" (c.id) } { (c.name) } }
                 td { (c.email) }
                 td.mono { (c.stripe_customer_id.as_deref().unwrap_or("")) }
@@ -54,9 +134,9 @@ pub async fn list(
             } } }
         }
         nav.pager aria-label="Pages" {
-            @if cursor.is_some() { a href="/admin/customers" { "First page" } }
-            @if let Some(next) = &customers.next_cursor {
-                a href={ "/admin/customers?" (form_urlencoded::Serializer::new(String::new()).append_pair("cursor", next).finish()) } rel="next" { "Next page" }
+            @if cursor.is_some() { a href=(page_link(None)) { "First page" } }
+            @if let Some(next) = &next_cursor {
+                a href=(page_link(Some(next))) rel="next" { "Next page" }
             }
         }
     };

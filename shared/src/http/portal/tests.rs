@@ -331,6 +331,67 @@ async fn customer_names_render_as_text() {
     }
 }
 
+/// The customer search: direct lookups by id, text over name, email and Stripe id, and
+/// pages that go on through the store's cursor without skipping or repeating a match.
+#[tokio::test]
+async fn customer_search_finds_by_id_text_and_pages_through_the_store() {
+    let p = portal();
+    p.staff("vi@nectar.example", StaffRole::Viewer).await;
+    let cookie = p.session("vi@nectar.example").await;
+    let now = p.clock.now();
+    let make = |name: &str, email: &str, stripe: Option<&str>| crate::model::Customer {
+        id: crate::issuing::new_id("cus"),
+        name: name.to_owned(),
+        email: email.to_owned(),
+        stripe_customer_id: stripe.map(str::to_owned),
+        reminders_opt_out: false,
+        created_at: now,
+        updated_at: now,
+    };
+    let acme = make("Acme Corp", "ops@acme.example", None);
+    let globex = make("Globex", "it@globex.example", Some("cus_StripeGlobex"));
+    let mut writes = vec![Write::CreateCustomer(acme.clone()), Write::CreateCustomer(globex.clone())];
+    writes.extend(
+        (0..120).map(|i| {
+            Write::CreateCustomer(make(&format!("Bulk {i:03}"), &format!("b{i}@bulk.example"), None))
+        }),
+    );
+    p.store.commit(None, writes).await.unwrap();
+
+    let names = |body: &str| -> Vec<String> {
+        body.match_indices("<a href=\"/admin/customers/cus_")
+            .map(|(at, _)| body[at..].split('>').nth(1).unwrap().split('<').next().unwrap().to_owned())
+            .collect()
+    };
+    let page = p.get("/admin/customers?q=ACME.EXAMPLE", &cookie).await;
+    assert_eq!(names(&page.body), ["Acme Corp"]);
+    let page = p.get("/admin/customers?q=cus_StripeGlobex", &cookie).await;
+    assert_eq!(names(&page.body), ["Globex"], "a Stripe id is looked up directly");
+    let page = p.get(&format!("/admin/customers?q={}", acme.id), &cookie).await;
+    assert_eq!(names(&page.body), ["Acme Corp"], "an NLS id too");
+    let page = p.get("/admin/customers?q=nobody", &cookie).await;
+    assert!(names(&page.body).is_empty() && page.body.contains("No customer"), "{}", page.body);
+    let long = "x".repeat(201);
+    assert_eq!(p.get(&format!("/admin/customers?q={long}"), &cookie).await.status, StatusCode::BAD_REQUEST);
+
+    // 120 matches: pages of at most 50, following "Next page", each match exactly once.
+    let (mut seen, mut path) = (Vec::new(), "/admin/customers?q=bulk".to_owned());
+    loop {
+        let page = p.get(&path, &cookie).await;
+        assert_eq!(page.status, StatusCode::OK);
+        let rows = names(&page.body);
+        assert!(rows.len() <= 50, "{}", rows.len());
+        seen.extend(rows);
+        let Some(at) = page.body.find("rel=\"next\"") else { break };
+        let href_at = page.body[..at].rfind("href=\"").unwrap() + 6;
+        path = page.body[href_at..].split('"').next().unwrap().replace("&amp;", "&");
+        assert!(path.contains("q=bulk"), "the search stays in the next link: {path}");
+    }
+    seen.sort();
+    let expected: Vec<String> = (0..120).map(|i| format!("Bulk {i:03}")).collect();
+    assert_eq!(seen, expected);
+}
+
 /// The API keys, staff, account (TOTP) and system pages.
 mod admin_pages;
 /// The license list's search, sort and bulk operations.
