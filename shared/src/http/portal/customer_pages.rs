@@ -38,6 +38,8 @@ pub struct ListParams {
 /// `list_customers` cursor), so a page costs a bounded read however many customers there are,
 /// and a narrow search over a large store can give a short page with a "Next page".
 const CUSTOMER_SEARCH_READ_BUDGET: usize = 1_000;
+/// Store calls per search page at most: near a full page each call asks for few rows.
+const CUSTOMER_SEARCH_CALL_BUDGET: usize = 20;
 /// Longest search text taken (a longer one is a 400, not a slow page).
 const MAX_SEARCH_LEN: usize = 200;
 
@@ -62,8 +64,9 @@ async fn search_customers(
             || c.email.to_lowercase().contains(&needle)
             || c.stripe_customer_id.as_deref().is_some_and(|s| s.to_lowercase().contains(&needle))
     };
-    let (mut found, mut read, mut cursor) = (Vec::new(), 0, cursor);
+    let (mut found, mut read, mut calls, mut cursor) = (Vec::new(), 0, 0, cursor);
     loop {
+        calls += 1;
         // Never more store rows than the page has room for, so every match read is shown.
         let limit = (PAGE_ROWS - found.len()) as u32;
         let page = state.store().list_customers(&PageRequest { limit, cursor: cursor.clone() }).await?;
@@ -75,7 +78,8 @@ async fn search_customers(
         }
         cursor = page.next_cursor;
         // Stopping between store pages keeps the cursor exact: no match is skipped or repeated.
-        if cursor.is_none() || found.len() >= PAGE_ROWS || read >= CUSTOMER_SEARCH_READ_BUDGET {
+        let spent = read >= CUSTOMER_SEARCH_READ_BUDGET || calls >= CUSTOMER_SEARCH_CALL_BUDGET;
+        if cursor.is_none() || found.len() >= PAGE_ROWS || spent {
             return Ok((found, cursor));
         }
     }
