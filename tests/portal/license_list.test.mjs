@@ -5,34 +5,16 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
-import { spawn, spawnSync } from 'node:child_process';
-import { createServer as createNetServer } from 'node:net';
-import { mkdtempSync, mkdirSync, openSync, readFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
-import { join, dirname } from 'node:path';
-import { fileURLToPath } from 'node:url';
-import { chromium } from 'playwright-core';
+import { join } from 'node:path';
+import { checkPage, launchChromium, startNlsServe, stopNlsServe } from './portal_harness.mjs';
 
-const here = dirname(fileURLToPath(import.meta.url));
 const NLS_BIN = process.env.NLS_BIN;
-const CHROMIUM = process.env.NLS_CHROMIUM || '/usr/bin/chromium';
 const WORK = mkdtempSync(join(tmpdir(), 'nls-portal-list-'));
 const SHOTS = process.env.NLS_PORTAL_SCREENSHOTS || join(WORK, 'screenshots');
-const AXE = readFileSync(join(here, 'node_modules/axe-core/axe.min.js'), 'utf8');
-const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-first-run',
-  '--disable-background-networking', '--disable-component-update', '--disable-sync'];
-const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 let server, base, dataDir, browser;
 const billing = { email: 'billing@nectar.test', password: randomBytes(16).toString('hex') };
@@ -41,42 +23,20 @@ before(async () => {
   assert.ok(NLS_BIN, 'NLS_BIN must name the nls binary (tests/portal/run.sh sets it)');
   mkdirSync(SHOTS, { recursive: true });
   dataDir = join(WORK, 'data');
-  const port = await freePort();
-  base = `http://127.0.0.1:${port}`;
-  const log = openSync(join(WORK, 'serve.log'), 'a');
-  server = spawn(NLS_BIN, ['serve', '--listen', `127.0.0.1:${port}`, '--data-dir', dataDir], {
-    env: { ...process.env, RUST_LOG: 'warn' }, detached: true, stdio: ['ignore', log, log],
-  });
-  server.exitPromise = new Promise((r) => server.on('exit', r));
-  for (let i = 0; ; i++) {
-    try {
-      if ((await fetch(`${base}/health`)).ok) break;
-    } catch {}
-    assert.ok(i < 240, 'nls serve did not become healthy');
-    await sleep(250);
-  }
+  ({ server, base } = await startNlsServe({ bin: NLS_BIN, workDir: WORK, dataDir }));
   const made = spawnSync(NLS_BIN, ['staff', 'create', '--email', billing.email, '--name', 'Bill Ing',
     '--role', 'billing', '--data-dir', dataDir], { input: `${billing.password}\n${billing.password}\n`, encoding: 'utf8' });
   assert.equal(made.status, 0, made.stderr);
-  browser = await chromium.launch({ executablePath: CHROMIUM, args: CHROMIUM_ARGS });
+  browser = await launchChromium();
 });
 
 after(async () => {
   await browser?.close();
-  if (server && server.exitCode === null) {
-    process.kill(-server.pid, 'SIGTERM');
-    await Promise.race([server.exitPromise, sleep(5000)]);
-  }
+  await stopNlsServe(server);
 });
 
 async function check(page, name) {
-  await page.evaluate(AXE);
-  const violations = await page.evaluate(async () => (await window.axe.run()).violations
-    .map((v) => ({ id: v.id, impact: v.impact, nodes: v.nodes.map((n) => n.target.join(' ')).slice(0, 3) })));
-  const bad = violations.filter((v) => v.impact === 'serious' || v.impact === 'critical');
-  assert.deepEqual(bad, [], `${name}: accessibility violations`);
-  assert.deepEqual(page.consoleErrors, [], `${name}: console errors`);
-  await page.screenshot({ path: join(SHOTS, `${name}.png`), fullPage: true });
+  await checkPage(page, name, SHOTS);
 }
 
 const day = (offset) => new Date(Date.now() + offset * 86400000).toISOString().slice(0, 10);
