@@ -88,6 +88,13 @@ impl Origin for InstantOrigin {
     async fn ship_validation_events(&self, _: &ValidationEventsBody) -> Result<OriginReply, OriginError> {
         Ok(OriginReply { status: 200, body: "{}".into() })
     }
+    async fn forward_access_token(
+        &self,
+        _: &nls_edge::access_tokens::AccessTokenBody,
+        _: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
+        unreachable!("the benchmark asks for no access token")
+    }
 }
 
 fn main() {

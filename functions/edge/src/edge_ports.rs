@@ -11,6 +11,7 @@ use chrono::Duration;
 use nls_core::validation::StatusSnapshot;
 use serde::Serialize;
 
+use crate::access_tokens::AccessTokenBody;
 use crate::edge_wire::{HeartbeatBody, UsageBody, ValidateBody};
 use crate::validation_events::ValidationEventsBody;
 
@@ -127,6 +128,12 @@ pub trait Origin {
     /// `GET /.well-known/jwks.json`: the origin's public keys (JSON), for a key signed by a
     /// `kid` the edge does not know yet.
     async fn fetch_jwks(&self) -> Result<String, OriginError>;
+    /// `POST /v1/access-tokens`: a cloud access token the origin signs (the edge cannot).
+    async fn forward_access_token(
+        &self,
+        body: &AccessTokenBody,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError>;
 }
 
 /// The origin over HTTP: the routes and headers live here, once; a platform gives the client.
@@ -263,6 +270,14 @@ impl<C: HttpClient> Origin for HttpOrigin<C> {
             200 => Ok(reply.body),
             status => Err(OriginError::Misconfigured(format!("JWKS route answered {status}"))),
         }
+    }
+
+    async fn forward_access_token(
+        &self,
+        body: &AccessTokenBody,
+        client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
+        self.post_json("/v1/access-tokens", body, self.forwarded_headers(client_ip)).await
     }
 
     async fn ship_validation_events(&self, body: &ValidationEventsBody) -> Result<OriginReply, OriginError> {

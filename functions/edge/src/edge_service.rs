@@ -3,7 +3,7 @@
 //! returned [`BackgroundTask`]s without holding the response (`ctx.wait_until` on Workers).
 //!
 //! Served here: `POST /v1/licenses/validate`, `POST /v1/heartbeat`, `POST /v1/usage`,
-//! `DELETE /v1/deployments/{id}`, `GET /.well-known/jwks.json`, `GET /health`, and, with the
+//! `POST /v1/access-tokens` (`access_tokens`), `DELETE /v1/deployments/{id}`, `GET /.well-known/jwks.json`, `GET /health`, and, with the
 //! service token, the push target `PUT /v1/internal/snapshots/{license_id}` and
 //! `POST /v1/internal/outbox/drain`.
 //!
@@ -25,6 +25,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 use subtle::ConstantTimeEq;
 
+use crate::access_tokens::AccessTokenCache;
 use crate::edge_config::{ConfigError, EdgeConfig};
 use crate::edge_keys::{EdgeKeys, JWKS_KV_KEY, JwksSync, KvJwksRecord, unverified_kid};
 use crate::edge_ports::{EdgeKv, Origin, OriginError, OriginReply};
@@ -72,12 +73,12 @@ pub struct EdgeResponse {
 }
 
 impl EdgeResponse {
-    fn json<T: Serialize>(status: u16, value: &T) -> Self {
+    pub(crate) fn json<T: Serialize>(status: u16, value: &T) -> Self {
         let body = serde_json::to_string(value).unwrap_or_else(|_| "{}".to_owned());
         Self { status, body, content_type: "application/json", headers: Vec::new() }
     }
 
-    fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
+    pub(crate) fn error(status: u16, code: &str, message: impl Into<String>) -> Self {
         Self::json(status, &ErrorBody { error: ErrorDetail { code, message: message.into() } })
     }
 
@@ -87,7 +88,7 @@ impl EdgeResponse {
     }
 
     /// The origin's answer, passed on unchanged.
-    fn relay(reply: OriginReply) -> Self {
+    pub(crate) fn relay(reply: OriginReply) -> Self {
         Self { status: reply.status, body: reply.body, content_type: "application/json", headers: Vec::new() }
     }
 }
@@ -131,6 +132,8 @@ pub struct EdgeState {
     counters: EdgeCounters,
     /// Validation events waiting to be shipped (`validation_events`).
     events: EventBuffer,
+    /// Cloud access tokens the origin signed, handed out again (`access_tokens`).
+    pub(crate) access_tokens: AccessTokenCache,
 }
 
 /// What this isolate counted since it started: `GET /v1/internal/metrics`.
@@ -192,6 +195,7 @@ impl EdgeState {
             health: Mutex::default(),
             counters: EdgeCounters::default(),
             events: EventBuffer::default(),
+            access_tokens: AccessTokenCache::default(),
             config,
         })
     }
@@ -220,7 +224,7 @@ impl EdgeState {
         self.health.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    fn origin_may_be_up(&self, now: Timestamp) -> bool {
+    pub(crate) fn origin_may_be_up(&self, now: Timestamp) -> bool {
         self.health().last_failure.is_none_or(|t| now - t >= self.config.outbox_retry || t > now)
     }
 
@@ -245,7 +249,7 @@ impl EdgeState {
 
     /// Only a failure to reach the origin (connect, DNS, timeout) trips the breaker: an
     /// answer, even a 5xx for one request, shows the origin is there.
-    fn note_origin<T>(&self, result: &Result<T, OriginError>, now: Timestamp) {
+    pub(crate) fn note_origin<T>(&self, result: &Result<T, OriginError>, now: Timestamp) {
         let mut health = self.health();
         match result {
             Err(OriginError::Unreachable(_)) => health.last_failure = Some(now),
@@ -325,7 +329,7 @@ fn check_client_text(field: &str, value: Option<&str>) -> Result<(), EdgeRespons
     }
 }
 
-fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, EdgeResponse> {
+pub(crate) fn parse_json<T: DeserializeOwned>(body: &[u8]) -> Result<T, EdgeResponse> {
     serde_json::from_slice(body).map_err(|e| {
         let code = if e.is_data() { "invalid_request" } else { "malformed_json" };
         EdgeResponse::error(400, code, format!("request body: {e}"))
@@ -379,6 +383,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             "/v1/licenses/validate" if method == "POST" => self.validate(req, now, bg).await,
             "/v1/heartbeat" if method == "POST" => self.heartbeat(req, now).await,
             "/v1/usage" if method == "POST" => self.usage(req, now).await,
+            "/v1/access-tokens" if method == "POST" => self.access_token(req, now, bg).await,
             "/.well-known/jwks.json" if method == "GET" => {
                 self.sync_keys(now, bg).await;
                 let mut r = EdgeResponse {
@@ -402,6 +407,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             "/v1/licenses/validate"
             | "/v1/heartbeat"
             | "/v1/usage"
+            | "/v1/access-tokens"
             | "/.well-known/jwks.json"
             | "/health" => Err(EdgeResponse::error(
                 405,
@@ -1099,7 +1105,7 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
     /// retired since `NLS_JWKS` was set); later it re-reads KV in the background every
     /// `jwks_refresh`. A key whose `kid` is unknown makes it fetch the origin's JWKS, at most
     /// once per `jwks_refresh`, and try again.
-    async fn verify_key(
+    pub(crate) async fn verify_key(
         &self,
         key: &str,
         now: Timestamp,

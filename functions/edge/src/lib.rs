@@ -13,6 +13,7 @@
 //!
 //! See `docs/edge.md` for the layers, the propagation bound and degraded mode.
 
+pub mod access_tokens;
 pub mod edge_config;
 pub mod edge_keys;
 pub mod edge_ports;

@@ -24,6 +24,10 @@ use nls_core::receipt::{sign_receipt, verify_receipt};
 use nls_core::validation::{StatusSnapshot, ValidationRequest, Verifier, decide};
 use nls_core::validation_stats::{ValidationEvent, ValidationEventBatch};
 use nls_edge::edge_wire::{HeartbeatBody, UsageBody, ValidateBody};
+use nls_core::access_token::{
+    CloudGrant, CloudLimits, DEFAULT_ACCESS_TTL_SECS, decide_access, sign_access_token, verify_access_token,
+};
+use nls_edge::access_tokens::AccessTokenBody;
 use nls_edge::validation_events::ValidationEventsBody;
 use nls_edge::{
     BackgroundTask, ClientInfo, Edge, EdgeConfig, EdgeKv, EdgeRequest, EdgeState, KvError, Origin,
@@ -230,6 +234,32 @@ impl Origin for FakeOrigin {
     async fn fetch_jwks(&self) -> Result<String, OriginError> {
         self.count("jwks")?;
         Ok(serde_json::to_string(&self.0.ring.borrow().jwks()).unwrap())
+    }
+
+    /// The origin's `POST /v1/access-tokens`: the same core decisions, then a signature.
+    async fn forward_access_token(
+        &self,
+        body: &AccessTokenBody,
+        _client_ip: Option<&str>,
+    ) -> Result<OriginReply, OriginError> {
+        self.count("access_token")?;
+        let now = self.0.now.get();
+        let key = self.verify(&body.key).expect("the edge forwards verified keys only");
+        let snapshot = self.0.store.license_snapshot(&key.claims.sub, now).await.unwrap().unwrap();
+        let decision = decide(&key, &ValidationRequest::default(), Some(&snapshot), now);
+        match decide_access(&decision, snapshot.license.cloud.as_ref(), &snapshot.month_usage, &body.audience) {
+            Err(refused) => {
+                reply(403, json!({"error": {"code": refused.code.as_str(), "message": refused.message}}))
+            }
+            Ok(grant) => {
+                let ttl = Duration::seconds(DEFAULT_ACCESS_TTL_SECS);
+                let ring = self.0.ring.borrow().clone();
+                let issued =
+                    sign_access_token(&ring, &decision, &grant, &body.deployment_id, &body.audience, now, ttl)
+                        .unwrap();
+                reply(200, json!({"token": issued.token, "expires_at": issued.expires_at}))
+            }
+        }
     }
 
     async fn ship_validation_events(&self, body: &ValidationEventsBody) -> Result<OriginReply, OriginError> {
@@ -1344,5 +1374,171 @@ fn forwarded_calls_carry_the_callers_address_even_when_delivered_later() {
         let ips = w.origin.0.client_ips.borrow().clone();
         assert!(ips.len() >= 3, "{ips:?}");
         assert!(ips.iter().all(|ip| ip.as_deref() == Some(CLIENT_IP)), "{ips:?}");
+    });
+}
+
+// ------------------------------------------------------------------------------------------
+// Cloud access tokens (access_tokens): re-judged at the edge, signed only by the origin
+
+impl World {
+    /// Grants the license `workflows` (quota `quota` calls a month) at the origin.
+    async fn grant_cloud(&mut self, quota: Option<u64>) {
+        let current = self.origin.0.store.get_license(&self.license.id).await.unwrap().unwrap();
+        let mut next = current.clone();
+        let limits = CloudLimits { requests_per_minute: 60, burst: 10, monthly_quota: quota };
+        next.cloud = Some(CloudGrant::from([("workflows".to_owned(), limits)]));
+        next.version += 1;
+        let write = Write::UpdateLicense { license: next.clone(), expected_version: current.version };
+        self.origin.0.store.commit(None, vec![write]).await.unwrap();
+        self.license = next;
+    }
+
+    async fn access_token(&self, deployment: &str, audience: &str) -> (u16, Value) {
+        let body = json!({"key": self.key, "deployment_id": deployment, "audience": audience});
+        self.send("POST", "/v1/access-tokens", body).await
+    }
+
+    fn token_calls(&self) -> usize {
+        self.origin.0.calls.borrow().get("access_token").copied().unwrap_or(0)
+    }
+
+    fn ring(&self) -> KeyRing {
+        KeyRing::parse_jwks_json(&serde_json::to_string(&self.origin.0.ring.borrow().jwks()).unwrap()).unwrap()
+    }
+}
+
+#[test]
+fn a_warm_access_token_request_is_answered_from_the_cache_with_no_network_request() {
+    run(async {
+        // GIVEN a license granted `workflows` and an edge that fetched one token from the origin
+        let mut w = World::new(None).await;
+        w.grant_cloud(None).await;
+        let (status, cold) = w.access_token("dep-1", "workflows").await;
+        assert_eq!(status, 200, "{cold}");
+        assert_eq!(w.token_calls(), 1);
+        let verified = verify_access_token(&w.ring(), cold["token"].as_str().unwrap(), "workflows", w.now)
+            .expect("the origin signed it");
+        assert_eq!(verified.claims.sub, w.license.id);
+        let (origin_calls, kv_gets) = (w.origin.calls(), w.kv.0.gets.get());
+
+        // WHEN the same key, deployment and audience ask again
+        let (status, warm) = w.access_token("dep-1", "workflows").await;
+
+        // THEN the same token comes back with no KV read and no origin call
+        assert_eq!(status, 200, "{warm}");
+        assert_eq!(warm["token"], cold["token"]);
+        assert_eq!(warm["expires_at"], cold["expires_at"]);
+        assert_eq!((w.origin.calls(), w.kv.0.gets.get()), (origin_calls, kv_gets));
+        // AND another deployment or a token close to its end goes to the origin once more
+        assert_eq!(w.access_token("dep-2", "workflows").await.0, 200);
+        assert_eq!(w.token_calls(), 2);
+    });
+}
+
+#[test]
+fn a_cached_access_token_is_handed_out_only_while_more_than_a_minute_is_left() {
+    run(async {
+        let mut w = World::new(None).await;
+        w.grant_cloud(None).await;
+        let (_, first) = w.access_token("dep-1", "workflows").await;
+        // 13 min 50 s later, 70 s are left: still handed out (the snapshot is refreshed first)
+        w.advance(Duration::seconds(DEFAULT_ACCESS_TTL_SECS - 70));
+        let (_, still) = w.access_token("dep-1", "workflows").await;
+        assert_eq!(still["token"], first["token"]);
+        assert_eq!(w.token_calls(), 1);
+        // 20 s later only 50 s are left: the origin signs a new one
+        w.advance(Duration::seconds(20));
+        let (status, renewed) = w.access_token("dep-1", "workflows").await;
+        assert_eq!(status, 200, "{renewed}");
+        assert_ne!(renewed["token"], first["token"]);
+        assert_eq!(w.token_calls(), 2);
+    });
+}
+
+#[test]
+fn another_isolate_hands_out_the_token_cached_in_kv() {
+    run(async {
+        let mut w = World::new(None).await;
+        w.grant_cloud(None).await;
+        let (_, first) = w.access_token("dep-1", "workflows").await;
+        let other = fresh_isolate(&w);
+        let body = json!({"key": w.key, "deployment_id": "dep-1", "audience": "workflows"});
+        let request = EdgeRequest {
+            method: "POST".into(),
+            path: "/v1/access-tokens".into(),
+            body: body.to_string().into_bytes(),
+            ..Default::default()
+        };
+        let outcome = other.handle(request, w.now).await;
+        assert_eq!(outcome.response.status, 200, "{}", outcome.response.body);
+        let answer: Value = serde_json::from_str(&outcome.response.body).unwrap();
+        assert_eq!(answer["token"], first["token"]);
+        assert_eq!(w.token_calls(), 1, "the second isolate did not ask the origin for a token");
+    });
+}
+
+#[test]
+fn the_snapshot_refuses_at_the_edge_even_with_a_cached_token() {
+    run(async {
+        // GIVEN a cached token and a quota of 5 calls
+        let mut w = World::new(None).await;
+        w.grant_cloud(Some(5)).await;
+        assert_eq!(w.access_token("dep-1", "workflows").await.0, 200);
+        // THEN an audience outside the grant is FEATURE_NOT_ENTITLED, without the origin
+        let (status, answer) = w.access_token("dep-1", "ai").await;
+        assert_eq!((status, &answer["error"]["code"]), (403, &json!("FEATURE_NOT_ENTITLED")), "{answer}");
+        assert_eq!(w.token_calls(), 1);
+        // WHEN the license is suspended and the push reaches the edge
+        w.set_status(LifecycleEvent::Suspend).await;
+        let snapshot = w.origin.0.store.license_snapshot(&w.license.id, w.now).await.unwrap().unwrap();
+        let bearer = vec![("authorization".to_owned(), format!("Bearer {TOKEN}"))];
+        let path = format!("/v1/internal/snapshots/{}", w.license.id);
+        let (pushed, ..) = w.send_only("PUT", &path, serde_json::to_value(&snapshot).unwrap(), bearer).await;
+        assert_eq!(pushed, 204);
+        // THEN no token is handed out, though one is cached
+        let (status, answer) = w.access_token("dep-1", "workflows").await;
+        assert_eq!((status, &answer["error"]["code"]), (403, &json!("SUSPENDED")), "{answer}");
+        assert_eq!(w.token_calls(), 1);
+        // AND after reactivation, a spent quota is refused too (fleet usage from the snapshot)
+        w.set_status(LifecycleEvent::Reactivate).await;
+        let batch = UsageBatch {
+            license_id: w.license.id.clone(),
+            deployment_id: "dep-1".into(),
+            batch_id: "b-cloud".into(),
+            records: vec![UsageRecord { metric: "cloud.workflows.calls".into(), value: 5, at: w.now }],
+            received_at: w.now,
+        };
+        w.origin.0.store.record_usage_batch(&batch).await.unwrap();
+        w.advance(Duration::seconds(61));
+        let (status, answer) = w.access_token("dep-1", "workflows").await;
+        assert_eq!((status, &answer["error"]["code"]), (403, &json!("USAGE_LIMIT_EXCEEDED")), "{answer}");
+    });
+}
+
+#[test]
+fn with_the_origin_down_and_no_usable_token_the_answer_is_503_unavailable() {
+    run(async {
+        let mut w = World::new(None).await;
+        w.grant_cloud(None).await;
+        assert_eq!(w.access_token("dep-1", "workflows").await.0, 200);
+        w.origin.0.up.set(false);
+        // A cached token with a fresh snapshot is still handed out
+        assert_eq!(w.access_token("dep-1", "workflows").await.0, 200);
+        // None for another deployment: 503, never a token the origin did not sign
+        let (status, answer) = w.access_token("dep-2", "workflows").await;
+        assert_eq!((status, &answer["error"]["code"]), (503, &json!("unavailable")), "{answer}");
+        // Past the snapshot TTL the license cannot be re-judged: 503 even with a cached token
+        w.advance(Duration::seconds(61));
+        let (status, answer) = w.access_token("dep-1", "workflows").await;
+        assert_eq!((status, &answer["error"]["code"]), (503, &json!("unavailable")), "{answer}");
+        // And bad input is still a 4xx
+        let (status, answer) = w
+            .send("POST", "/v1/access-tokens", json!({"key": w.key, "deployment_id": "d", "audience": "Bad"}))
+            .await;
+        assert_eq!((status, &answer["error"]["code"]), (400, &json!("invalid_request")), "{answer}");
+        let (status, answer) = w
+            .send("POST", "/v1/access-tokens", json!({"key": "NLS-x", "deployment_id": "d", "audience": "a"}))
+            .await;
+        assert_eq!((status, &answer["error"]["code"]), (401, &json!("invalid_license_key")), "{answer}");
     });
 }
