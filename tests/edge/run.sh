@@ -43,11 +43,12 @@ fi
 echo "worker-build $(worker-build --version), wasm-bindgen $bindgen_version, wrangler $("$WORKER_DIR/node_modules/.bin/wrangler" --version), node $(node --version)"
 
 # ---------------------------------------------------------------------------------------------
-step "build the origin (nls serve), and nectar-license with the example app for the CLI scenarios"
+step "build the origin (nls serve), nectar-license with the example app for the CLI scenarios, and the example cloud service"
 cargo build -p nls
-cargo build -p nls-client --bin nectar-license --example report_usage
+cargo build -p nls-client --bin nectar-license --example report_usage --example cloud_service
 NLS_BIN="$CARGO_TARGET_DIR/debug/nls"
 export NECTAR_LICENSE_BIN="$CARGO_TARGET_DIR/debug/nectar-license" REPORT_USAGE_BIN="$CARGO_TARGET_DIR/debug/examples/report_usage"
+export CLOUD_SERVICE_BIN="$CARGO_TARGET_DIR/debug/examples/cloud_service"
 
 WORK=$(mktemp -d "${TMPDIR:-/tmp}/nls-edge-e2e.XXXXXX")
 export EDGE_WORK_DIR="$WORK" EDGE_PGID_FILE="$WORK/pgids"

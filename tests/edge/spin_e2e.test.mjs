@@ -11,6 +11,7 @@ import { dirname, join } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { Origin, freePort, http, killGroup, required, spawnGroup, waitFor } from './edge_harness.mjs';
 import { registerScenarios } from './edge_scenarios.mjs';
+import { accessTokenScenarios } from './access_token_scenarios.mjs';
 
 const TTL_SECS = 8;
 /** The second edge, which the origin pushes to: only a push can refresh it within the test. */
@@ -94,6 +95,12 @@ after(async () => {
 
 test('Spin component under jco', async (t) => {
   for (const [name, fn] of registerScenarios(t, ctx)) {
+    await t.test(name, fn);
+  }
+});
+
+test('Spin component under jco: cloud access tokens served at the edge', async (t) => {
+  for (const [name, fn] of accessTokenScenarios({ ...ctx, workDir, cloudServiceBin: required('CLOUD_SERVICE_BIN') })) {
     await t.test(name, fn);
   }
 });

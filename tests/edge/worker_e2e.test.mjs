@@ -9,6 +9,7 @@ import { mkdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { Origin, freePort, http, killGroup, required, startWrangler } from './edge_harness.mjs';
 import { registerScenarios } from './edge_scenarios.mjs';
+import { accessTokenScenarios } from './access_token_scenarios.mjs';
 import { cliScenarios } from './cli_through_edge.mjs';
 import { registerEventScenarios } from './validation_event_scenarios.mjs';
 
@@ -85,6 +86,12 @@ test('nectar-license and the Rust client through the Worker', async (t) => {
 test('Cloudflare Worker edge in workerd: every validation counted at the origin (issue 12)', async (t) => {
   if (!origin.child) await origin.start();
   for (const [name, fn] of registerEventScenarios(t, ctx)) {
+    await t.test(name, fn);
+  }
+});
+
+test('Cloudflare Worker edge in workerd: cloud access tokens served at the edge', async (t) => {
+  for (const [name, fn] of accessTokenScenarios({ ...ctx, workDir, cloudServiceBin: required('CLOUD_SERVICE_BIN') })) {
     await t.test(name, fn);
   }
 });

@@ -177,7 +177,8 @@ impl<K: EdgeKv, O: Origin> Edge<K, O> {
             cached = self.kv_access_token(&cache_key, &license_id, version, now).await;
         }
         if let Some(cached) = cached.filter(|c| usable(c, &license_id, version, now)) {
-            let answer = EdgeAnswer { token: &cached.token, expires_at: cached.expires_at, warning: grant.warning };
+            let answer =
+                EdgeAnswer { token: &cached.token, expires_at: cached.expires_at, warning: grant.warning };
             return Ok(EdgeResponse::json(200, &answer));
         }
         let forwarded = self.origin_access_token(&body, req.client.ip.as_deref(), now).await;

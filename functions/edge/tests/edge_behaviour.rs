@@ -11,6 +11,9 @@ use std::sync::Arc;
 
 use async_trait::async_trait;
 use chrono::{Duration, TimeZone, Utc};
+use nls_core::access_token::{
+    CloudGrant, CloudLimits, DEFAULT_ACCESS_TTL_SECS, decide_access, sign_access_token, verify_access_token,
+};
 use nls_core::issuing::{LicenseTerms, apply_event, issue_key, new_license};
 use nls_core::key_ring::{KeyRing, SigningKey};
 use nls_core::lifecycle::LifecycleEvent;
@@ -23,11 +26,8 @@ use nls_core::ports::{
 use nls_core::receipt::{sign_receipt, verify_receipt};
 use nls_core::validation::{StatusSnapshot, ValidationRequest, Verifier, decide};
 use nls_core::validation_stats::{ValidationEvent, ValidationEventBatch};
-use nls_edge::edge_wire::{HeartbeatBody, UsageBody, ValidateBody};
-use nls_core::access_token::{
-    CloudGrant, CloudLimits, DEFAULT_ACCESS_TTL_SECS, decide_access, sign_access_token, verify_access_token,
-};
 use nls_edge::access_tokens::AccessTokenBody;
+use nls_edge::edge_wire::{HeartbeatBody, UsageBody, ValidateBody};
 use nls_edge::validation_events::ValidationEventsBody;
 use nls_edge::{
     BackgroundTask, ClientInfo, Edge, EdgeConfig, EdgeKv, EdgeRequest, EdgeState, KvError, Origin,
@@ -247,16 +247,24 @@ impl Origin for FakeOrigin {
         let key = self.verify(&body.key).expect("the edge forwards verified keys only");
         let snapshot = self.0.store.license_snapshot(&key.claims.sub, now).await.unwrap().unwrap();
         let decision = decide(&key, &ValidationRequest::default(), Some(&snapshot), now);
-        match decide_access(&decision, snapshot.license.cloud.as_ref(), &snapshot.month_usage, &body.audience) {
+        match decide_access(&decision, snapshot.license.cloud.as_ref(), &snapshot.month_usage, &body.audience)
+        {
             Err(refused) => {
                 reply(403, json!({"error": {"code": refused.code.as_str(), "message": refused.message}}))
             }
             Ok(grant) => {
                 let ttl = Duration::seconds(DEFAULT_ACCESS_TTL_SECS);
                 let ring = self.0.ring.borrow().clone();
-                let issued =
-                    sign_access_token(&ring, &decision, &grant, &body.deployment_id, &body.audience, now, ttl)
-                        .unwrap();
+                let issued = sign_access_token(
+                    &ring,
+                    &decision,
+                    &grant,
+                    &body.deployment_id,
+                    &body.audience,
+                    now,
+                    ttl,
+                )
+                .unwrap();
                 reply(200, json!({"token": issued.token, "expires_at": issued.expires_at}))
             }
         }
@@ -1403,7 +1411,8 @@ impl World {
     }
 
     fn ring(&self) -> KeyRing {
-        KeyRing::parse_jwks_json(&serde_json::to_string(&self.origin.0.ring.borrow().jwks()).unwrap()).unwrap()
+        KeyRing::parse_jwks_json(&serde_json::to_string(&self.origin.0.ring.borrow().jwks()).unwrap())
+            .unwrap()
     }
 }
 
