@@ -341,3 +341,86 @@ async fn the_service_meters_n_allowed_calls_as_n_units_once_each_across_a_lost_a
 async fn refused_calls(app: &Router) -> StatusCode {
     call(app, "/v1/whoami", Some("not.a.token")).await.0
 }
+
+fn nls_keys(args: &[&str]) -> Value {
+    let output = std::process::Command::new(support::nls_binary()).arg("keys").args(args).output().unwrap();
+    assert!(output.status.success(), "nls keys {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn token_kid(token: &str) -> String {
+    let header: Value =
+        serde_json::from_slice(&B64.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+fn issue_token(server: &Server, key: &str) -> String {
+    let (status, answer) = post(
+        server,
+        "/v1/access-tokens",
+        json!({"key": key, "deployment_id": "d1", "audience": "workflows"}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    answer["token"].as_str().unwrap().to_owned()
+}
+
+/// Signing-key rotation on a running `nls serve` (`nls keys rotate`, then `nls keys retire`):
+/// a running service's verifier fetches the new JWKS on the new `kid` and admits tokens signed
+/// by the new key, keeps admitting the old key's tokens while NLS still trusts it, and refuses
+/// them once the key is retired (at the latest `JWKS_MAX_AGE` later, when the JWKS it holds
+/// is refetched; a verifier started after the retirement refuses them at once).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_verifier_follows_a_signing_key_rotation_and_retirement() {
+    let mut server = Server::start(3600);
+    let (_, key) = server.issue_license(json!({"cloud": cloud(100)}));
+    let old_token = issue_token(&server, &key);
+    let old_kid = token_kid(&old_token);
+    let jwks_url = format!("{}/.well-known/jwks.json", server.url);
+    let clock = Arc::new(SetClock(Mutex::new(Utc::now())));
+    let access = CloudAccess::from_jwks_url(&jwks_url).unwrap().with_clock(clock.clone());
+    let app = cloud_service::app(&access);
+    assert_eq!(call(&app, "/v1/whoami", Some(&old_token)).await.0, StatusCode::OK);
+
+    let mut new_kid = String::new();
+    tokio::task::block_in_place(|| {
+        server.restart(|data| {
+            let rotated = nls_keys(&["rotate", "--data-dir", data.to_str().unwrap()]);
+            new_kid = rotated["kid"].as_str().unwrap().to_owned();
+        })
+    });
+    let new_token = issue_token(&server, &key);
+    assert_eq!(token_kid(&new_token), new_kid);
+    assert_ne!(new_kid, old_kid);
+    let (status, body, _) = call(&app, "/v1/whoami", Some(&new_token)).await;
+    assert_eq!(status, StatusCode::OK, "the unknown kid refetched the JWKS: {body}");
+    assert_eq!(
+        call(&app, "/v1/whoami", Some(&old_token)).await.0,
+        StatusCode::OK,
+        "the old key is still trusted"
+    );
+
+    tokio::task::block_in_place(|| {
+        server.restart(|data| {
+            nls_keys(&["retire", "--data-dir", data.to_str().unwrap(), "--kid", &old_kid]);
+        })
+    });
+    let fresh = cloud_service::app(&CloudAccess::from_jwks_url(&jwks_url).unwrap().with_clock(clock.clone()));
+    let (status, body, _) = call(&fresh, "/v1/whoami", Some(&old_token)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unknown_kid")));
+    assert_eq!(call(&fresh, "/v1/whoami", Some(&new_token)).await.0, StatusCode::OK);
+
+    // The running verifier holds the JWKS it fetched until it is JWKS_MAX_AGE old.
+    assert_eq!(
+        call(&app, "/v1/whoami", Some(&old_token)).await.0,
+        StatusCode::OK,
+        "within the JWKS's max age"
+    );
+    clock.advance(chrono::Duration::from_std(nls_client::cloud_access::JWKS_MAX_AGE).unwrap());
+    let (status, body, _) = call(&app, "/v1/whoami", Some(&old_token)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unknown_kid")),
+        "{body}"
+    );
+    assert_eq!(call(&app, "/v1/whoami", Some(&new_token)).await.0, StatusCode::OK);
+}
