@@ -105,22 +105,20 @@ impl NlsCallMeter {
     /// `nls_url`: the NLS base URL; `meter_api_key`: an API key created with the `meter` scope
     /// alone (`POST /v1/api-keys {"scopes": ["meter"]}`).
     pub fn new(nls_url: &str, meter_api_key: &str) -> Self {
+        Self::with_clock(nls_url, meter_api_key, Arc::new(SystemClock))
+    }
+
+    /// Like [`new`](Self::new), with the clock that dates the calls (their UTC day).
+    pub fn with_clock(nls_url: &str, meter_api_key: &str, clock: Arc<dyn Clock>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 transport: HttpTransport::new(nls_url, REQUEST_TIMEOUT),
                 api_key: meter_api_key.trim().to_owned(),
-                clock: Arc::new(SystemClock),
+                clock,
                 counts: Mutex::new(Counts::default()),
                 flushing: Mutex::new(()),
             }),
         }
-    }
-
-    /// The clock that dates calls (tests). Only before the first call.
-    pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
-        let inner =
-            Arc::try_unwrap(self.inner).unwrap_or_else(|_| panic!("with_clock before sharing the meter"));
-        Self { inner: Arc::new(Inner { clock, ..inner }) }
     }
 
     /// Calls counted and not yet acknowledged by NLS.

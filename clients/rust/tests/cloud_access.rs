@@ -424,3 +424,40 @@ async fn a_running_verifier_follows_a_signing_key_rotation_and_retirement() {
     );
     assert_eq!(call(&app, "/v1/whoami", Some(&new_token)).await.0, StatusCode::OK);
 }
+
+/// The meter dates calls by UTC day (one record per license and day in a batch); a batch NLS
+/// refuses as malformed (here: calls dated outside the usage window) is dropped, not resent
+/// forever; a revoked meter key keeps the batches for a later flush.
+#[test]
+fn the_meter_counts_per_day_drops_what_nls_refuses_and_keeps_what_it_could_not_send() {
+    use nls_client::cloud_access::CallMeter;
+    let server = Server::start(3600);
+    let (license_id, key) = server.issue_license(json!({"cloud": cloud(100)}));
+    let token = issue_token(&server, &key);
+    let ring = nls_core::key_ring::KeyRing::parse_jwks_json(&server.jwks()).unwrap();
+    let caller = nls_core::access_token::verify_access_token(&ring, &token, "workflows", Utc::now()).unwrap();
+    let meter_key = server.api_key("meter");
+
+    let clock = Arc::new(SetClock(Mutex::new(Utc::now() - chrono::Duration::days(1))));
+    let meter = NlsCallMeter::with_clock(&server.url, &meter_key, clock.clone());
+    meter.record_call(&caller);
+    meter.record_call(&caller);
+    clock.advance(chrono::Duration::days(1));
+    meter.record_call(&caller);
+    let sent = meter.flush().unwrap();
+    assert_eq!((sent.batches, sent.calls, sent.rejected), (1, 3, 0));
+    assert_eq!(server.usage_counter(&license_id, "cloud.workflows.calls"), 3);
+
+    let stale = Arc::new(SetClock(Mutex::new(Utc::now() - chrono::Duration::days(40))));
+    let old_meter = NlsCallMeter::with_clock(&server.url, &meter_key, stale);
+    old_meter.record_call(&caller);
+    let refused = old_meter.flush().unwrap();
+    assert_eq!((refused.batches, refused.rejected), (0, 1));
+    assert_eq!(old_meter.pending_calls(), 0, "a malformed batch is dropped");
+    assert_eq!(server.usage_counter(&license_id, "cloud.workflows.calls"), 3);
+
+    let wrong_key = NlsCallMeter::new(&server.url, "nls_ak_unknown_00");
+    wrong_key.record_call(&caller);
+    assert!(matches!(wrong_key.flush(), Err(MeterError::Refused { status: 401, .. })));
+    assert_eq!(wrong_key.pending_calls(), 1, "kept for when the key is fixed");
+}
