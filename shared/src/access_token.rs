@@ -23,6 +23,26 @@ use crate::validation::{Decision, ValidationCode};
 pub const ACCESS_TYP: &str = "nls-access+jwt";
 /// How long an access token lives unless the host is configured otherwise.
 pub const DEFAULT_ACCESS_TTL_SECS: i64 = 15 * 60;
+/// The shortest configurable token life: below it, apps would ask NLS for a token on almost
+/// every call (a token is refreshed in its last 60 s).
+pub const MIN_ACCESS_TTL_SECS: i64 = 60;
+/// The longest configurable token life: the bound on how long a suspended license keeps its
+/// cloud access.
+pub const MAX_ACCESS_TTL_SECS: i64 = 60 * 60;
+
+/// A configured token life in seconds, checked against [`MIN_ACCESS_TTL_SECS`] and
+/// [`MAX_ACCESS_TTL_SECS`].
+pub fn access_ttl(seconds: i64) -> Result<chrono::Duration, AccessTtlOutOfRange> {
+    if (MIN_ACCESS_TTL_SECS..=MAX_ACCESS_TTL_SECS).contains(&seconds) {
+        Ok(chrono::Duration::seconds(seconds))
+    } else {
+        Err(AccessTtlOutOfRange(seconds))
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("an access token lifetime of {0} s is outside {MIN_ACCESS_TTL_SECS} to {MAX_ACCESS_TTL_SECS} s")]
+pub struct AccessTtlOutOfRange(pub i64);
 /// A token minted by a host whose clock runs slightly ahead is still accepted this much before
 /// its `nbf`; `exp` gets no leeway, so a suspended license's last token dies on time.
 pub const NOT_BEFORE_LEEWAY_SECS: i64 = 30;

@@ -282,16 +282,21 @@ pub enum Scope {
     /// The edges' service token: only the internal routes the edges call, nothing else. Not
     /// part of the `read` < `write` < `admin` order, and never granted by it.
     Edge,
+    /// A cloud service's metering key: only `POST /v1/cloud-usage` (calls it allowed, counted
+    /// as `cloud.<audience>.calls`). Reads nothing; stands apart like `edge`.
+    Meter,
 }
 
 impl Scope {
-    pub const ALL: [Scope; 5] = [Self::Read, Self::Write, Self::Admin, Self::RegistryPush, Self::Edge];
+    pub const ALL: [Scope; 6] =
+        [Self::Read, Self::Write, Self::Admin, Self::RegistryPush, Self::Edge, Self::Meter];
 
-    /// `admin` implies `write`, which implies `read`; `registry:push` and `edge` stand apart:
-    /// each grants only itself and is granted by nothing else.
+    /// `admin` implies `write`, which implies `read`; `registry:push`, `edge` and `meter` stand
+    /// apart: each grants only itself and is granted by nothing else.
     pub fn grants(self, needed: Scope) -> bool {
         match (self, needed) {
-            (Self::RegistryPush | Self::Edge, _) | (_, Self::RegistryPush | Self::Edge) => self == needed,
+            (Self::RegistryPush | Self::Edge | Self::Meter, _)
+            | (_, Self::RegistryPush | Self::Edge | Self::Meter) => self == needed,
             _ => self >= needed,
         }
     }
@@ -306,6 +311,7 @@ impl Scope {
             Self::Admin => "admin",
             Self::RegistryPush => "registry:push",
             Self::Edge => "edge",
+            Self::Meter => "meter",
         }
     }
     pub fn parse(s: &str) -> Option<Self> {

@@ -38,9 +38,11 @@ enum Credential {
     ServiceToken,
     /// `NLS_BOOTSTRAP_ADMIN_KEY`.
     Bootstrap,
+    /// A cloud service's metering key (a `meter` API key).
+    MeterKey,
 }
 
-const COLUMNS: [Credential; 11] = [
+const COLUMNS: [Credential; 12] = [
     Credential::None,
     Credential::Malformed,
     Credential::Unknown,
@@ -52,37 +54,40 @@ const COLUMNS: [Credential; 11] = [
     Credential::ApiKeyAsLicenseKey,
     Credential::ServiceToken,
     Credential::Bootstrap,
+    Credential::MeterKey,
 ];
 
-// Rows by kind of route. Columns:         none mal unk rev read writ adm lic→ api→ svc boot
-const READ: [u16; 11] = /*            */ [401, 401, 401, 401, 200, 200, 200, 401, 401, 403, 200];
-const fn write(ok: u16) -> [u16; 11] {
+// Rows by kind of route. Columns:         none mal unk rev read writ adm lic→ api→ svc boot mtr
+const READ: [u16; 12] = /*            */ [401, 401, 401, 401, 200, 200, 200, 401, 401, 403, 200, 403];
+const fn write(ok: u16) -> [u16; 12] {
     /*                                  */
-    [401, 401, 401, 401, 403, ok, ok, 401, 401, 403, ok]
+    [401, 401, 401, 401, 403, ok, ok, 401, 401, 403, ok, 403]
 }
-const fn admin(ok: u16) -> [u16; 11] {
-    [401, 401, 401, 401, 403, 403, ok, 401, 401, 403, ok]
+const fn admin(ok: u16) -> [u16; 12] {
+    [401, 401, 401, 401, 403, 403, ok, 401, 401, 403, ok, 403]
 }
 /// Internal routes: only the service token (and, for one release, a `read`-only key).
-const EDGE: [u16; 11] = /*            */ [401, 401, 401, 401, 200, 403, 403, 401, 401, 200, 403];
+const EDGE: [u16; 12] = /*            */ [401, 401, 401, 401, 200, 403, 403, 401, 401, 200, 403, 403];
 /// Internal routes added with the `edge` scope: the service token only (no legacy `read` key).
-const EDGE_ONLY: [u16; 11] = /*       */ [401, 401, 401, 401, 403, 403, 403, 401, 401, 200, 403];
+const EDGE_ONLY: [u16; 12] = /*       */ [401, 401, 401, 401, 403, 403, 403, 401, 401, 200, 403, 403];
 /// Public routes ignore the `Authorization` header.
-const OPEN: [u16; 11] = [200; 11];
+const OPEN: [u16; 12] = [200; 12];
 /// A validation answers 200 whatever the key; only a missing key is a bad request.
-const VALIDATE: [u16; 11] = [400, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200];
-const fn license_key(ok: u16, missing: u16) -> [u16; 11] {
-    [missing, 401, 401, 401, 401, 401, 401, ok, 401, 401, 401]
+const VALIDATE: [u16; 12] = [400, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200, 200];
+const fn license_key(ok: u16, missing: u16) -> [u16; 12] {
+    [missing, 401, 401, 401, 401, 401, 401, ok, 401, 401, 401, 401]
 }
 /// The webhook is authenticated by `Stripe-Signature` alone: no bearer token stands in for it.
-const STRIPE: [u16; 11] = [400; 11];
+const STRIPE: [u16; 12] = [400; 12];
 /// The registry token service takes HTTP Basic only (password: a license key or a
 /// `registry:push` key; tests/tests/registry_tokens.rs drives those): every bearer token, no
 /// credentials and a Basic password that is neither are the protocol's 401.
-const REGISTRY: [u16; 11] = [401; 11];
+const REGISTRY: [u16; 12] = [401; 12];
+/// A cloud service's metering route: the `meter` key only.
+const METER: [u16; 12] = /*           */ [401, 401, 401, 401, 403, 403, 403, 401, 401, 403, 403, 202];
 
 /// (operation, expected status per column).
-const MATRIX: &[(&str, [u16; 11])] = &[
+const MATRIX: &[(&str, [u16; 12])] = &[
     ("POST /v1/licenses/validate", VALIDATE),
     ("POST /v1/heartbeat", license_key(200, 400)),
     ("POST /v1/usage", license_key(202, 400)),
@@ -121,6 +126,7 @@ const MATRIX: &[(&str, [u16; 11])] = &[
     ("POST /v1/webhooks/stripe", STRIPE),
     ("GET /v1/registry/token", REGISTRY),
     ("POST /v1/access-tokens", license_key(200, 400)),
+    ("POST /v1/cloud-usage", METER),
 ];
 
 struct Keys {
@@ -129,6 +135,7 @@ struct Keys {
     write: String,
     admin: String,
     edge: String,
+    meter: String,
 }
 
 fn api_key(server: &NlsServer, name: &str, scope: &str) -> (String, String) {
@@ -145,6 +152,7 @@ fn keys(server: &NlsServer) -> Keys {
         write: api_key(server, "writer", "write").1,
         admin: api_key(server, "administrator", "admin").1,
         edge: api_key(server, "edge fleet", "edge").1,
+        meter: api_key(server, "workflows meter", "meter").1,
     }
 }
 
@@ -217,6 +225,7 @@ fn license_key_for(cell: Credential, t: &Target, keys: &Keys, bootstrap: &str) -
         Credential::LicenseKeyAsApiKey => Some(t.license_key.clone()),
         Credential::ServiceToken => Some(keys.edge.clone()),
         Credential::Bootstrap => Some(bootstrap.to_owned()),
+        Credential::MeterKey => Some(keys.meter.clone()),
     }
 }
 
@@ -234,6 +243,7 @@ fn authorization_for(cell: Credential, t: &Target, keys: &Keys, bootstrap: &str)
         Credential::LicenseKeyAsApiKey => bearer(&t.license_key),
         Credential::ServiceToken => bearer(&keys.edge),
         Credential::Bootstrap => bearer(bootstrap),
+        Credential::MeterKey => bearer(&keys.meter),
     }
 }
 
@@ -259,6 +269,10 @@ fn request_for(operation: &str, t: &Target) -> (String, Option<Value>) {
         "POST /v1/usage" => Some(json!({
             "deployment_id": t.deployment_id, "batch_id": format!("b-{}", t.license_id),
             "records": [{"metric": "runs", "value": 1, "at": chrono::Utc::now().to_rfc3339()}]
+        })),
+        "POST /v1/cloud-usage" => Some(json!({
+            "batch_id": format!("mb-{}", t.license_id), "audience": "workflows",
+            "records": [{"license_id": t.license_id, "calls": 1, "at": chrono::Utc::now().to_rfc3339()}]
         })),
         "POST /v1/customers" => Some(json!({"name": "Beta", "email": "ops@beta.test"})),
         "PATCH /v1/customers/{id}" => Some(json!({"name": "Acme 2"})),

@@ -12,6 +12,8 @@ struct Fixture {
     reader: String,
     /// An `edge`-scoped key: the only credential the edges' internal write routes take.
     edge: String,
+    /// A `meter`-scoped key: the only credential `POST /v1/cloud-usage` takes.
+    meter: String,
     license_id: String,
     customer_id: String,
     key: String,
@@ -23,13 +25,15 @@ fn fixture(dir: &TempDir) -> Fixture {
     let reader = created["secret"].as_str().unwrap().to_owned();
     let created = server.admin("POST", "/v1/api-keys", Some(&json!({"name": "edge", "scopes": ["edge"]})));
     let edge = created["secret"].as_str().unwrap().to_owned();
+    let created = server.admin("POST", "/v1/api-keys", Some(&json!({"name": "meter", "scopes": ["meter"]})));
+    let meter = created["secret"].as_str().unwrap().to_owned();
     let customer =
         server.admin("POST", "/v1/customers", Some(&json!({"name": "Acme", "email": "ops@acme.test"})));
     let customer_id = customer["customer"]["id"].as_str().unwrap().to_owned();
     let license = server.admin("POST", "/v1/licenses", Some(&json!({"customer_id": customer_id})));
     let license_id = license["license"]["id"].as_str().unwrap().to_owned();
     let key = license["key"].as_str().unwrap().to_owned();
-    Fixture { server, reader, edge, license_id, customer_id, key }
+    Fixture { server, reader, edge, meter, license_id, customer_id, key }
 }
 
 fn send(f: &Fixture, method: &str, path: &str, auth: Option<&str>, body: &[u8]) -> HttpResponse {
@@ -80,7 +84,11 @@ fn every_route_refuses_bad_credentials_bad_json_oversize_bodies_and_wrong_method
     for (method, path, op) in routes(&f) {
         let scope = op["x-required-scope"].as_str();
         let has_body = op.get("requestBody").is_some();
-        let auth = scope.map(|s| if s == "edge" { f.edge.as_str() } else { admin.as_str() });
+        let auth = scope.map(|s| match s {
+            "edge" => f.edge.as_str(),
+            "meter" => f.meter.as_str(),
+            _ => admin.as_str(),
+        });
         if let Some(scope) = scope {
             check(&f, &method, &path, None, b"", 401, "missing_credentials");
             check(&f, &method, &path, Some("nls_ak_unknown_0000"), b"", 401, "invalid_credentials");
@@ -307,7 +315,29 @@ fn wrong_types_and_missing_fields_are_400_with_a_code() {
             "invalid_query",
         ),
     ];
-    for (method, path, auth, body, status, code) in rows {
+    let meter = Some(f.meter.as_str());
+    let calls = |calls: Value, at: &str| {
+        json!({"batch_id": "mb_1", "audience": "workflows",
+               "records": [{"license_id": lic, "calls": calls, "at": at}]})
+    };
+    let long_ago = (chrono::Utc::now() - chrono::Duration::days(40)).to_rfc3339();
+    let cloud_rows: Vec<Row> = vec![
+        ("POST", "/v1/cloud-usage".into(), meter, json!({"batch_id": "mb_1"}), 400, "invalid_request"),
+        ("POST", "/v1/cloud-usage".into(), meter, calls(json!(-1), &now), 400, "invalid_request"),
+        ("POST", "/v1/cloud-usage".into(), meter, calls(json!(0), &now), 400, "invalid_request"),
+        ("POST", "/v1/cloud-usage".into(), meter, calls(json!("3"), &now), 400, "invalid_request"),
+        ("POST", "/v1/cloud-usage".into(), meter, calls(json!(1), "tuesday"), 400, "invalid_request"),
+        ("POST", "/v1/cloud-usage".into(), meter, calls(json!(1), &long_ago), 400, "usage_out_of_bounds"),
+        (
+            "POST",
+            "/v1/cloud-usage".into(),
+            meter,
+            json!({"batch_id": "mb_1", "audience": "Work Flows", "records": []}),
+            400,
+            "invalid_request",
+        ),
+    ];
+    for (method, path, auth, body, status, code) in rows.into_iter().chain(cloud_rows) {
         let bytes = if body.is_null() { Vec::new() } else { body.to_string().into_bytes() };
         check(&f, method, &path, auth, &bytes, status, code);
     }

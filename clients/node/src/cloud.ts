@@ -12,6 +12,7 @@
 // code; 429 `rate_limited` with `Retry-After`; `RateLimit-Limit/Remaining/Reset` on every
 // answer past verification.
 
+import type { CloudCallMeter } from "./cloud_meter";
 import type { Next, ResponseLike } from "./express";
 // eslint-disable-next-line @typescript-eslint/no-require-imports
 import wasm = require("../wasm-pkg/nls_client_wasm");
@@ -38,6 +39,9 @@ export type AccessMiddleware = (req: RequestLike, res: ResponseLike, next: Next)
 
 /** The least time between two JWKS fetches caused by unknown `kid`s. */
 export const JWKS_REFRESH_INTERVAL_MS = 30_000;
+/** How long a fetched JWKS is used before the next verification refetches it (NLS serves it
+ * with `max-age=300`): how a key retired at NLS stops verifying in a running service. */
+export const JWKS_MAX_AGE_MS = 300_000;
 
 interface Verdict {
   allowed: boolean;
@@ -49,8 +53,12 @@ interface Verdict {
 
 export class CloudAccess {
   private readonly cores: wasm.AccessTokenCore[] = [];
-  private lastRefresh = 0;
+  /** When the JWKS was last fetched or tried, and when the ring in use was fetched (clock ms). */
+  private lastRefresh: number | null = null;
+  private fetchedAt: number | null = null;
   private refreshing: Promise<boolean> | null = null;
+  private meter: CloudCallMeter | null = null;
+  private jwksMaxAgeMs = JWKS_MAX_AGE_MS;
 
   private constructor(
     private jwks: string,
@@ -68,8 +76,20 @@ export class CloudAccess {
   /** Fetches the JWKS now, and again when a token names a `kid` it lacks. */
   static async fromJwksUrl(url: string, options: { clock?: () => Date } = {}): Promise<CloudAccess> {
     const access = new CloudAccess(await fetchJwks(url), url, options.clock ?? (() => new Date()));
-    access.lastRefresh = Date.now();
+    access.fetchedAt = access.now().getTime();
     return access;
+  }
+
+  /** Counts every allowed call (the service's own metering, `CloudCallMeter`). */
+  withMeter(meter: CloudCallMeter): this {
+    this.meter = meter;
+    return this;
+  }
+
+  /** How long a fetched JWKS is used before it is fetched again (default JWKS_MAX_AGE_MS). */
+  withJwksMaxAge(ms: number): this {
+    this.jwksMaxAgeMs = ms;
+    return this;
   }
 
   /** A middleware admitting only tokens for `audience` (this service's name in the plans). */
@@ -90,6 +110,10 @@ export class CloudAccess {
       return;
     }
     const token = match[1];
+    if (this.fetchedAt !== null && this.now().getTime() - this.fetchedAt >= this.jwksMaxAgeMs) {
+      // Keys retired at NLS leave the ring; a failed fetch keeps the keys we have.
+      await this.refreshIfDue();
+    }
     let result = JSON.parse(core.verify(token, this.now().getTime()));
     if (!result.ok && result.code === "unknown_kid" && (await this.refreshIfDue())) {
       result = JSON.parse(core.verify(token, this.now().getTime()));
@@ -108,6 +132,7 @@ export class CloudAccess {
       res.status(429).json({ error: { code: "rate_limited", message: `over the license's rate at ${claims.aud}` } });
       return;
     }
+    this.meter?.recordCall(claims);
     req.nlsAccess = claims;
     next();
   }
@@ -116,13 +141,18 @@ export class CloudAccess {
   private refreshIfDue(): Promise<boolean> {
     if (!this.jwksUrl) return Promise.resolve(false);
     if (this.refreshing) return this.refreshing;
-    if (Date.now() - this.lastRefresh < JWKS_REFRESH_INTERVAL_MS) return Promise.resolve(false);
-    this.lastRefresh = Date.now();
+    const now = this.now().getTime();
+    // A clock set back does not hold refreshes off.
+    if (this.lastRefresh !== null && now >= this.lastRefresh && now - this.lastRefresh < JWKS_REFRESH_INTERVAL_MS) {
+      return Promise.resolve(false);
+    }
+    this.lastRefresh = now;
     const url = this.jwksUrl;
     this.refreshing = fetchJwks(url)
       .then((jwks) => {
         for (const core of this.cores) core.replaceJwks(jwks);
         this.jwks = jwks;
+        this.fetchedAt = now;
         return true;
       })
       .catch(() => false)

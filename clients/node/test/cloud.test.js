@@ -7,8 +7,11 @@ const test = require("node:test");
 const assert = require("node:assert/strict");
 const express = require("express");
 
-const { LicenseClient, CloudAccess, AccessTokenError } = require("../dist");
-const { startServer, tempDir } = require("./support");
+const http = require("node:http");
+const { execFileSync } = require("node:child_process");
+
+const { LicenseClient, CloudAccess, AccessTokenError, CloudCallMeter, MeterError, JWKS_MAX_AGE_MS } = require("../dist");
+const { startServer, tempDir, nlsBinary } = require("./support");
 
 const quiet = { warn() {}, error() {} };
 const cloud = (burst) => ({ workflows: { requests_per_minute: 60, burst, monthly_quota: 1000 } });
@@ -113,4 +116,94 @@ test("the app is told (rejected promise) when NLS cannot be reached", async (t) 
   await server.stop();
   assert.deepEqual(await license.accessToken("workflows"), token, "the cached token is still handed out");
   await assert.rejects(license.fetchAccessToken("workflows"), (e) => e instanceof AccessTokenError && e.kind === "unreachable" && e.transient);
+});
+
+// A proxy to `upstream` that forwards every request but, for the first `dropFirst` requests to
+// `route`, throws NLS's answer away and cuts the connection: NLS counted the batch, the meter
+// never heard. Counts the requests to `route`.
+async function answerDroppingProxy(upstream, route, dropFirst, t) {
+  const seen = { count: 0 };
+  const proxy = http.createServer(async (req, res) => {
+    const chunks = [];
+    for await (const chunk of req) chunks.push(chunk);
+    const headers = { ...req.headers };
+    delete headers.host;
+    delete headers["content-length"];
+    const answer = await fetch(upstream + req.url, { method: req.method, headers, body: req.method === "GET" ? undefined : Buffer.concat(chunks) });
+    const body = Buffer.from(await answer.arrayBuffer());
+    if (req.url === route && seen.count++ < dropFirst) {
+      req.socket.destroy();
+      return;
+    }
+    res.writeHead(answer.status, { "content-type": answer.headers.get("content-type") ?? "application/json" });
+    res.end(body);
+  });
+  await new Promise((r) => proxy.listen(0, "127.0.0.1", r));
+  t.after(() => new Promise((r) => proxy.close(r)));
+  return { url: `http://127.0.0.1:${proxy.address().port}`, seen };
+}
+
+test("the service meters N allowed calls as N units, once each, across a lost answer", async (t) => {
+  const server = await startServer();
+  t.after(() => server.stop());
+  const N = 6;
+  const { id, key } = await server.issueLicense({ cloud: { workflows: { requests_per_minute: 600, burst: 100, monthly_quota: N } } });
+  const license = LicenseClient.open({ serverUrl: server.url, licenseKey: key, jwks: await server.jwks(), dataDir: tempDir("cloud-meter"), logger: quiet });
+  t.after(() => license.shutdown());
+  const token = await license.accessToken("workflows");
+
+  const proxy = await answerDroppingProxy(server.url, "/v1/cloud-usage", 1, t);
+  const meter = new CloudCallMeter(proxy.url, await server.apiKey("meter"), { logger: quiet });
+  const access = CloudAccess.fromJwks(await server.jwks()).withMeter(meter);
+  const base = await listen(service(access), t);
+  for (let i = 0; i < N; i++) assert.equal((await call(base, token.token)).status, 200);
+  assert.equal((await call(base, "not.a.token")).status, 401, "a refused call is not metered");
+  assert.equal(meter.pendingCalls(), N);
+
+  await assert.rejects(meter.flush(), (e) => e instanceof MeterError && e.kind === "unreachable");
+  assert.equal(meter.pendingCalls(), N, "kept until acknowledged");
+  assert.equal(await server.usage(id, "cloud.workflows.calls"), N, "NLS counted it already");
+  assert.deepEqual(await meter.flush(), { batches: 1, calls: N, rejected: 0 });
+  assert.equal(proxy.seen.count, 2, "the same batch, sent twice");
+  assert.equal(meter.pendingCalls(), 0);
+  assert.equal(await server.usage(id, "cloud.workflows.calls"), N, "once, across the retry");
+
+  await assert.rejects(license.fetchAccessToken("workflows"), (e) => e.kind === "refused" && e.code === "USAGE_LIMIT_EXCEEDED");
+});
+
+test("a running verifier follows a signing-key rotation and retirement on nls serve", async (t) => {
+  const server = await startServer();
+  t.after(() => server.stop());
+  const { key } = await server.issueLicense({ cloud: cloud(100) });
+  const issue = async () => {
+    const r = await fetch(`${server.url}/v1/access-tokens`, { method: "POST", headers: { "content-type": "application/json" }, body: JSON.stringify({ key, deployment_id: "d1", audience: "workflows" }) });
+    assert.equal(r.status, 200);
+    return (await r.json()).token;
+  };
+  const kid = (token) => part(token, 0).kid;
+  const keys = (...args) => JSON.parse(execFileSync(nlsBinary(), ["keys", ...args], { encoding: "utf8" }));
+  const oldToken = await issue();
+  let now = new Date();
+  const jwksUrl = `${server.url}/.well-known/jwks.json`;
+  const base = await listen(service(await CloudAccess.fromJwksUrl(jwksUrl, { clock: () => now })), t);
+  assert.equal((await call(base, oldToken)).status, 200);
+
+  let newKid;
+  await server.restart((data) => {
+    newKid = keys("rotate", "--data-dir", data).kid;
+  });
+  const newToken = await issue();
+  assert.equal(kid(newToken), newKid);
+  assert.notEqual(newKid, kid(oldToken));
+  assert.equal((await call(base, newToken)).status, 200, "the unknown kid refetched the JWKS");
+  assert.equal((await call(base, oldToken)).status, 200, "the old key is still trusted");
+
+  await server.restart((data) => keys("retire", "--data-dir", data, "--kid", kid(oldToken)));
+  const fresh = await listen(service(await CloudAccess.fromJwksUrl(jwksUrl, { clock: () => now })), t);
+  assert.equal((await call(fresh, oldToken)).code, "unknown_kid");
+  assert.equal((await call(base, oldToken)).status, 200, "within the JWKS's max age");
+  now = new Date(now.getTime() + JWKS_MAX_AGE_MS);
+  const refused = await call(base, oldToken);
+  assert.deepEqual([refused.status, refused.code], [401, "unknown_kid"]);
+  assert.equal((await call(base, newToken)).status, 200);
 });

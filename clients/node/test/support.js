@@ -44,29 +44,41 @@ const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 async function startServer({ leaseSecs = 3600 } = {}) {
   const dir = tempDir("serve");
   const port = await freePort();
-  const log = fs.openSync(path.join(dir, "serve.log"), "w");
-  const child = spawn(
-    nlsBinary(),
-    ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", path.join(dir, "data"), "--lease-secs", String(leaseSecs),
-      "--check-in-secs", "60", "--snapshot-ttl-ms", "0"],
-    { env: { ...process.env, NLS_BOOTSTRAP_ADMIN_KEY: ADMIN_KEY }, stdio: ["ignore", log, log] },
-  );
-  let exited = null;
-  child.on("exit", (code, signal) => (exited = `${code ?? signal}`));
   const url = `http://127.0.0.1:${port}`;
   const readLog = () => fs.readFileSync(path.join(dir, "serve.log"), "utf8");
-  const deadline = Date.now() + 30_000;
-  for (;;) {
-    if (exited !== null) throw new Error(`nls serve exited (${exited}) before it was healthy; log:\n${readLog()}`);
-    try {
-      const r = await fetch(`${url}/health`);
-      if (r.status === 200) break;
-    } catch {
-      // not listening yet
+  let child;
+  let exited = null;
+  const launch = async () => {
+    const log = fs.openSync(path.join(dir, "serve.log"), "w");
+    exited = null;
+    child = spawn(
+      nlsBinary(),
+      ["serve", "--listen", `127.0.0.1:${port}`, "--data-dir", path.join(dir, "data"), "--lease-secs", String(leaseSecs),
+        "--check-in-secs", "60", "--snapshot-ttl-ms", "0"],
+      { env: { ...process.env, NLS_BOOTSTRAP_ADMIN_KEY: ADMIN_KEY }, stdio: ["ignore", log, log] },
+    );
+    child.on("exit", (code, signal) => (exited = `${code ?? signal}`));
+    const deadline = Date.now() + 30_000;
+    for (;;) {
+      if (exited !== null) throw new Error(`nls serve exited (${exited}) before it was healthy; log:\n${readLog()}`);
+      try {
+        const r = await fetch(`${url}/health`);
+        if (r.status === 200) break;
+      } catch {
+        // not listening yet
+      }
+      if (Date.now() > deadline) throw new Error(`nls serve was not healthy within 30 s; log:\n${readLog()}`);
+      await sleep(100);
     }
-    if (Date.now() > deadline) throw new Error(`nls serve was not healthy within 30 s; log:\n${readLog()}`);
-    await sleep(100);
-  }
+  };
+  const kill = async () => {
+    if (exited === null) {
+      const done = new Promise((r) => child.once("exit", r));
+      child.kill("SIGKILL");
+      await done;
+    }
+  };
+  await launch();
   const admin = async (method, route, body) => {
     const r = await fetch(url + route, {
       method,
@@ -120,11 +132,20 @@ async function startServer({ leaseSecs = 3600 } = {}) {
       return r.body.items.filter((d) => d.live).map((d) => d.deployment_id);
     },
     async stop() {
-      if (exited === null) {
-        const done = new Promise((r) => child.once("exit", r));
-        child.kill("SIGKILL");
-        await done;
-      }
+      await kill();
+    },
+    /** Stops the server, runs `between(dataDir)` (e.g. `nls keys rotate`), starts it again on
+     * the same port and data directory. */
+    async restart(between) {
+      await kill();
+      between(path.join(dir, "data"));
+      await launch();
+    },
+    /** A new API key with exactly `scope`; its secret. */
+    async apiKey(scope) {
+      const r = await admin("POST", "/v1/api-keys", { name: `${scope} key`, scopes: [scope] });
+      if (r.status !== 201) throw new Error(`create API key: ${JSON.stringify(r.body)}`);
+      return r.body.secret;
     },
   };
 }
@@ -136,4 +157,4 @@ function receiptIssuedAt(dataDir) {
   return JSON.parse(Buffer.from(payload, "base64url").toString("utf8")).iat;
 }
 
-module.exports = { startServer, tempDir, sleep, receiptIssuedAt, ADMIN_KEY };
+module.exports = { startServer, tempDir, sleep, receiptIssuedAt, nlsBinary, ADMIN_KEY };

@@ -6,11 +6,15 @@
 //! NLS_JWKS_URL=http://127.0.0.1:8080/.well-known/jwks.json cargo run -p nls-client --example cloud_service -- 127.0.0.1:9090
 //! ```
 //!
+//! With `NLS_URL` and `NLS_METER_KEY` (an API key with the `meter` scope) set, the service also
+//! counts every call it allowed and sends the counts to NLS every 10 s (`NlsCallMeter`).
+//!
 //! `tests/cloud_access.rs` drives the same router (`app`) with tokens from a real `nls serve`.
 
 use axum::routing::{get, post};
 use axum::{Extension, Json, Router};
 use nls_client::cloud_access::{CloudAccess, CloudCaller};
+use nls_client::cloud_meter::NlsCallMeter;
 use serde_json::{Value, json};
 
 /// This service's name in the plans' `cloud` objects.
@@ -47,10 +51,15 @@ async fn main() {
     });
     let listen = std::env::args().nth(1).unwrap_or_else(|| "127.0.0.1:9090".to_owned());
     // The first fetch blocks; at start-up that is what we want.
-    let access = CloudAccess::from_jwks_url(&jwks_url).unwrap_or_else(|e| {
+    let mut access = CloudAccess::from_jwks_url(&jwks_url).unwrap_or_else(|e| {
         eprintln!("cloud_service: {e}");
         std::process::exit(1)
     });
+    if let (Ok(nls_url), Ok(meter_key)) = (std::env::var("NLS_URL"), std::env::var("NLS_METER_KEY")) {
+        let meter = NlsCallMeter::new(&nls_url, &meter_key);
+        meter.spawn_flusher(std::time::Duration::from_secs(10));
+        access = access.with_meter(std::sync::Arc::new(meter));
+    }
     let listener = tokio::net::TcpListener::bind(&listen).await.unwrap_or_else(|e| {
         eprintln!("cloud_service: cannot listen on {listen}: {e}");
         std::process::exit(1)

@@ -19,21 +19,23 @@
 //!   `RateLimit-Reset` (IETF draft names).
 //!
 //! The verification itself is the core's [`AccessVerifier`] (written once; the Node package
-//! has its own copy of these rules in JavaScript). A token seen before costs a map lookup. An
+//! runs the same core code through wasm). A token seen before costs a map lookup. An
 //! unknown `kid` refetches the JWKS (blocking, bounded by the timeout, at most once per
-//! [`JWKS_REFRESH_INTERVAL`]) and tries once more.
+//! [`JWKS_REFRESH_INTERVAL`]) and tries once more; a JWKS older than [`JWKS_MAX_AGE`] is
+//! refetched before the next verification, so a key retired at NLS stops verifying here.
 
 use std::convert::Infallible;
 use std::future::Future;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use axum::body::Body;
 use axum::extract::Request;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::Response;
+use chrono::{DateTime, Utc};
 use nls_core::access_token::{AccessClaims, AccessRejection, AccessVerifier, VerifiedAccess};
 use nls_core::cloud_rate::{LicenseBuckets, RateLimiter, RateVerdict};
 use nls_core::key_ring::KeyRing;
@@ -46,6 +48,10 @@ use crate::license_client::{Clock, SystemClock};
 /// The least time between two JWKS fetches triggered by unknown `kid`s, so a stream of forged
 /// `kid`s cannot turn into a stream of fetches.
 pub const JWKS_REFRESH_INTERVAL: Duration = Duration::from_secs(30);
+/// How long a fetched JWKS is trusted before the next verification refetches it (the
+/// `Cache-Control: max-age` NLS serves it with). This is how a retired key stops verifying:
+/// its `kid` is known, so no unknown-`kid` refresh would ever drop it.
+pub const JWKS_MAX_AGE: Duration = Duration::from_secs(300);
 const JWKS_PATH_TIMEOUT: Duration = Duration::from_secs(5);
 
 #[derive(Debug, thiserror::Error)]
@@ -80,7 +86,11 @@ struct Shared {
     jwks: Option<Arc<JwksSource>>,
     ring: Mutex<KeyRing>,
     verifiers: Mutex<Vec<Arc<AccessVerifier>>>,
-    last_refresh: Mutex<Option<Instant>>,
+    /// When the JWKS was last fetched (or a fetch was tried), by `clock`.
+    last_refresh: Mutex<Option<DateTime<Utc>>>,
+    /// When the ring in use was fetched, by `clock`.
+    fetched_at: Mutex<Option<DateTime<Utc>>>,
+    jwks_max_age: chrono::Duration,
     limiter: Arc<dyn RateLimiter>,
     meter: Option<Arc<dyn CallMeter>>,
     clock: Arc<dyn Clock>,
@@ -104,6 +114,8 @@ impl CloudAccess {
                 ring: Mutex::new(ring),
                 verifiers: Mutex::new(Vec::new()),
                 last_refresh: Mutex::new(None),
+                fetched_at: Mutex::new(None),
+                jwks_max_age: chrono::Duration::from_std(JWKS_MAX_AGE).unwrap_or(chrono::Duration::MAX),
                 limiter: Arc::new(LicenseBuckets::default()),
                 meter: None,
                 clock: Arc::new(SystemClock),
@@ -127,7 +139,9 @@ impl CloudAccess {
         let source =
             JwksSource { transport: HttpTransport::new(base, JWKS_PATH_TIMEOUT), path: path.to_owned() };
         let ring = fetch_ring(&source)?;
-        Ok(Self::build(ring, Some(Arc::new(source))))
+        let access = Self::build(ring, Some(Arc::new(source)));
+        *lock(&access.shared.fetched_at) = Some(access.shared.clock.now());
+        Ok(access)
     }
 
     /// A copy with one setting changed. Layers built before keep the settings they had.
@@ -138,6 +152,8 @@ impl CloudAccess {
             ring: Mutex::new(lock(&old.ring).clone()),
             verifiers: Mutex::new(Vec::new()),
             last_refresh: Mutex::new(*lock(&old.last_refresh)),
+            fetched_at: Mutex::new(*lock(&old.fetched_at)),
+            jwks_max_age: old.jwks_max_age,
             limiter: Arc::clone(&old.limiter),
             meter: old.meter.clone(),
             clock: Arc::clone(&old.clock),
@@ -156,8 +172,23 @@ impl CloudAccess {
         self.with(|s| s.meter = Some(meter))
     }
 
+    /// The clock for `nbf`/`exp`, the rate buckets and the JWKS's age. A ring fetched before
+    /// counts as fetched now by this clock.
     pub fn with_clock(self, clock: Arc<dyn Clock>) -> Self {
-        self.with(|s| s.clock = clock)
+        self.with(|s| {
+            let now = clock.now();
+            s.clock = clock;
+            let fetched = s.fetched_at.get_mut().unwrap_or_else(|p| p.into_inner());
+            if fetched.is_some() {
+                *fetched = Some(now);
+            }
+            *s.last_refresh.get_mut().unwrap_or_else(|p| p.into_inner()) = None;
+        })
+    }
+
+    /// How long a fetched JWKS is used before it is fetched again (default [`JWKS_MAX_AGE`]).
+    pub fn with_jwks_max_age(self, max_age: Duration) -> Self {
+        self.with(|s| s.jwks_max_age = chrono::Duration::from_std(max_age).unwrap_or(chrono::Duration::MAX))
     }
 
     /// A layer admitting only tokens for `audience` (this service's name in the plans).
@@ -175,22 +206,30 @@ impl CloudAccess {
         token: &str,
     ) -> Result<Arc<VerifiedAccess>, AccessRejection> {
         let now = self.shared.clock.now();
+        let stale = lock(&self.shared.fetched_at).is_some_and(|at| now - at >= self.shared.jwks_max_age);
+        if stale {
+            // Keys retired at NLS leave the ring here; a failed fetch keeps the keys we have.
+            self.refresh_jwks_if_due();
+        }
         match verifier.verify(token, now) {
             Err(AccessRejection::UnknownKid) if self.refresh_jwks_if_due() => verifier.verify(token, now),
             other => other,
         }
     }
 
-    /// Refetches the JWKS unless one was fetched within [`JWKS_REFRESH_INTERVAL`]; true when a
-    /// new ring is in place.
+    /// Refetches the JWKS unless one was fetched (or tried) within [`JWKS_REFRESH_INTERVAL`];
+    /// true when a new ring is in place.
     fn refresh_jwks_if_due(&self) -> bool {
         let Some(source) = &self.shared.jwks else { return false };
+        let now = self.shared.clock.now();
         {
             let mut last = lock(&self.shared.last_refresh);
-            if last.is_some_and(|at| at.elapsed() < JWKS_REFRESH_INTERVAL) {
+            let interval = chrono::Duration::from_std(JWKS_REFRESH_INTERVAL).unwrap_or(chrono::Duration::MAX);
+            // A clock set back does not hold refreshes off.
+            if last.is_some_and(|at| now >= at && now - at < interval) {
                 return false;
             }
-            *last = Some(Instant::now());
+            *last = Some(now);
         }
         match fetch_ring(source) {
             Ok(ring) => {
@@ -198,6 +237,7 @@ impl CloudAccess {
                     verifier.replace_ring(ring.clone());
                 }
                 *lock(&self.shared.ring) = ring;
+                *lock(&self.shared.fetched_at) = Some(now);
                 true
             }
             Err(e) => {

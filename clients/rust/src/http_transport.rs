@@ -47,6 +47,24 @@ impl HttpTransport {
         read(response, path)
     }
 
+    /// A POST with `Authorization: Bearer <token>` (a cloud service's `meter` API key).
+    pub fn post_json_with_bearer(
+        &self,
+        path: &str,
+        body: &serde_json::Value,
+        token: &str,
+    ) -> Result<Reply, TransportError> {
+        let text = body.to_string();
+        let response = self
+            .agent
+            .post(&self.url(path))
+            .header("content-type", "application/json")
+            .header("authorization", &format!("Bearer {token}"))
+            .send(text.as_str())
+            .map_err(|e| TransportError(format!("POST {path}: {e}")))?;
+        read(response, path)
+    }
+
     pub fn get(&self, path: &str) -> Result<Reply, TransportError> {
         let response =
             self.agent.get(&self.url(path)).call().map_err(|e| TransportError(format!("GET {path}: {e}")))?;

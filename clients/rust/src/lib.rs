@@ -17,13 +17,16 @@
 //!   detection, heartbeats, and usage reporting through an fsync'd on-disk spool.
 //! - [`middleware`]: tower/axum guards answering 402/403 with a JSON error code.
 //! - [`LicenseClient::access_token`]: cloud access tokens for Nectar's cloud services, and
-//!   [`cloud_access`]: the services' side, `require_access_token(audience)` (docs/cloud-access.md).
+//!   [`cloud_access`]: the services' side, `require_access_token(audience)` (docs/cloud-access.md),
+//!   and [`cloud_meter`]: the services' own count of the calls they allowed, sent to NLS.
 //! - [`env_config`]: the `NECTAR_LICENSE_*` environment ([`ClientConfig::from_env`]).
 //! - The decisions themselves live in `nls-client-core` (pure, shared with the Node package).
 
 pub mod access_tokens;
 #[cfg(feature = "axum")]
 pub mod cloud_access;
+#[cfg(feature = "axum")]
+pub mod cloud_meter;
 pub mod deployment_lease;
 pub mod durable_file;
 pub mod env_config;

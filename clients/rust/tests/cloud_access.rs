@@ -18,6 +18,7 @@ use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
 use chrono::{DateTime, Utc};
 use nls_client::cloud_access::CloudAccess;
+use nls_client::cloud_meter::{MeterError, NlsCallMeter};
 use nls_client::{AccessTokenError, ClientConfig, Clock, LicenseClient};
 use serde_json::{Value, json};
 use support::{Server, temp_dir};
@@ -182,9 +183,14 @@ fn the_app_is_told_when_nls_cannot_be_reached_and_what_nls_refused() {
 }
 
 /// An HTTP proxy to `upstream` that forwards every request but, for the first `drop_first`
-/// `POST /v1/usage`, throws the answer away and closes the connection: NLS counted the batch,
-/// the client never heard, so it must send the same batch again.
-fn answer_dropping_proxy(upstream: u16, drop_first: usize) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
+/// requests starting with `request_line` (e.g. `POST /v1/usage `), throws the answer away and
+/// closes the connection: NLS counted the batch, the client never heard, so it must send the
+/// same batch again. Also counts those requests.
+fn answer_dropping_proxy(
+    upstream: u16,
+    request_line: &'static str,
+    drop_first: usize,
+) -> (u16, Arc<std::sync::atomic::AtomicUsize>) {
     use std::io::{Read, Write};
     use std::sync::atomic::{AtomicUsize, Ordering};
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
@@ -227,8 +233,8 @@ fn answer_dropping_proxy(upstream: u16, drop_first: usize) -> (u16, Arc<std::syn
             upstream_conn.write_all(&request[header_end..]).unwrap();
             let mut answer = Vec::new();
             let _ = upstream_conn.read_to_end(&mut answer);
-            let is_usage = head.starts_with("POST /v1/usage ");
-            if is_usage && counter.fetch_add(1, Ordering::SeqCst) < drop_first {
+            let is_watched = head.starts_with(request_line);
+            if is_watched && counter.fetch_add(1, Ordering::SeqCst) < drop_first {
                 continue; // dropped: the client sees the connection close without an answer
             }
             let _ = client.write_all(&answer);
@@ -243,7 +249,7 @@ async fn n_allowed_calls_are_n_units_of_usage_once_each_across_retries() {
     const N: u64 = 7;
     let quota = json!({"workflows": {"requests_per_minute": 600, "burst": 100, "monthly_quota": N}});
     let (license_id, key) = server.issue_license(json!({"cloud": quota}));
-    let (proxy, usage_posts) = answer_dropping_proxy(server.port(), 2);
+    let (proxy, usage_posts) = answer_dropping_proxy(server.port(), "POST /v1/usage ", 2);
     let mut config =
         ClientConfig::new(&format!("http://127.0.0.1:{proxy}"), &key, &server.jwks(), temp_dir("meter"));
     config.request_timeout = Duration::from_secs(5);
@@ -270,4 +276,188 @@ async fn n_allowed_calls_are_n_units_of_usage_once_each_across_retries() {
         Err(AccessTokenError::Refused { status: 403, code, .. }) => assert_eq!(code, "USAGE_LIMIT_EXCEEDED"),
         other => panic!("{other:?}"),
     }
+}
+
+/// The service's own count (`NlsCallMeter`): N calls through the example service are N units of
+/// `cloud.workflows.calls` at NLS, sent with the service's `meter` key; a flush whose answer
+/// is lost resends the same batch, which NLS counts once. At the quota, no new token.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_service_meters_n_allowed_calls_as_n_units_once_each_across_a_lost_answer() {
+    let server = Server::start(3600);
+    const N: u64 = 9;
+    let quota = json!({"workflows": {"requests_per_minute": 600, "burst": 5, "monthly_quota": N}});
+    let (license_id, key) = server.issue_license(json!({"cloud": quota}));
+    let (other_id, other_key) = server.issue_license(json!({"cloud": cloud(100)}));
+    let license = client(&server, &key);
+    let token = tokio::task::block_in_place(|| license.access_token("workflows")).unwrap();
+    let other_token =
+        tokio::task::block_in_place(|| client(&server, &other_key).access_token("workflows")).unwrap();
+
+    let (proxy, meter_posts) = answer_dropping_proxy(server.port(), "POST /v1/cloud-usage ", 1);
+    let meter = NlsCallMeter::new(&format!("http://127.0.0.1:{proxy}"), &server.api_key("meter"));
+    let clock = Arc::new(SetClock(Mutex::new(Utc::now())));
+    let access = CloudAccess::from_jwks_json(&server.jwks())
+        .unwrap()
+        .with_clock(clock.clone())
+        .with_meter(Arc::new(meter.clone()));
+    let app = cloud_service::app(&access);
+
+    // Burst 5: of 7 calls at once, 5 are allowed and metered; the 2 refused (429) are not.
+    let mut allowed = 0;
+    for _ in 0..7 {
+        allowed += u64::from(call(&app, "/v1/whoami", Some(&token.token)).await.0 == StatusCode::OK);
+    }
+    assert_eq!(allowed, 5);
+    clock.advance(chrono::Duration::seconds(1)); // 600/min: 10 more fit
+    for _ in 0..N - 5 {
+        assert_eq!(call(&app, "/v1/whoami", Some(&token.token)).await.0, StatusCode::OK);
+    }
+    assert_eq!(call(&app, "/v1/whoami", Some(&other_token.token)).await.0, StatusCode::OK);
+    assert_eq!(refused_calls(&app).await, StatusCode::UNAUTHORIZED, "a refused token is not metered");
+    assert_eq!(meter.pending_calls(), N + 1);
+
+    // The first flush's answer is lost: NLS counted the batch, the meter keeps it.
+    let lost = tokio::task::block_in_place(|| meter.flush());
+    assert!(matches!(lost, Err(MeterError::Unreachable(_))), "{lost:?}");
+    assert_eq!(meter.pending_calls(), N + 1, "kept until acknowledged");
+    assert_eq!(server.usage_counter(&license_id, "cloud.workflows.calls"), N, "counted at NLS already");
+    let resent = tokio::task::block_in_place(|| meter.flush()).expect("acknowledged");
+    assert_eq!((resent.batches, resent.calls), (1, N + 1));
+    assert_eq!(meter_posts.load(std::sync::atomic::Ordering::SeqCst), 2, "the same batch, sent twice");
+    assert_eq!(meter.pending_calls(), 0);
+    assert_eq!(server.usage_counter(&license_id, "cloud.workflows.calls"), N, "once, across the retry");
+    assert_eq!(server.usage_counter(&other_id, "cloud.workflows.calls"), 1);
+    // Nothing new to send: no request.
+    assert_eq!(tokio::task::block_in_place(|| meter.flush()).unwrap(), Default::default());
+    assert_eq!(meter_posts.load(std::sync::atomic::Ordering::SeqCst), 2);
+
+    // The quota (N) is used up by the service's count alone: the next token is refused.
+    match tokio::task::block_in_place(|| license.fetch_access_token("workflows")) {
+        Err(AccessTokenError::Refused { status: 403, code, .. }) => assert_eq!(code, "USAGE_LIMIT_EXCEEDED"),
+        other => panic!("{other:?}"),
+    }
+}
+
+async fn refused_calls(app: &Router) -> StatusCode {
+    call(app, "/v1/whoami", Some("not.a.token")).await.0
+}
+
+fn nls_keys(args: &[&str]) -> Value {
+    let output = std::process::Command::new(support::nls_binary()).arg("keys").args(args).output().unwrap();
+    assert!(output.status.success(), "nls keys {args:?}: {}", String::from_utf8_lossy(&output.stderr));
+    serde_json::from_slice(&output.stdout).unwrap()
+}
+
+fn token_kid(token: &str) -> String {
+    let header: Value =
+        serde_json::from_slice(&B64.decode(token.split('.').next().unwrap()).unwrap()).unwrap();
+    header["kid"].as_str().unwrap().to_owned()
+}
+
+fn issue_token(server: &Server, key: &str) -> String {
+    let (status, answer) = post(
+        server,
+        "/v1/access-tokens",
+        json!({"key": key, "deployment_id": "d1", "audience": "workflows"}),
+    );
+    assert_eq!(status, 200, "{answer}");
+    answer["token"].as_str().unwrap().to_owned()
+}
+
+/// Signing-key rotation on a running `nls serve` (`nls keys rotate`, then `nls keys retire`):
+/// a running service's verifier fetches the new JWKS on the new `kid` and admits tokens signed
+/// by the new key, keeps admitting the old key's tokens while NLS still trusts it, and refuses
+/// them once the key is retired (at the latest `JWKS_MAX_AGE` later, when the JWKS it holds
+/// is refetched; a verifier started after the retirement refuses them at once).
+#[tokio::test(flavor = "multi_thread")]
+async fn a_running_verifier_follows_a_signing_key_rotation_and_retirement() {
+    let mut server = Server::start(3600);
+    let (_, key) = server.issue_license(json!({"cloud": cloud(100)}));
+    let old_token = issue_token(&server, &key);
+    let old_kid = token_kid(&old_token);
+    let jwks_url = format!("{}/.well-known/jwks.json", server.url);
+    let clock = Arc::new(SetClock(Mutex::new(Utc::now())));
+    let access = CloudAccess::from_jwks_url(&jwks_url).unwrap().with_clock(clock.clone());
+    let app = cloud_service::app(&access);
+    assert_eq!(call(&app, "/v1/whoami", Some(&old_token)).await.0, StatusCode::OK);
+
+    let mut new_kid = String::new();
+    tokio::task::block_in_place(|| {
+        server.restart(|data| {
+            let rotated = nls_keys(&["rotate", "--data-dir", data.to_str().unwrap()]);
+            new_kid = rotated["kid"].as_str().unwrap().to_owned();
+        })
+    });
+    let new_token = issue_token(&server, &key);
+    assert_eq!(token_kid(&new_token), new_kid);
+    assert_ne!(new_kid, old_kid);
+    let (status, body, _) = call(&app, "/v1/whoami", Some(&new_token)).await;
+    assert_eq!(status, StatusCode::OK, "the unknown kid refetched the JWKS: {body}");
+    assert_eq!(
+        call(&app, "/v1/whoami", Some(&old_token)).await.0,
+        StatusCode::OK,
+        "the old key is still trusted"
+    );
+
+    tokio::task::block_in_place(|| {
+        server.restart(|data| {
+            nls_keys(&["retire", "--data-dir", data.to_str().unwrap(), "--kid", &old_kid]);
+        })
+    });
+    let fresh = cloud_service::app(&CloudAccess::from_jwks_url(&jwks_url).unwrap().with_clock(clock.clone()));
+    let (status, body, _) = call(&fresh, "/v1/whoami", Some(&old_token)).await;
+    assert_eq!((status, body["error"]["code"].as_str()), (StatusCode::UNAUTHORIZED, Some("unknown_kid")));
+    assert_eq!(call(&fresh, "/v1/whoami", Some(&new_token)).await.0, StatusCode::OK);
+
+    // The running verifier holds the JWKS it fetched until it is JWKS_MAX_AGE old.
+    assert_eq!(
+        call(&app, "/v1/whoami", Some(&old_token)).await.0,
+        StatusCode::OK,
+        "within the JWKS's max age"
+    );
+    clock.advance(chrono::Duration::from_std(nls_client::cloud_access::JWKS_MAX_AGE).unwrap());
+    let (status, body, _) = call(&app, "/v1/whoami", Some(&old_token)).await;
+    assert_eq!(
+        (status, body["error"]["code"].as_str()),
+        (StatusCode::UNAUTHORIZED, Some("unknown_kid")),
+        "{body}"
+    );
+    assert_eq!(call(&app, "/v1/whoami", Some(&new_token)).await.0, StatusCode::OK);
+}
+
+/// The meter dates calls by UTC day (one record per license and day in a batch); a batch NLS
+/// refuses as malformed (here: calls dated outside the usage window) is dropped, not resent
+/// forever; a revoked meter key keeps the batches for a later flush.
+#[test]
+fn the_meter_counts_per_day_drops_what_nls_refuses_and_keeps_what_it_could_not_send() {
+    use nls_client::cloud_access::CallMeter;
+    let server = Server::start(3600);
+    let (license_id, key) = server.issue_license(json!({"cloud": cloud(100)}));
+    let token = issue_token(&server, &key);
+    let ring = nls_core::key_ring::KeyRing::parse_jwks_json(&server.jwks()).unwrap();
+    let caller = nls_core::access_token::verify_access_token(&ring, &token, "workflows", Utc::now()).unwrap();
+    let meter_key = server.api_key("meter");
+
+    let clock = Arc::new(SetClock(Mutex::new(Utc::now() - chrono::Duration::days(1))));
+    let meter = NlsCallMeter::with_clock(&server.url, &meter_key, clock.clone());
+    meter.record_call(&caller);
+    meter.record_call(&caller);
+    clock.advance(chrono::Duration::days(1));
+    meter.record_call(&caller);
+    let sent = meter.flush().unwrap();
+    assert_eq!((sent.batches, sent.calls, sent.rejected), (1, 3, 0));
+    assert_eq!(server.usage_counter(&license_id, "cloud.workflows.calls"), 3);
+
+    let stale = Arc::new(SetClock(Mutex::new(Utc::now() - chrono::Duration::days(40))));
+    let old_meter = NlsCallMeter::with_clock(&server.url, &meter_key, stale);
+    old_meter.record_call(&caller);
+    let refused = old_meter.flush().unwrap();
+    assert_eq!((refused.batches, refused.rejected), (0, 1));
+    assert_eq!(old_meter.pending_calls(), 0, "a malformed batch is dropped");
+    assert_eq!(server.usage_counter(&license_id, "cloud.workflows.calls"), 3);
+
+    let wrong_key = NlsCallMeter::new(&server.url, "nls_ak_unknown_00");
+    wrong_key.record_call(&caller);
+    assert!(matches!(wrong_key.flush(), Err(MeterError::Refused { status: 401, .. })));
+    assert_eq!(wrong_key.pending_calls(), 1, "kept for when the key is fixed");
 }

@@ -27,6 +27,8 @@ pub const REGISTRY_SERVICE_VAR: &str = "NLS_REGISTRY_SERVICE";
 /// The usage `at` window: days back and seconds ahead of the server's clock.
 pub const USAGE_MAX_AGE_DAYS_VAR: &str = "NLS_USAGE_MAX_AGE_DAYS";
 pub const USAGE_MAX_AHEAD_SECS_VAR: &str = "NLS_USAGE_MAX_AHEAD_SECS";
+/// The life of a cloud access token, 60 to 3600 seconds (default 900).
+pub const ACCESS_TOKEN_TTL_SECS_VAR: &str = "NLS_ACCESS_TOKEN_TTL_SECS";
 const MAX_USAGE_AGE_DAYS: u32 = 3650;
 const MAX_USAGE_AHEAD_SECS: u32 = 86_400;
 /// Hex SHA-256 of a bootstrap admin key: lets a deployment accept an admin key without the
@@ -175,6 +177,16 @@ impl ApiConfig {
                     USAGE_MAX_AHEAD_SECS_VAR,
                 )?)),
             },
+            access_token_ttl: Duration::seconds(i64::from(at_most(
+                number(
+                    &lookup,
+                    ACCESS_TOKEN_TTL_SECS_VAR,
+                    u32::try_from(defaults.access_token_ttl.num_seconds()).unwrap_or(u32::MAX),
+                    u32::try_from(nls_core::access_token::MIN_ACCESS_TTL_SECS).unwrap_or(u32::MAX),
+                )?,
+                u32::try_from(nls_core::access_token::MAX_ACCESS_TTL_SECS).unwrap_or(u32::MAX),
+                ACCESS_TOKEN_TTL_SECS_VAR,
+            )?)),
             ..defaults
         };
         Ok(Self {
@@ -263,6 +275,22 @@ mod tests {
             &[base[0], base[1], ("NLS_EDGE_PUSH_URLS", "https://edge.example")],
             Err(ConfigError::EdgePush(SettingsError::NoTokenSecret)),
         );
+        for (value, reason) in [("59", "too small"), ("3601", "too large")] {
+            check(
+                &[base[0], base[1], (ACCESS_TOKEN_TTL_SECS_VAR, value)],
+                Err(ConfigError::Invalid { name: ACCESS_TOKEN_TTL_SECS_VAR, value: value.into(), reason }),
+            );
+        }
+        let ttl = |vars: &[(&str, &str)]| {
+            let map: HashMap<&str, &str> = vars.iter().copied().collect();
+            ApiConfig::from_lookup(|name| map.get(name).map(|v| v.to_string())).unwrap().http.access_token_ttl
+        };
+        assert_eq!(ttl(&base), chrono::Duration::minutes(15), "the default");
+        assert_eq!(
+            ttl(&[base[0], base[1], (ACCESS_TOKEN_TTL_SECS_VAR, "60")]),
+            chrono::Duration::seconds(60)
+        );
+        assert_eq!(ttl(&[base[0], base[1], (ACCESS_TOKEN_TTL_SECS_VAR, "3600")]), chrono::Duration::hours(1));
         let err = ConfigError::Missing { name: TABLE_NAME_VAR }.to_string();
         assert!(err.contains("NLS_TABLE_NAME"), "{err}");
     }

@@ -6,15 +6,15 @@
 use axum::Json;
 use axum::extract::State;
 use axum::response::{IntoResponse, Response};
-use chrono::{DateTime, Duration, Utc};
+use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 use utoipa::ToSchema;
 use utoipa::openapi::schema::Schema;
 
 use crate::access_token::{
-    CloudGrant, CloudLimits, DEFAULT_ACCESS_TTL_SECS, MAX_AUDIENCE_LEN, MAX_AUDIENCES, check_cloud_grant,
-    decide_access, is_audience_name, sign_access_token,
+    CloudGrant, CloudLimits, MAX_AUDIENCE_LEN, MAX_AUDIENCES, check_cloud_grant, decide_access,
+    is_audience_name, sign_access_token,
 };
 use crate::http::AppState;
 use crate::http::app_error::{AppError, JsonBody};
@@ -81,7 +81,7 @@ pub async fn issue_access_token(
     let grant =
         decide_access(&decision, snapshot.license.cloud.as_ref(), &snapshot.month_usage, &body.audience)
             .map_err(|refused| AppError::AccessRefused { code: refused.code, message: refused.message })?;
-    let ttl = Duration::seconds(DEFAULT_ACCESS_TTL_SECS);
+    let ttl = state.config().access_token_ttl;
     let issued =
         sign_access_token(state.key_ring(), &decision, &grant, &body.deployment_id, &body.audience, now, ttl)
             .map_err(|e| AppError::Internal(format!("signing an access token: {e}")))?;

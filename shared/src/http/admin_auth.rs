@@ -124,6 +124,9 @@ async fn authenticate(parts: &Parts, state: &AppState) -> Result<Caller, AppErro
     // `registry:push` is no admin scope: a key holding only that may not use the admin API.
     let scope = if record.scopes.contains(&Scope::Edge) {
         Some(Scope::Edge)
+    } else if record.scopes.contains(&Scope::Meter) {
+        // A cloud service's metering key: `meter` alone, like `edge`.
+        Some(Scope::Meter)
     } else {
         record.scopes.iter().copied().filter(|s| s.is_admin_api()).max()
     };
@@ -176,6 +179,12 @@ mod tests {
         assert!(!allowed(caller(BOOTSTRAP_ACTOR, Scope::Admin), Scope::Edge));
         assert!(!allowed(caller("ak_edge", Scope::Edge), Scope::Read));
         assert!(!allowed(caller("ak_push", Scope::RegistryPush), Scope::Edge));
+        assert!(allowed(caller("ak_meter", Scope::Meter), Scope::Meter));
+        for other in [Scope::Read, Scope::Write, Scope::Admin, Scope::Edge, Scope::RegistryPush] {
+            assert!(!allowed(caller("ak_meter", Scope::Meter), other), "{other:?}");
+            assert!(!allowed(caller("ak_x", other), Scope::Meter), "{other:?}");
+        }
+        assert!(!allowed(caller(BOOTSTRAP_ACTOR, Scope::Admin), Scope::Meter));
     }
 
     #[test]

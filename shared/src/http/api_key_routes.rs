@@ -40,7 +40,7 @@ pub async fn create(
     }
     if body.scopes.is_empty() {
         return Err(AppError::invalid(
-            "`scopes` must name at least one of read, write, admin, registry:push, edge",
+            "`scopes` must name at least one of read, write, admin, registry:push, edge, meter",
         ));
     }
     let scopes = body
@@ -49,7 +49,7 @@ pub async fn create(
         .map(|s| {
             Scope::parse(s).ok_or_else(|| {
                 AppError::invalid(format!(
-                    "unknown scope {s:?}: use read, write, admin, registry:push or edge"
+                    "unknown scope {s:?}: use read, write, admin, registry:push, edge or meter"
                 ))
             })
         })
@@ -57,6 +57,10 @@ pub async fn create(
     // The edges' token reaches only the internal routes: it shares a key with nothing else.
     if scopes.contains(&Scope::Edge) && scopes.iter().any(|s| *s != Scope::Edge) {
         return Err(AppError::invalid("the `edge` scope cannot be combined with other scopes"));
+    }
+    // A cloud service's metering key posts usage and nothing else.
+    if scopes.contains(&Scope::Meter) && scopes.iter().any(|s| *s != Scope::Meter) {
+        return Err(AppError::invalid("the `meter` scope cannot be combined with other scopes"));
     }
     let now = state.now();
     let (record, secret) = mint_api_key(&body.name, scopes, now);

@@ -19,6 +19,7 @@ pub mod admin_auth;
 pub mod api_key_routes;
 pub mod app_error;
 pub mod audit_routes;
+pub mod cloud_usage_routes;
 pub mod customer_routes;
 pub mod internal_routes;
 pub mod license_routes;
@@ -99,6 +100,8 @@ pub struct HttpConfig {
     pub validation_log_capacity: usize,
     /// How far from the server's clock a usage record's `at` may be.
     pub usage_window: UsageWindow,
+    /// The life of a cloud access token (`access_token::access_ttl` bounds it: 60 s to 1 h).
+    pub access_token_ttl: Duration,
 }
 
 impl Default for HttpConfig {
@@ -117,6 +120,7 @@ impl Default for HttpConfig {
             trust_forwarded_for: false,
             validation_log_capacity: 100_000,
             usage_window: UsageWindow::default(),
+            access_token_ttl: Duration::seconds(crate::access_token::DEFAULT_ACCESS_TTL_SECS),
         }
     }
 }

@@ -111,6 +111,8 @@ const WRITE: Access = Access::ApiKey("write");
 const ADMIN: Access = Access::ApiKey("admin");
 /// The edges' service token (`Scope::Edge`).
 const EDGE: Access = Access::ApiKey("edge");
+/// A cloud service's metering key (`Scope::Meter`).
+const METER: Access = Access::ApiKey("meter");
 
 pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
     use Access::{Anyone, LicenseKey, RegistryBasic, Stripe};
@@ -189,6 +191,17 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
             .body::<vevents::ValidationEventsRequest>()
             .answer::<vevents::ValidationEventsAccepted>(200),
             post(vevents::ingest_validation_events),
+        ),
+        (
+            doc(
+                M::POST,
+                "/v1/cloud-usage",
+                "A cloud service's batch of allowed calls (cloud.<audience>.calls; once per batch_id)",
+                METER,
+            )
+            .body::<crate::http::cloud_usage_routes::CloudUsageRequest>()
+            .answer::<crate::http::cloud_usage_routes::CloudUsageAccepted>(202),
+            post(crate::http::cloud_usage_routes::record_cloud_usage),
         ),
         (
             doc(M::POST, "/v1/customers", "Create a customer", WRITE)

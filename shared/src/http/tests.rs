@@ -852,4 +852,5 @@ async fn a_garbage_cursor_is_invalid_query_on_every_list_route() {
     }
 }
 mod access_tokens;
+mod cloud_usage;
 mod under_faults;

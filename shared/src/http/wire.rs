@@ -884,7 +884,7 @@ fn narrow<T: TryFrom<u64>, E: serde::de::Error>(WholeNumber(n): WholeNumber) -> 
     T::try_from(n).map_err(|_| E::custom(format!("{n} is out of range")))
 }
 
-fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
+pub(crate) fn whole_number<'de, D: Deserializer<'de>>(deserializer: D) -> Result<u64, D::Error> {
     WholeNumber::deserialize(deserializer).map(|n| n.0)
 }
 
@@ -936,6 +936,8 @@ pub const MAX_API_KEY_NAME: usize = 256;
 /// The scopes an API key may carry together; `edge` stands alone.
 pub const STAFF_SCOPE_NAMES: &[&str] = &["read", "write", "admin"];
 pub const EDGE_SCOPE_NAME: &str = "edge";
+/// A cloud service's metering key (`POST /v1/cloud-usage` only); stands alone like `edge`.
+pub const METER_SCOPE_NAME: &str = "meter";
 pub const LICENSE_STATUSES: &[&str] = &["active", "past_due", "suspended", "expired", "revoked"];
 
 /// The key under which a literal schema travels through utoipa's types (which cannot hold
@@ -1013,7 +1015,9 @@ fn counter_map() -> Schema {
 }
 fn scope_list() -> Schema {
     let list_of = |names: &[&str]| json!({"type": "array", "minItems": 1, "items": {"enum": names}});
-    from_json(json!({"anyOf": [list_of(STAFF_SCOPE_NAMES), list_of(&[EDGE_SCOPE_NAME])]}))
+    from_json(
+        json!({"anyOf": [list_of(STAFF_SCOPE_NAMES), list_of(&[EDGE_SCOPE_NAME]), list_of(&[METER_SCOPE_NAME])]}),
+    )
 }
 fn license_status() -> Schema {
     from_json(json!({"type": "string", "enum": LICENSE_STATUSES}))

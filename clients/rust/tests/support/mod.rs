@@ -44,6 +44,7 @@ pub struct Server {
     pub dir: PathBuf,
     child: Child,
     agent: ureq::Agent,
+    lease_secs: u32,
 }
 
 impl Server {
@@ -51,8 +52,31 @@ impl Server {
     pub fn start(lease_secs: u32) -> Self {
         let dir = temp_dir("serve");
         let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let child = Self::spawn(&dir, port, lease_secs);
+        let agent: ureq::Agent = ureq::Agent::config_builder()
+            .http_status_as_error(false)
+            .timeout_global(Some(Duration::from_secs(10)))
+            .build()
+            .into();
+        let mut server = Self { url: format!("http://127.0.0.1:{port}"), dir, child, agent, lease_secs };
+        server.wait_healthy();
+        server
+    }
+
+    /// Stops the server and starts it again on the same port and data directory (e.g. after
+    /// `nls keys rotate --data-dir <dir>/data`).
+    pub fn restart(&mut self, between: impl FnOnce(&std::path::Path)) {
+        self.kill();
+        between(&self.dir.join("data"));
+        let log = std::fs::read_to_string(self.dir.join("serve.log")).unwrap_or_default();
+        std::fs::write(self.dir.join("serve.before-restart.log"), log).unwrap();
+        self.child = Self::spawn(&self.dir, self.port(), self.lease_secs);
+        self.wait_healthy();
+    }
+
+    fn spawn(dir: &std::path::Path, port: u16, lease_secs: u32) -> Child {
         let log = std::fs::File::create(dir.join("serve.log")).unwrap();
-        let child = Command::new(nls_binary())
+        Command::new(nls_binary())
             .args(["serve", "--listen", &format!("127.0.0.1:{port}"), "--data-dir"])
             .arg(dir.join("data"))
             .args([
@@ -68,15 +92,18 @@ impl Server {
             .stdout(log.try_clone().unwrap())
             .stderr(log)
             .spawn()
-            .unwrap_or_else(|e| panic!("cannot start {}: {e}", nls_binary().display()));
-        let agent: ureq::Agent = ureq::Agent::config_builder()
-            .http_status_as_error(false)
-            .timeout_global(Some(Duration::from_secs(10)))
-            .build()
-            .into();
-        let mut server = Self { url: format!("http://127.0.0.1:{port}"), dir, child, agent };
-        server.wait_healthy();
-        server
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", nls_binary().display()))
+    }
+
+    /// A new API key with exactly `scope`; returns its secret.
+    pub fn api_key(&self, scope: &str) -> String {
+        let (status, created) = self.admin(
+            "POST",
+            "/v1/api-keys",
+            Some(serde_json::json!({"name": format!("{scope} key"), "scopes": [scope]})),
+        );
+        assert_eq!(status, 201, "create API key: {created}");
+        created["secret"].as_str().unwrap().to_owned()
     }
 
     fn wait_healthy(&mut self) {

@@ -86,6 +86,10 @@ pub struct ServeArgs {
     /// Usage records whose `at` is this far ahead of the server's clock are refused (400).
     #[arg(long, value_name = "SECONDS", default_value_t = 300, value_parser = clap::value_parser!(u32).range(0..=86400))]
     pub usage_max_ahead_secs: u32,
+    /// The life of a cloud access token (`POST /v1/access-tokens`): the bound on how long a
+    /// suspended license keeps its cloud access.
+    #[arg(long, value_name = "SECONDS", env = "NLS_ACCESS_TOKEN_TTL_SECS", default_value_t = 900, value_parser = clap::value_parser!(u32).range(nls_core::access_token::MIN_ACCESS_TTL_SECS..=nls_core::access_token::MAX_ACCESS_TTL_SECS))]
+    pub access_token_ttl_secs: u32,
     /// A browser origin allowed to call the admin API (repeatable).
     #[arg(long = "cors-origin", value_name = "ORIGIN")]
     pub cors_origins: Vec<String>,
@@ -281,6 +285,7 @@ fn http_config(args: &ServeArgs, bootstrap: Option<&str>) -> HttpConfig {
             max_age: Duration::days(i64::from(args.usage_max_age_days)),
             max_ahead: Duration::seconds(i64::from(args.usage_max_ahead_secs)),
         },
+        access_token_ttl: Duration::seconds(i64::from(args.access_token_ttl_secs)),
         ..HttpConfig::default()
     };
     match bootstrap {

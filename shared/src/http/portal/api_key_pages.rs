@@ -27,6 +27,7 @@ fn scope_hint(scope: Scope) -> &'static str {
         Scope::Admin => "everything, including API keys",
         Scope::RegistryPush => "push images through the registry token service",
         Scope::Edge => "the edges' service token (alone only)",
+        Scope::Meter => "a cloud service's metering key: posts call counts only (alone only)",
     }
 }
 
