@@ -33,8 +33,18 @@ pub fn format_key(jws: &str) -> String {
 /// Surrounding white space is ignored.
 pub fn parse_key(key: &str) -> Result<&str, KeyFormatError> {
     split_key(key).and_then(|(jws, sum)| {
-        if checksum(jws) == sum { Ok(jws) } else { Err(KeyFormatError::ChecksumMismatch) }
+        if checksum_matches(jws, sum) { Ok(jws) } else { Err(KeyFormatError::ChecksumMismatch) }
     })
+}
+
+/// `checksum(jws) == sum`, without building the hex string.
+pub fn checksum_matches(jws: &str, sum: &str) -> bool {
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let digest = Sha256::digest(jws.as_bytes());
+    let expected = digest[..CHECKSUM_HEX_LEN / 2]
+        .iter()
+        .flat_map(|b| [DIGITS[(b >> 4) as usize], DIGITS[(b & 0xf) as usize]]);
+    sum.len() == CHECKSUM_HEX_LEN && expected.eq(sum.bytes())
 }
 
 /// Splits a key into (JWS, checksum) without checking the checksum.
@@ -48,11 +58,18 @@ pub fn split_key(key: &str) -> Result<(&str, &str), KeyFormatError> {
     if rest.len() < CHECKSUM_HEX_LEN + 2 {
         return Err(KeyFormatError::Malformed);
     }
-    let (jws_dash, sum) = rest.split_at(rest.len() - CHECKSUM_HEX_LEN);
+    // Not a character boundary: a multi-byte character where the hex must be.
+    let (jws_dash, sum) =
+        rest.split_at_checked(rest.len() - CHECKSUM_HEX_LEN).ok_or(KeyFormatError::Malformed)?;
     let jws = jws_dash.strip_suffix('-').ok_or(KeyFormatError::Malformed)?;
     let well_formed_sum = sum.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'));
-    let well_formed_jws = jws.split('.').count() == 3
-        && jws.bytes().all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'));
+    // One pass: base64url characters and exactly two dots (three segments).
+    let mut dots = 0;
+    let base64url_and_dots = jws.bytes().all(|b| {
+        dots += usize::from(b == b'.');
+        b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.')
+    });
+    let well_formed_jws = base64url_and_dots && dots == 2;
     if !well_formed_sum || !well_formed_jws {
         return Err(KeyFormatError::Malformed);
     }
@@ -92,6 +109,24 @@ mod tests {
         check(&format!("NLS-{jws}-00000000"), Err(KeyFormatError::ChecksumMismatch));
         let long = format!("NLS-{}.b.c-00000000", "a".repeat(MAX_KEY_BYTES));
         check(&long, Err(KeyFormatError::TooLong));
+        // A multi-byte character across the checksum's start is malformed (it used to panic in
+        // `split_at`), and so is one anywhere else.
+        check("NLS-a.b.c-\u{e9}0000000", Err(KeyFormatError::Malformed));
+        check("NLS-a.b.c-0000000\u{e9}", Err(KeyFormatError::Malformed));
+        check("NLS-a.b.c\u{e9}-0000000", Err(KeyFormatError::Malformed));
+    }
+
+    #[test]
+    fn checksum_matches_agrees_with_checksum() {
+        for jws in ["", "abc", "a.b.c", "aGVhZGVy.Y2xhaW1z.c2ln-_x"] {
+            let sum = checksum(jws);
+            assert!(checksum_matches(jws, &sum));
+            assert!(!checksum_matches(jws, &sum[..7]));
+            assert!(!checksum_matches(jws, &format!("{sum}0")));
+            let mut wrong = sum.into_bytes();
+            wrong[7] = if wrong[7] == b'0' { b'1' } else { b'0' };
+            assert!(!checksum_matches(jws, std::str::from_utf8(&wrong).expect("ascii")));
+        }
     }
 
     #[test]

@@ -4,9 +4,11 @@
 
 use base64::Engine as _;
 use base64::engine::general_purpose::URL_SAFE_NO_PAD as B64;
-use ed25519_compact::{KeyPair, PublicKey, Seed};
+use ed25519_compact::{KeyPair, Seed};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
+
+use crate::ed25519::{Backend, PublicKey};
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum JwkError {
@@ -47,7 +49,7 @@ pub struct Jwks {
     pub keys: Vec<Jwk>,
 }
 
-/// A public verification key with its id.
+/// A public verification key with its id, decoded once for verification.
 #[derive(Clone)]
 pub struct VerifyingKey {
     pub kid: String,
@@ -95,7 +97,7 @@ impl SigningKey {
     }
 
     pub fn verifying_key(&self) -> VerifyingKey {
-        VerifyingKey { kid: self.kid.clone(), key: self.pair.pk }
+        VerifyingKey { kid: self.kid.clone(), key: PublicKey::from_bytes(*self.pair.pk) }
     }
 
     pub fn to_private_jwk(&self) -> Jwk {
@@ -107,7 +109,7 @@ impl SigningKey {
         let d = jwk.d.as_deref().ok_or(JwkError::NotPrivate)?;
         let seed: [u8; 32] = decode_fixed(d, "d")?;
         let key = Self::from_seed(seed, Some(public.kid));
-        if key.pair.pk != public.key {
+        if *key.pair.pk != *public.key.as_bytes() {
             return Err(JwkError::KeyMismatch);
         }
         Ok(key)
@@ -124,7 +126,7 @@ impl VerifyingKey {
         Jwk {
             kty: "OKP".into(),
             crv: "Ed25519".into(),
-            x: B64.encode(self.key.as_ref()),
+            x: B64.encode(self.key.as_bytes()),
             d: None,
             kid: Some(self.kid.clone()),
             alg: Some("EdDSA".into()),
@@ -140,17 +142,24 @@ impl VerifyingKey {
             return Err(JwkError::UnsupportedKey);
         }
         let x: [u8; 32] = decode_fixed(&jwk.x, "x")?;
-        let key = PublicKey::new(x);
+        let key = PublicKey::from_bytes(x);
         let kid = jwk.kid.clone().unwrap_or_else(|| thumbprint(&x));
         Ok(Self { kid, key })
     }
 
-    /// A bare Ed25519 check, for known-answer tests; tokens go through `license_token`.
+    /// A bare Ed25519 check with the default verifier, for known-answer tests and the
+    /// benchmarks' floor; tokens go through `license_token`.
     pub fn verify_raw(&self, message: &[u8], signature: &[u8]) -> bool {
-        let Ok(signature) = ed25519_compact::Signature::from_slice(signature) else {
-            return false;
-        };
-        self.key.verify(message, &signature).is_ok()
+        self.key.verify(message, signature)
+    }
+
+    /// The same check with a chosen implementation (tests and benchmarks compare them).
+    pub fn verify_raw_with(&self, backend: Backend, message: &[u8], signature: &[u8]) -> bool {
+        self.key.verify_with(backend, message, signature)
+    }
+
+    pub(crate) fn public_key(&self) -> &PublicKey {
+        &self.key
     }
 }
 
@@ -167,6 +176,9 @@ fn decode_fixed<const N: usize>(b64: &str, field: &'static str) -> Result<[u8; N
 pub struct KeyRing {
     signer: Option<SigningKey>,
     verifiers: Vec<VerifyingKey>,
+    /// The Ed25519 implementation that checks signatures ([`Backend::DEFAULT`] unless a test
+    /// or benchmark picks one).
+    backend: Backend,
 }
 
 impl KeyRing {
@@ -175,7 +187,7 @@ impl KeyRing {
         let mut verifiers = vec![signer.verifying_key()];
         verifiers.extend(also_trusted);
         Self::check_unique(&verifiers)?;
-        Ok(Self { signer: Some(signer), verifiers })
+        Ok(Self { signer: Some(signer), verifiers, backend: Backend::DEFAULT })
     }
 
     /// A verify-only ring (edges and customer apps).
@@ -184,7 +196,7 @@ impl KeyRing {
             return Err(JwkError::EmptyRing);
         }
         Self::check_unique(&verifiers)?;
-        Ok(Self { signer: None, verifiers })
+        Ok(Self { signer: None, verifiers, backend: Backend::DEFAULT })
     }
 
     pub fn from_jwks(jwks: &Jwks) -> Result<Self, JwkError> {
@@ -204,6 +216,15 @@ impl KeyRing {
             }
         }
         Ok(())
+    }
+
+    /// The same ring, checking signatures with `backend` (both accept the same signatures).
+    pub fn with_backend(self, backend: Backend) -> Self {
+        Self { backend, ..self }
+    }
+
+    pub fn backend(&self) -> Backend {
+        self.backend
     }
 
     pub fn signer(&self) -> Option<&SigningKey> {
@@ -230,7 +251,7 @@ mod tests {
         assert!(jwk.d.is_some());
         let back = SigningKey::from_jwk(&jwk).unwrap();
         assert_eq!(back.kid, key.kid);
-        assert_eq!(back.pair.pk, key.pair.pk);
+        assert_eq!(*back.pair.pk, *key.pair.pk);
         assert!(key.verifying_key().to_jwk().d.is_none());
     }
 

@@ -4,6 +4,7 @@
 pub mod access_token;
 pub mod billing;
 pub mod cloud_rate;
+pub mod ed25519;
 pub mod email;
 pub mod issuing;
 pub mod key_format;
