@@ -1,6 +1,9 @@
 // The Spin component end to end, executed by jco (`jco serve`, Node) with JS hosts for Spin's
 // key-value and variables interfaces (spin_shims/), in front of a real `nls serve` origin.
 // `--isolate-requests instance` gives every request a fresh component instance, as Spin does.
+// jco's server does not tell the component who called; Spin's HTTP trigger does, in the
+// `spin-client-addr` header. A small proxy in front of jco plays that part
+// (spin_shims/spin-trigger.mjs).
 // Started by tests/edge/run.sh.
 //
 // Env: NLS_BIN, JCO_BIN, SPIN_WASM, EDGE_WORK_DIR, ORIGIN_PORT, EDGE_PORT.
@@ -12,6 +15,7 @@ import { fileURLToPath } from 'node:url';
 import { Origin, freePort, http, killGroup, required, spawnGroup, waitFor } from './edge_harness.mjs';
 import { registerScenarios } from './edge_scenarios.mjs';
 import { accessTokenScenarios } from './access_token_scenarios.mjs';
+import { registerEventScenarios } from './validation_event_scenarios.mjs';
 
 const TTL_SECS = 8;
 /** The second edge, which the origin pushes to: only a push can refresh it within the test. */
@@ -24,6 +28,7 @@ const origin = new Origin({ bin: required('NLS_BIN'), port: required('ORIGIN_POR
 const pushEdgePort = await freePort();
 let jco;
 let pushJco;
+let trigger;
 let serviceToken;
 
 const ctx = {
@@ -34,9 +39,12 @@ const ctx = {
   ttlSecs: TTL_SECS,
   memoryFreshSecs: 1,
   edgeToken: () => serviceToken,
+  /** The test client's own address, distinct from the one the edge reaches the origin from. */
+  clientAddress: '127.0.0.2',
   log: (line) => console.log(`# ${line}`),
   // Spin has no cron trigger and a fresh instance per request, so a scheduler calls the drain
-  // route (service token) instead.
+  // route (service token) instead. With NLS_EDGE_EVENTS_FLUSH_SECS=0 each instance ships its
+  // own events after its answer; the drain delivers what went to the KV outbox.
   tickle: async () => {
     await http(ctx.edgeBase(), 'POST', '/v1/internal/outbox/drain', { headers: { authorization: `Bearer ${serviceToken}` } });
   },
@@ -62,6 +70,8 @@ async function startJco({ dir, port, token, jwks, ttlSecs }) {
         SPIN_VARIABLE_NLS_EDGE_MEMORY_FRESH_SECS: '1',
         SPIN_VARIABLE_NLS_EDGE_SNAPSHOT_TTL_SECS: String(ttlSecs),
         SPIN_VARIABLE_NLS_EDGE_OUTBOX_RETRY_SECS: '2',
+        // An instance lives for one request: it ships its events once it has answered.
+        SPIN_VARIABLE_NLS_EDGE_EVENTS_FLUSH_SECS: '0',
       },
       logFile: join(dir, 'jco.log'),
     },
@@ -81,15 +91,21 @@ before(async () => {
   await origin.stop();
   origin.pushTo = { urls: [ctx.pushEdgeBase()], token: pushToken };
   await origin.start();
+  const jcoPort = await freePort();
+  trigger = spawnGroup([process.execPath, join(here, 'spin_shims', 'spin-trigger.mjs'), String(edgePort), String(jcoPort)], {
+    logFile: join(workDir, 'spin-trigger.log'),
+  });
   [jco, pushJco] = await Promise.all([
-    startJco({ dir: workDir, port: edgePort, token: serviceToken, jwks, ttlSecs: TTL_SECS }),
+    startJco({ dir: workDir, port: jcoPort, token: serviceToken, jwks, ttlSecs: TTL_SECS }),
     startJco({ dir: join(workDir, 'push-edge'), port: pushEdgePort, token: pushToken, jwks, ttlSecs: PUSH_EDGE_TTL_SECS }),
   ]);
+  await waitFor('the Spin trigger to answer /health', async () => (await http(ctx.edgeBase(), 'GET', '/health')).status === 200, 10000, 100);
 });
 
 after(async () => {
   await killGroup(jco);
   await killGroup(pushJco);
+  await killGroup(trigger);
   await origin.stop();
 });
 
@@ -100,7 +116,15 @@ test('Spin component under jco', async (t) => {
 });
 
 test('Spin component under jco: cloud access tokens served at the edge', async (t) => {
+  if (!origin.child) await origin.start(); // a scenario above may have left it stopped
   for (const [name, fn] of accessTokenScenarios({ ...ctx, workDir, cloudServiceBin: required('CLOUD_SERVICE_BIN') })) {
+    await t.test(name, fn);
+  }
+});
+
+test('Spin component under jco: every validation counted at the origin (issue 12)', async (t) => {
+  if (!origin.child) await origin.start(); // a scenario above may have left it stopped
+  for (const [name, fn] of registerEventScenarios(t, ctx)) {
     await t.test(name, fn);
   }
 });

@@ -109,9 +109,16 @@ export function registerEventScenarios(t, ctx) {
       const edgeCounted = (counted.edge_validations_by_code.VALID ?? 0) - (before.edge_validations_by_code.VALID ?? 0);
       assert.ok(edgeCounted >= 990 && edgeCounted <= 1000, `answered at the edge: ${edgeCounted}`);
       ctx.log(`${ctx.hostName}: 1,000 warm validations in ${answeredMs} ms, all at the origin ${delayMs} ms later (${edgeCounted} answered at the edge)`);
-      // The history: each (deployment, fingerprint, address, code) once a minute → 250.
+      // The history: each (deployment, fingerprint, address, code) once a minute → 250 when the
+      // events arrived within a minute; a slower machine may log a fingerprint once more per
+      // further minute the run spanned, never less than once.
       const entries = await history(id);
-      assert.equal(entries.length, 250, `history after the repeat filter: ${entries.length}`);
+      const spanMinutes = Math.ceil((Date.now() - started) / 60000);
+      const perFingerprint = new Map();
+      for (const e of entries) perFingerprint.set(e.fingerprint, (perFingerprint.get(e.fingerprint) ?? 0) + 1);
+      assert.equal(perFingerprint.size, 250, `fingerprints in the history: ${perFingerprint.size}`);
+      if (spanMinutes <= 1) assert.equal(entries.length, 250, `history after the repeat filter: ${entries.length}`);
+      else assert.ok([...perFingerprint.values()].every((n) => n <= spanMinutes + 1), `at most once a minute over ${spanMinutes} min`);
       assert.ok(entries.every((e) => e.client_ip === client), `the test client's address: ${JSON.stringify(entries[0])}`);
       // The day's aggregate, and the key-sharing flag: 250 fingerprints > 5 seats × 3.
       const day = await today(id);

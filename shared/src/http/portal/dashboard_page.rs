@@ -1,8 +1,8 @@
 //! The dashboard: licenses by status; validations per hour by code for the last 48 hours (a
 //! server-drawn chart from the same in-process counters as `GET /v1/stats`); active
 //! deployments; licenses expiring in the next 7, 30 and 90 days; `past_due` licenses with the
-//! days left in their grace; failed webhook deliveries and emails; and monthly recurring
-//! revenue by tier from the plan catalogue.
+//! days left in their grace; licenses with compliance flags lately; failed webhook deliveries
+//! and emails; and monthly recurring revenue by tier from the plan catalogue.
 
 use std::collections::BTreeMap;
 
@@ -153,6 +153,7 @@ pub async fn dashboard(State(state): State<AppState>, staff: Staff) -> PortalRes
     let failed_webhooks = state.metrics().failed_answers(&Method::POST, "/v1/webhooks/stripe");
     let failed_emails = state.metrics().emails_failed();
     let has_catalogue = state.plans().is_some_and(|p| !p.is_empty());
+    let flagged = crate::http::portal::compliance_sections::dashboard_section(&state).await?;
     let body = html! {
         h1 { "Dashboard" }
         h2 { "Licenses by status" }
@@ -177,6 +178,7 @@ pub async fn dashboard(State(state): State<AppState>, staff: Staff) -> PortalRes
             "failed emails are sends the mailer refused or could not make. Both count since this server started."
             @if !live.deployments_complete { " Deployments are counted on the first " (DEPLOYMENT_SCAN_BUDGET) " live licenses." }
         }
+        (flagged)
         h2 { "Expiring soon" }
         div.cards {
             @for (days, count) in &expiring {

@@ -1,5 +1,5 @@
 //! One license: status and terms, its actions, deployments (release one), usage by metric
-//! with a chart per month, validations, the emails sent and the audit trail. The actions call
+//! with a chart per month, validations, compliance flags, the emails sent and the audit trail. The actions call
 //! the same functions as the JSON API (`license_routes`), or `staff_license_actions` for the
 //! two the license-key API has no admin form of; each is audited as the staff user.
 
@@ -14,6 +14,7 @@ use crate::http::app_error::{AppError, QueryParams};
 use crate::http::license_routes::{self, DEFAULT_OFFLINE_FILE_DAYS, MAX_OFFLINE_FILE_DAYS};
 use crate::http::portal::access::PortalAction;
 use crate::http::portal::audit_pages::audit_table;
+use crate::http::portal::compliance_sections;
 use crate::http::portal::csrf::{StaffForm, hidden_field};
 use crate::http::portal::layout::{
     DoneParams, Section, date, date_time, html_response, notice, page, status_badge,
@@ -163,6 +164,7 @@ pub async fn detail(
         state.store().list_deployments(&id).await?.iter().map(|d| DeploymentView::new(d, now)).collect();
     let usage = usage_section(&state, &l, now).await?;
     let validations = license_routes::validation_history(&state, &id, 20).await?;
+    let compliance = compliance_sections::license_section(&state, &id).await?;
     let notifications: Vec<NotificationView> =
         state.store().list_notifications(&id).await?.iter().map(NotificationView::from).collect();
     let trail_filter = AuditFilter { target: Some(format!("license:{id}")), ..AuditFilter::default() };
@@ -238,6 +240,7 @@ pub async fn detail(
                 } } }
             }
         }
+        (compliance)
         h2 { "Emails sent" }
         @if notifications.is_empty() { p.muted { "No emails." } } @else {
             table #notifications {

@@ -10,12 +10,14 @@
 //! error pages; `svg_chart` the server-drawn charts; the `*_page(s)` modules the pages themselves (`api_key_pages`, `staff_pages`,
 //! `account_pages` with the TOTP second factor, and `system_page` are the admin and system
 //! pages; `license_list_page` the license list with its store search, `license_bulk` the bulk
-//! operations on its selection).
+//! operations on its selection; `compliance_sections` the key-sharing flags on the license page
+//! and the dashboard).
 
 pub mod access;
 pub mod account_pages;
 pub mod api_key_pages;
 pub mod audit_pages;
+pub mod compliance_sections;
 pub mod csrf;
 pub mod customer_pages;
 pub mod dashboard_page;

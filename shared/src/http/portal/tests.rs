@@ -394,6 +394,8 @@ async fn customer_search_finds_by_id_text_and_pages_through_the_store() {
 
 /// The API keys, staff, account (TOTP) and system pages.
 mod admin_pages;
+/// The compliance flags on the license page and the dashboard.
+mod compliance_tests;
 /// The license list's search, sort and bulk operations.
 mod license_list_tests;
 mod pages;
