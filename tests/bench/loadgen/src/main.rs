@@ -160,11 +160,11 @@ async fn exchange(stream: &mut TcpStream, request: &[u8], buf: &mut Vec<u8>) -> 
         if stream.read_buf(buf).await? == 0 {
             return Err(io::ErrorKind::UnexpectedEof.into());
         }
-        if head.is_none() {
-            if let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n") {
-                let (status, length) = parse_head(&buf[..end])?;
-                head = Some((end + 4, status, length));
-            }
+        if head.is_none()
+            && let Some(end) = buf.windows(4).position(|w| w == b"\r\n\r\n")
+        {
+            let (status, length) = parse_head(&buf[..end])?;
+            head = Some((end + 4, status, length));
         }
         if let Some((body_start, status, length)) = head {
             match buf.len().cmp(&(body_start + length)) {
