@@ -191,3 +191,55 @@ impl SnapshotCache {
         self.lock().remove(license_id);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::issuing::{LicenseTerms, new_license};
+
+    fn at(secs: i64) -> Timestamp {
+        DateTime::<Utc>::from_timestamp(1_800_000_000 + secs, 0).expect("a valid time")
+    }
+
+    fn snapshot(as_of: Timestamp) -> (String, StatusSnapshot) {
+        let license = new_license("cus_1", LicenseTerms::default(), at(0));
+        let snapshot = StatusSnapshot {
+            license: license.clone(),
+            live_deployments: vec![],
+            month_usage: Default::default(),
+            as_of,
+        };
+        (license.id, snapshot)
+    }
+
+    #[test]
+    fn one_caller_claims_the_re_read_and_only_in_the_last_quarter_of_the_ttl() {
+        let cache = SnapshotCache::new(Duration::seconds(4), 10);
+        let (_, s) = snapshot(at(0));
+        let entry = cache.put(s, at(0));
+        assert!(!cache.claim_refresh(&entry, at(2)), "half way through the TTL");
+        assert!(cache.claim_refresh(&entry, at(3)));
+        assert!(!cache.claim_refresh(&entry, at(3)), "claimed twice");
+    }
+
+    #[test]
+    fn a_re_read_replaces_its_entry_but_never_one_invalidated_or_replaced_meanwhile() {
+        let cache = SnapshotCache::new(Duration::seconds(4), 10);
+        let (id, s) = snapshot(at(0));
+        let first = cache.put(s.clone(), at(0));
+        let refreshed = cache.put_refreshed(&first, s.clone(), at(3));
+        assert!(Arc::ptr_eq(&cache.get(&id, at(3)).expect("cached"), &refreshed));
+
+        // Invalidated while the re-read was in flight: the re-read must not come back.
+        cache.invalidate(&id);
+        cache.put_refreshed(&refreshed, s.clone(), at(3));
+        assert!(cache.get(&id, at(3)).is_none());
+
+        // Replaced by a newer read meanwhile: that one stays.
+        let newer = cache.put(s.clone(), at(3));
+        cache.put_refreshed(&refreshed, s, at(3));
+        assert!(Arc::ptr_eq(&cache.get(&id, at(3)).expect("cached"), &newer));
+    }
+}
