@@ -40,10 +40,15 @@ pub struct SnapshotEntry {
 }
 
 /// A serialized validation answer and its code (for metrics and the history).
-#[derive(Clone)]
 pub struct CachedAnswer {
     license_key: Box<str>,
     deployment_id: Option<Box<str>>,
+    code: &'static str,
+    json: Bytes,
+}
+
+/// A memoized answer as a warm validation returns it (no copy of the ~600-byte key).
+pub struct MemoizedAnswer {
     pub code: &'static str,
     pub json: Bytes,
 }
@@ -72,9 +77,12 @@ impl SnapshotEntry {
         }
     }
 
-    pub fn cached_answer(&self, key: &str, deployment: Option<&str>) -> Option<CachedAnswer> {
+    pub fn cached_answer(&self, key: &str, deployment: Option<&str>) -> Option<MemoizedAnswer> {
         let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        answers.iter().find(|a| &*a.license_key == key && a.deployment_id.as_deref() == deployment).cloned()
+        answers
+            .iter()
+            .find(|a| &*a.license_key == key && a.deployment_id.as_deref() == deployment)
+            .map(|a| MemoizedAnswer { code: a.code, json: a.json.clone() })
     }
 
     pub fn remember_answer(&self, key: &str, deployment: Option<&str>, code: &'static str, json: Bytes) {
