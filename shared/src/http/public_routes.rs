@@ -63,7 +63,22 @@ pub(crate) async fn snapshot_for(
 ) -> Result<Option<Arc<SnapshotEntry>>, AppError> {
     if let Some(entry) = state.snapshots().get(license_id, now) {
         state.metrics().snapshot_hits.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
-        return Ok(Some(entry));
+        if !state.snapshots().claim_refresh(&entry, now) {
+            return Ok(Some(entry));
+        }
+        // This request re-reads ahead of the expiry (snapshot_cache.rs); the others go on with
+        // the entry, which is still fresh, and so does this one if the store fails.
+        return match state.store().license_snapshot(license_id, now).await {
+            Ok(Some(snapshot)) => Ok(Some(state.snapshots().put_refreshed(&entry, snapshot, now))),
+            Ok(None) => {
+                state.snapshots().invalidate(license_id);
+                Ok(None)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "refreshing a status snapshot failed; serving it until its TTL");
+                Ok(Some(entry))
+            }
+        };
     }
     state.metrics().snapshot_misses.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
     let snapshot = state.store().license_snapshot(license_id, now).await?;

@@ -11,8 +11,16 @@
 //!   `decide` is a pure function of the snapshot, the key and the time, so within the
 //!   snapshot's lifetime the answer is the same bytes (its `next_check_in` may then be up to
 //!   the TTL earlier than "now + interval", which only asks the client back a little sooner).
+//!
+//! Refresh ahead: once an entry is past [`REFRESH_AFTER`] of its TTL, the first request to see
+//! it re-reads the store ([`SnapshotCache::claim_refresh`]) while the others keep being answered
+//! from the entry, which is still fresh. Without it, every request arriving during the re-read
+//! after an expiry missed and read the store too, one after another behind the store's
+//! connection: a herd every TTL, seen as stalls of 0.2–2 s at 10,000 connections
+//! (docs/benchmarks.md).
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use axum::body::Bytes;
@@ -24,16 +32,23 @@ use crate::validation::{StatusSnapshot, ValidationCode};
 pub struct SnapshotEntry {
     pub snapshot: StatusSnapshot,
     fetched_at: Timestamp,
+    /// A request has taken on re-reading this entry's snapshot ahead of its expiry.
+    refresh_claimed: AtomicBool,
     /// A handful per license at most (one per key and deployment), so a scan beats hashing.
     receipts: Mutex<Vec<CachedReceipt>>,
     answers: Mutex<Vec<CachedAnswer>>,
 }
 
 /// A serialized validation answer and its code (for metrics and the history).
-#[derive(Clone)]
 pub struct CachedAnswer {
     license_key: Box<str>,
     deployment_id: Option<Box<str>>,
+    code: &'static str,
+    json: Bytes,
+}
+
+/// A memoized answer as a warm validation returns it (no copy of the ~600-byte key).
+pub struct MemoizedAnswer {
     pub code: &'static str,
     pub json: Bytes,
 }
@@ -45,13 +60,29 @@ struct CachedReceipt {
     receipt: Arc<str>,
 }
 
+/// The fraction of the TTL after which the next request re-reads the store.
+const REFRESH_AFTER: (i32, i32) = (3, 4);
+
 /// Per entry: one per (key, deployment) in use, so a handful; a scan beats hashing the key.
 const MAX_MEMOS: usize = 64;
 
 impl SnapshotEntry {
-    pub fn cached_answer(&self, key: &str, deployment: Option<&str>) -> Option<CachedAnswer> {
+    fn new(snapshot: StatusSnapshot, fetched_at: Timestamp) -> Self {
+        Self {
+            snapshot,
+            fetched_at,
+            refresh_claimed: AtomicBool::new(false),
+            receipts: Mutex::default(),
+            answers: Mutex::default(),
+        }
+    }
+
+    pub fn cached_answer(&self, key: &str, deployment: Option<&str>) -> Option<MemoizedAnswer> {
         let answers = self.answers.lock().unwrap_or_else(|p| p.into_inner());
-        answers.iter().find(|a| &*a.license_key == key && a.deployment_id.as_deref() == deployment).cloned()
+        answers
+            .iter()
+            .find(|a| &*a.license_key == key && a.deployment_id.as_deref() == deployment)
+            .map(|a| MemoizedAnswer { code: a.code, json: a.json.clone() })
     }
 
     pub fn remember_answer(&self, key: &str, deployment: Option<&str>, code: &'static str, json: Bytes) {
@@ -124,13 +155,34 @@ impl SnapshotCache {
         (now - entry.fetched_at < self.ttl && entry.fetched_at <= now).then(|| Arc::clone(entry))
     }
 
+    /// True for the one caller that should re-read `entry`'s snapshot now: it is past
+    /// [`REFRESH_AFTER`] of its TTL and nobody has taken the re-read on yet.
+    pub fn claim_refresh(&self, entry: &SnapshotEntry, now: Timestamp) -> bool {
+        let (num, den) = REFRESH_AFTER;
+        now - entry.fetched_at >= self.ttl * num / den && !entry.refresh_claimed.swap(true, Ordering::AcqRel)
+    }
+
+    /// Replaces `previous` by a re-read snapshot, unless `previous` was invalidated or replaced
+    /// meanwhile: the re-read may have started before that change, so it must not overwrite
+    /// what came after. The new entry is returned either way, for the caller's own answer.
+    pub fn put_refreshed(
+        &self,
+        previous: &Arc<SnapshotEntry>,
+        snapshot: StatusSnapshot,
+        now: Timestamp,
+    ) -> Arc<SnapshotEntry> {
+        let entry = Arc::new(SnapshotEntry::new(snapshot, now));
+        let mut entries = self.lock();
+        if let Some(current) = entries.get_mut(&entry.snapshot.license.id) {
+            if Arc::ptr_eq(current, previous) {
+                *current = Arc::clone(&entry);
+            }
+        }
+        entry
+    }
+
     pub fn put(&self, snapshot: StatusSnapshot, now: Timestamp) -> Arc<SnapshotEntry> {
-        let entry = Arc::new(SnapshotEntry {
-            snapshot,
-            fetched_at: now,
-            receipts: Mutex::default(),
-            answers: Mutex::default(),
-        });
+        let entry = Arc::new(SnapshotEntry::new(snapshot, now));
         let mut entries = self.lock();
         if entries.len() >= self.capacity {
             let ttl = self.ttl;
@@ -145,5 +197,57 @@ impl SnapshotCache {
 
     pub fn invalidate(&self, license_id: &str) {
         self.lock().remove(license_id);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+    use crate::issuing::{LicenseTerms, new_license};
+
+    fn at(secs: i64) -> Timestamp {
+        DateTime::<Utc>::from_timestamp(1_800_000_000 + secs, 0).expect("a valid time")
+    }
+
+    fn snapshot(as_of: Timestamp) -> (String, StatusSnapshot) {
+        let license = new_license("cus_1", LicenseTerms::default(), at(0));
+        let snapshot = StatusSnapshot {
+            license: license.clone(),
+            live_deployments: vec![],
+            month_usage: Default::default(),
+            as_of,
+        };
+        (license.id, snapshot)
+    }
+
+    #[test]
+    fn one_caller_claims_the_re_read_and_only_in_the_last_quarter_of_the_ttl() {
+        let cache = SnapshotCache::new(Duration::seconds(4), 10);
+        let (_, s) = snapshot(at(0));
+        let entry = cache.put(s, at(0));
+        assert!(!cache.claim_refresh(&entry, at(2)), "half way through the TTL");
+        assert!(cache.claim_refresh(&entry, at(3)));
+        assert!(!cache.claim_refresh(&entry, at(3)), "claimed twice");
+    }
+
+    #[test]
+    fn a_re_read_replaces_its_entry_but_never_one_invalidated_or_replaced_meanwhile() {
+        let cache = SnapshotCache::new(Duration::seconds(4), 10);
+        let (id, s) = snapshot(at(0));
+        let first = cache.put(s.clone(), at(0));
+        let refreshed = cache.put_refreshed(&first, s.clone(), at(3));
+        assert!(Arc::ptr_eq(&cache.get(&id, at(3)).expect("cached"), &refreshed));
+
+        // Invalidated while the re-read was in flight: the re-read must not come back.
+        cache.invalidate(&id);
+        cache.put_refreshed(&refreshed, s.clone(), at(3));
+        assert!(cache.get(&id, at(3)).is_none());
+
+        // Replaced by a newer read meanwhile: that one stays.
+        let newer = cache.put(s.clone(), at(3));
+        cache.put_refreshed(&refreshed, s, at(3));
+        assert!(Arc::ptr_eq(&cache.get(&id, at(3)).expect("cached"), &newer));
     }
 }

@@ -346,6 +346,28 @@ async fn warm_validation_reads_no_license_from_the_store() {
     assert_eq!(h.store.license_reads.load(Ordering::SeqCst), reads_when_warm + 1);
 }
 
+/// Issue 18: at 10,000 connections every request arriving while an expired snapshot was being
+/// re-read also missed and read the store; now one request re-reads it before it expires.
+#[tokio::test]
+async fn a_snapshot_near_its_ttl_is_re_read_once_before_it_expires() {
+    let h = harness();
+    let (_, key) = h.license(json!({"max_deployments": 3})).await;
+    let check_in = json!({"key": key, "deployment_id": "d1"});
+    h.validate(check_in.clone()).await;
+    h.validate(check_in.clone()).await;
+    let reads_when_warm = h.store.license_reads.load(Ordering::SeqCst);
+    // Past three quarters of the 2 s TTL: the first request re-reads, the rest do not.
+    h.clock.advance(Duration::milliseconds(1600));
+    for _ in 0..5 {
+        assert_eq!(h.validate(check_in.clone()).await["code"], "VALID");
+    }
+    assert_eq!(h.store.license_reads.load(Ordering::SeqCst), reads_when_warm + 1);
+    // 2.6 s after the first read, 1 s after the re-read: answered from the re-read entry.
+    h.clock.advance(Duration::milliseconds(1000));
+    assert_eq!(h.validate(check_in.clone()).await["code"], "VALID");
+    assert_eq!(h.store.license_reads.load(Ordering::SeqCst), reads_when_warm + 1);
+}
+
 #[tokio::test]
 async fn own_mutations_reach_the_next_validation_at_once() {
     let h = harness();

@@ -407,8 +407,7 @@ async fn serve(
     pruning: Option<Pruning>,
     limits: SlowClientLimits,
 ) -> Result<(), ServeError> {
-    let listener =
-        tokio::net::TcpListener::bind(addr).await.map_err(|source| ServeError::Bind { addr, source })?;
+    let listener = bind_listener(addr).map_err(|source| ServeError::Bind { addr, source })?;
     let app = router(state.clone()).layer(axum::middleware::map_request(with_client_ip));
     let flusher = tokio::spawn(flush_validation_log_forever(state.clone()));
     let renewals =
@@ -432,6 +431,21 @@ async fn serve(
     }
     tracing::info!("stopped");
     served.map_err(ServeError::Serve)
+}
+
+/// Pending connections the kernel queues before `accept` (capped by `net.core.somaxconn`).
+/// tokio's default, 1024, overflowed when 10,000 clients connected at once: the dropped SYNs were
+/// retried a second later, so the connect time's p99 was 1 s (docs/benchmarks.md).
+const LISTEN_BACKLOG: u32 = 8192;
+
+fn bind_listener(addr: SocketAddr) -> std::io::Result<tokio::net::TcpListener> {
+    let socket =
+        if addr.is_ipv4() { tokio::net::TcpSocket::new_v4()? } else { tokio::net::TcpSocket::new_v6()? };
+    // As `TcpListener::bind` does: a restart can bind while old connections sit in TIME_WAIT.
+    #[cfg(unix)]
+    socket.set_reuseaddr(true)?;
+    socket.bind(addr)?;
+    socket.listen(LISTEN_BACKLOG)
 }
 
 /// A rotation or retirement takes effect at a restart: the edges learn the ring now, so they

@@ -62,6 +62,8 @@ pub async fn serve(
             },
             () = &mut shutdown => break,
         };
+        // Answers are one write each: don't let Nagle hold one back for a delayed ACK.
+        let _ = stream.set_nodelay(true);
         let with_peer = tower::util::MapRequest::new(app.clone(), move |mut req: Request<_>| {
             req.extensions_mut().insert(ConnectInfo::<SocketAddr>(peer));
             req
