@@ -3,10 +3,12 @@
 // group and is killed as a group.
 
 import { execFileSync, spawn } from 'node:child_process';
-import { createServer } from 'node:net';
 import { appendFileSync, openSync, mkdirSync, writeFileSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { join } from 'node:path';
+import { freePort } from '../free_port.mjs';
+
+export { freePort };
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
@@ -51,17 +53,6 @@ export async function killGroup(child, signal = 'SIGTERM') {
 export function kidOf(key) {
   const header = key.slice('NLS-'.length).split('.')[0];
   return JSON.parse(Buffer.from(header, 'base64url').toString('utf8')).kid;
-}
-
-/** A TCP port free right now on 127.0.0.1. */
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const server = createServer().listen(0, '127.0.0.1', () => {
-      const { port } = server.address();
-      server.close(() => resolve(port));
-    });
-    server.on('error', reject);
-  });
 }
 
 export async function waitFor(what, probe, timeoutMs = 60000, everyMs = 250) {

@@ -60,7 +60,8 @@ cleanup() {
   done <"$EDGE_PGID_FILE"
 }
 trap cleanup EXIT
-free_port() { node -e 'const s=require("net").createServer().listen(0,"127.0.0.1",()=>{console.log(s.address().port);s.close()})'; }
+# Two distinct ports below the ephemeral range: origin, then edge (see tests/free_port.mjs).
+two_ports() { node "$ROOT/tests/free_port.mjs" 2 | tr '\n' ' '; }
 
 status=0
 
@@ -74,8 +75,9 @@ if [ "$WHAT" = all ] || [ "$WHAT" = worker ]; then
   (cd "$ROOT" && "$WORKER_DIR/node_modules/.bin/wrangler" deploy --dry-run --outdir "$WORK/dist" 2>&1 | tail -n 12)
 
   step "Worker scenarios in workerd"
+  read -r origin_port edge_port <<<"$(two_ports)"
   NLS_BIN="$NLS_BIN" WRANGLER_BIN="$WORKER_DIR/node_modules/.bin/wrangler" WORKER_MAIN="$WORKER_DIR/build/index.js" \
-    ORIGIN_PORT=$(free_port) EDGE_PORT=$(free_port) \
+    ORIGIN_PORT=$origin_port EDGE_PORT=$edge_port \
     node --test --test-reporter=spec "$EDGE_TESTS/worker_e2e.test.mjs" || status=1
 fi
 
@@ -87,8 +89,9 @@ if [ "$WHAT" = all ] || [ "$WHAT" = spin ]; then
   echo "nls_spin.wasm: $(wc -c <"$SPIN_WASM") bytes, $(gzip -9c "$SPIN_WASM" | wc -c) gzip"
 
   step "Spin scenarios under jco (key-value shim)"
+  read -r origin_port edge_port <<<"$(two_ports)"
   NLS_BIN="$NLS_BIN" JCO_BIN="$EDGE_TESTS/node_modules/.bin/jco" SPIN_WASM="$SPIN_WASM" \
-    ORIGIN_PORT=$(free_port) EDGE_PORT=$(free_port) \
+    ORIGIN_PORT=$origin_port EDGE_PORT=$edge_port \
     node --test --test-reporter=spec "$EDGE_TESTS/spin_e2e.test.mjs" || status=1
 fi
 
@@ -97,8 +100,9 @@ if [ "$WHAT" = bench ]; then
   step "benchmark: warm validation vs no-op route, in workerd"
   command -v wrk >/dev/null || { apt-get install -y wrk >/dev/null 2>&1 || true; }
   [ -f "$WORKER_DIR/build/index.js" ] || (cd "$ROOT" && sh functions/worker/build.sh)
+  read -r origin_port edge_port <<<"$(two_ports)"
   NLS_BIN="$NLS_BIN" WRANGLER_BIN="$WORKER_DIR/node_modules/.bin/wrangler" WORKER_MAIN="$WORKER_DIR/build/index.js" \
-    ORIGIN_PORT=$(free_port) EDGE_PORT=$(free_port) node "$EDGE_TESTS/bench_worker.mjs" || status=1
+    ORIGIN_PORT=$origin_port EDGE_PORT=$edge_port node "$EDGE_TESTS/bench_worker.mjs" || status=1
 
   step "benchmark: CPU per validation in wasm (V8) and natively"
   installed_targets=$(rustup target list --installed)

@@ -4,11 +4,13 @@
 
 import assert from 'node:assert/strict';
 import { spawn } from 'node:child_process';
-import { createServer as createNetServer } from 'node:net';
 import { openSync, readFileSync } from 'node:fs';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
+import { freePort } from '../free_port.mjs';
+
+export { freePort };
 
 const here = dirname(fileURLToPath(import.meta.url));
 const AXE = readFileSync(join(here, 'node_modules/axe-core/axe.min.js'), 'utf8');
@@ -18,16 +20,6 @@ const CHROMIUM_ARGS = ['--no-sandbox', '--disable-gpu', '--disable-quic', '--no-
   '--disable-background-networking', '--disable-component-update', '--disable-sync'];
 
 export const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
-
-export function freePort() {
-  return new Promise((resolve, reject) => {
-    const s = createNetServer().listen(0, '127.0.0.1', () => {
-      const { port } = s.address();
-      s.close(() => resolve(port));
-    });
-    s.on('error', reject);
-  });
-}
 
 export function launchChromium() {
   return chromium.launch({ executablePath: process.env.NLS_CHROMIUM || '/usr/bin/chromium', args: CHROMIUM_ARGS });

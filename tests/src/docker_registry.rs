@@ -9,11 +9,8 @@ use std::time::{Duration, Instant};
 use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::free_port::free_port;
 use crate::http_client::{HttpResponse, request};
-
-fn free_port() -> u16 {
-    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
-}
 
 fn random_hex() -> String {
     let mut bytes = [0u8; 16];

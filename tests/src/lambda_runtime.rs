@@ -5,7 +5,7 @@
 //! Each function process reaches the emulator through a [`FunctionLink`] of its own (see
 //! [`crate::runtime_api_relay`] for why).
 
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -48,8 +48,7 @@ impl LocalRuntimeApi {
 
     /// `None` when the emulator exited: the port we picked was taken in the meantime.
     fn try_start(package_dir: &Path) -> Option<Self> {
-        let port =
-            TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("ephemeral port").port();
+        let port = crate::free_port::free_port();
         let mut child = Command::new(cargo_lambda())
             .args(["lambda", "watch", "--only-lambda-apis", "-A", "127.0.0.1", "-P", &port.to_string()])
             .current_dir(package_dir)

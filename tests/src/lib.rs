@@ -8,11 +8,13 @@
 //! - [`moto`] starts one moto server per test binary;
 //! - [`throttling_proxy`] answers a fraction of DynamoDB requests with throttling errors;
 //! - [`docker_registry`] runs the CNCF registry with token auth, and skopeo;
+//! - [`free_port`] picks ports for servers started in another process;
 //! - [`http_client`] is a minimal HTTP/1.1 client, so tests can send exactly the bytes they
 //!   mean (malformed JSON, oversize bodies, odd methods) with no client library in the way.
 
 pub mod api_lambda;
 pub mod docker_registry;
+pub mod free_port;
 pub mod http_client;
 pub mod lambda_runtime;
 pub mod moto;

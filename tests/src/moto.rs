@@ -7,11 +7,13 @@
 //! the tests.
 
 use std::io::{Read, Write as _};
-use std::net::{TcpListener, TcpStream};
+use std::net::TcpStream;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::{Mutex, OnceLock};
 use std::time::{Duration, Instant};
+
+use crate::free_port::free_port;
 
 const WATCHDOG: &str = r#"
 import subprocess, sys
@@ -83,11 +85,6 @@ fn find_moto_server() -> PathBuf {
         .unwrap_or_else(|| {
             panic!("moto_server not found: run tests/run.sh once, or set NLS_MOTO_SERVER to its path")
         })
-}
-
-fn free_port() -> u16 {
-    let listener = TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local address").port()
 }
 
 /// A minimal HTTP/1.0 exchange with moto; returns (status, body). `headers` are extra lines.

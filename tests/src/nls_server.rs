@@ -11,6 +11,7 @@ use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
+use crate::free_port::free_port;
 use crate::http_client::request;
 
 /// `$CARGO_TARGET_DIR`, else the workspace's `target/`.
@@ -74,11 +75,6 @@ pub struct NlsServer {
     log_level: String,
     /// A data directory removed when the server is dropped (after the server stops).
     _owned_dir: Option<TempDir>,
-}
-
-fn free_port() -> u16 {
-    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind an ephemeral port");
-    listener.local_addr().expect("local addr").port()
 }
 
 impl NlsServer {

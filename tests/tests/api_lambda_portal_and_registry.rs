@@ -155,7 +155,7 @@ struct Registry {
 
 impl Registry {
     fn start(dir: &Path, realm: &str, cert: &Path) -> Self {
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = nls_tests::free_port::free_port();
         let config = dir.join("config.yml");
         std::fs::write(
             &config,

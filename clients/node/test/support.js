@@ -5,7 +5,6 @@
 
 const { spawn } = require("node:child_process");
 const fs = require("node:fs");
-const net = require("node:net");
 const os = require("node:os");
 const path = require("node:path");
 const crypto = require("node:crypto");
@@ -28,16 +27,8 @@ function tempDir(tag) {
   return dir;
 }
 
-function freePort() {
-  return new Promise((resolve, reject) => {
-    const srv = net.createServer();
-    srv.listen(0, "127.0.0.1", () => {
-      const { port } = srv.address();
-      srv.close(() => resolve(port));
-    });
-    srv.on("error", reject);
-  });
-}
+// The repo's picker: below the ephemeral range, never the same port twice (tests/free_port.mjs).
+const freePort = async () => (await import("../../../tests/free_port.mjs")).freePort();
 
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 

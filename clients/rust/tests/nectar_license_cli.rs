@@ -394,7 +394,7 @@ fn proxy_settings_are_honoured_and_shown() {
     let (_, key) = server.issue_license(serde_json::json!({}));
     let install = Install::new(&server.url, &key, &server.jwks());
     // A proxy nobody listens on: the client goes through it, so the TCP check fails there.
-    let dead_proxy = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let dead_proxy = nls_tests::free_port::free_port();
     let proxy = format!("http://ops:s3cret-proxy-pass@127.0.0.1:{dead_proxy}");
     let through = install.run_with_env(&["diagnose"], &[("HTTP_PROXY", &proxy)]);
     let shown = text(&through);

@@ -51,7 +51,7 @@ impl Server {
     /// Starts `nls serve` with a deployment lease of `lease_secs`.
     pub fn start(lease_secs: u32) -> Self {
         let dir = temp_dir("serve");
-        let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+        let port = nls_tests::free_port::free_port();
         let child = Self::spawn(&dir, port, lease_secs);
         let agent: ureq::Agent = ureq::Agent::config_builder()
             .http_status_as_error(false)
