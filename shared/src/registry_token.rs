@@ -117,6 +117,16 @@ fn is_lower_alnum(s: &str) -> bool {
     !s.is_empty() && s.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit())
 }
 
+/// What [`RegistryGrant::check`] accepts for one `repositories` item, as a regular expression
+/// (the OpenAPI document's `pattern`): a repository name where `*` may stand for any lower-case
+/// letter or digit, at most 255 characters. `registry_token::tests` hold the two to each other.
+pub const REPOSITORY_GLOB_PATTERN: &str = concat!(
+    r"^(?:[A-Za-z0-9*.:-]*[A-Z.:][A-Za-z0-9*.:-]*/)?",
+    r"[a-z0-9*]+(?:(?:[._]|__|-+)[a-z0-9*]+)*",
+    r"(?:/[a-z0-9*]+(?:(?:[._]|__|-+)[a-z0-9*]+)*)*$",
+);
+pub const REPOSITORY_GLOB_MAX_LEN: usize = 255;
+
 /// A repository name as the registry accepts it: `/`-separated components of lower-case
 /// letters and digits joined by `.`, `_`, `__` or runs of `-`, optionally after a host
 /// (`host[:port]/`), at most 255 characters.

@@ -148,11 +148,17 @@ fn skopeo_pushes_and_pulls_exactly_what_each_credential_allows() {
     check("reactivated pull", s.inspect(&customer, "nectar/app"), true, &s.registry);
 
     // Expired a day ago with 7 grace days: in grace, still pulls. Past grace, and revoked: refused.
+    // A license cannot be created already expired, so these are moved into the past afterwards.
     let now = chrono::Utc::now();
-    let (_, grace_key) = s.license(json!({"expires_at": now - chrono::Duration::days(1), "grace_days": 7}));
+    let expired_since = |days: i64| {
+        let (id, _) = s.license(json!({"expires_at": now + chrono::Duration::days(30), "grace_days": 7}));
+        let past = json!({"expires_at": now - chrono::Duration::days(days)});
+        let updated = s.admin("PATCH", &format!("/v1/licenses/{id}"), Some(&past));
+        updated["key"].as_str().expect("a new expiry re-issues the key").to_owned()
+    };
+    let grace_key = expired_since(1);
     check("in-grace pull", s.inspect(&format!("a:{grace_key}"), "nectar/app"), true, &s.registry);
-    let (_, expired_key) =
-        s.license(json!({"expires_at": now - chrono::Duration::days(30), "grace_days": 7}));
+    let expired_key = expired_since(30);
     check("expired pull", s.inspect(&format!("a:{expired_key}"), "nectar/app"), false, &s.registry);
     let (revoked_id, revoked_key) = s.license(json!({}));
     check("pull before revocation", s.inspect(&format!("a:{revoked_key}"), "nectar/app"), true, &s.registry);

@@ -102,6 +102,9 @@ pub async fn create(
 ) -> Result<LicenseEnvelope, AppError> {
     check_terms(body.tier.as_deref(), &body.features, &body.limits)?;
     check_term_bounds(body.offline_days, body.grace_days, body.expires_at)?;
+    if let Some(expires_at) = body.expires_at {
+        check_in_the_future(state, expires_at)?;
+    }
     if state.store().get_customer(&body.customer_id).await?.is_none() {
         return Err(AppError::not_found("customer_not_found", format!("customer {}", body.customer_id)));
     }
@@ -318,6 +321,15 @@ pub async fn change_status_once(
     }
 }
 
+/// Create and renew agree: a license is never issued or renewed already expired (400
+/// `invalid_request`). An update may still move the expiry to the past, to end a license now.
+fn check_in_the_future(state: &AppState, expires_at: chrono::DateTime<chrono::Utc>) -> Result<(), AppError> {
+    if expires_at <= state.now() {
+        return Err(AppError::invalid("`expires_at` must be in the future"));
+    }
+    Ok(())
+}
+
 /// The audit action and the license before and after `change`, through the lifecycle table.
 async fn plan_status_change(
     state: &AppState,
@@ -329,9 +341,7 @@ async fn plan_status_change(
         StaffStatusChange::Reactivate => (LifecycleEvent::Reactivate, "license.reactivate", None),
         StaffStatusChange::Revoke => (LifecycleEvent::Revoke, "license.revoke", None),
         StaffStatusChange::Renew { expires_at } => {
-            if expires_at <= state.now() {
-                return Err(AppError::invalid("`expires_at` must be in the future"));
-            }
+            check_in_the_future(state, expires_at)?;
             check_expiry(Some(expires_at))?;
             (LifecycleEvent::Renew, "license.renew", Some(expires_at))
         }

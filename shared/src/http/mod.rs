@@ -23,6 +23,7 @@ pub mod cloud_usage_routes;
 pub mod customer_routes;
 pub mod internal_routes;
 pub mod license_routes;
+pub mod memory_sweep;
 pub mod metrics;
 pub mod portal;
 pub mod public_routes;

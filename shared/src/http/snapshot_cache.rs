@@ -200,6 +200,29 @@ impl SnapshotCache {
     }
 }
 
+impl SnapshotCache {
+    /// Drops every entry [`SnapshotCache::get`] would no longer return (past its TTL), with
+    /// the answers and receipts memoized on it, and releases the map's memory when most of it
+    /// is empty. A host calls this on a timer so licenses validated once do not stay resident
+    /// until the map fills. Returns how many entries were dropped.
+    pub fn sweep(&self, now: Timestamp) -> usize {
+        let ttl = self.ttl;
+        let mut entries = self.lock();
+        let before = entries.len();
+        entries.retain(|_, e| now - e.fetched_at < ttl && e.fetched_at <= now);
+        if entries.len() < entries.capacity() / 4 {
+            entries.shrink_to_fit();
+        }
+        before - entries.len()
+    }
+
+    /// Cached licenses, and the slots the map holds memory for.
+    pub fn len_and_capacity(&self) -> (usize, usize) {
+        let entries = self.lock();
+        (entries.len(), entries.capacity())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use chrono::{DateTime, Utc};
@@ -249,5 +272,28 @@ mod tests {
         let newer = cache.put(s.clone(), at(3));
         cache.put_refreshed(&refreshed, s, at(3));
         assert!(Arc::ptr_eq(&cache.get(&id, at(3)).expect("cached"), &newer));
+    }
+
+    #[test]
+    fn a_sweep_drops_expired_entries_and_gives_the_memory_back() {
+        let cache = SnapshotCache::new(Duration::seconds(4), 100_000);
+        let (_, s) = snapshot(at(0));
+        for i in 0..5_000 {
+            let mut s = s.clone();
+            s.license.id = format!("lic_{i}");
+            let entry = cache.put(s, at(0));
+            entry.remember_answer("key", Some("dep"), "VALID", Bytes::from_static(b"{}"));
+        }
+        let (len, grown) = cache.len_and_capacity();
+        assert_eq!(len, 5_000);
+
+        // Fresh entries stay: they still answer warm validations.
+        assert_eq!(cache.sweep(at(3)), 0);
+        assert!(cache.get("lic_1", at(3)).is_some());
+
+        assert_eq!(cache.sweep(at(4)), 5_000);
+        let (len, capacity) = cache.len_and_capacity();
+        assert_eq!(len, 0);
+        assert!(capacity < grown / 4, "capacity {capacity} after the sweep, {grown} before");
     }
 }

@@ -770,6 +770,8 @@ async fn stripe_lifecycle_transitions_are_pushed() {
 }
 
 mod fleet_usage_answer;
+mod memory_sweep;
+mod openapi_links;
 mod security_review;
 mod validation_events;
 #[tokio::test]

@@ -114,3 +114,77 @@ impl ValidationLogBuffer {
         }
     }
 }
+
+impl ValidationLogBuffer {
+    /// Forgets the repeat filter's entries older than the repeat window (they no longer
+    /// suppress anything), and releases the filter's memory when most of it is empty. A host
+    /// calls this on a timer so a burst of distinct callers does not stay resident after it
+    /// stops. Returns how many were forgotten.
+    pub fn sweep(&self, now_secs: i64) -> usize {
+        let forgotten = {
+            let mut recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+            let before = recent.len();
+            recent.retain(|_, at| now_secs - *at < REPEAT_WINDOW_SECS);
+            if recent.len() < recent.capacity() / 4 {
+                recent.shrink_to_fit();
+            }
+            before - recent.len()
+        };
+        let mut pending = self.lock();
+        if pending.len() < pending.capacity() / 4 {
+            pending.shrink_to_fit();
+        }
+        forgotten
+    }
+
+    /// Entries in the repeat filter, and the slots it holds memory for.
+    pub fn repeat_filter_len_and_capacity(&self) -> (usize, usize) {
+        let recent = self.recent.lock().unwrap_or_else(|p| p.into_inner());
+        (recent.len(), recent.capacity())
+    }
+}
+
+#[cfg(test)]
+mod sweep_tests {
+    use std::net::{IpAddr, Ipv4Addr};
+
+    use chrono::{DateTime, Utc};
+
+    use super::*;
+
+    fn entry(i: u32, at: i64) -> ValidationLogEntry {
+        ValidationLogEntry {
+            license_id: "lic_1".into(),
+            deployment_id: Some(format!("dep-{i}")),
+            fingerprint: None,
+            client_ip: None,
+            code: "VALID".into(),
+            at: DateTime::<Utc>::from_timestamp(at, 0).expect("a valid time"),
+            registry: None,
+        }
+    }
+
+    #[test]
+    fn a_sweep_forgets_entries_past_the_repeat_window_and_gives_the_memory_back() {
+        let buffer = ValidationLogBuffer::new(100_000);
+        let t0 = 1_800_000_000;
+        for i in 0..10_000u32 {
+            let ip = IpAddr::V4(Ipv4Addr::from(i));
+            let dep = format!("dep-{i}");
+            buffer.push_unless_repeated(("lic_1", Some(&dep), None, Some(ip), "VALID"), t0, || entry(i, t0));
+        }
+        let (len, grown) = buffer.repeat_filter_len_and_capacity();
+        assert_eq!(len, 10_000);
+
+        // Still inside the window: they still suppress repeats.
+        assert_eq!(buffer.sweep(t0 + REPEAT_WINDOW_SECS - 1), 0);
+        assert_eq!(buffer.repeat_filter_len_and_capacity().0, 10_000);
+
+        assert_eq!(buffer.sweep(t0 + REPEAT_WINDOW_SECS), 10_000);
+        let (len, capacity) = buffer.repeat_filter_len_and_capacity();
+        assert_eq!(len, 0);
+        assert!(capacity < grown / 4, "capacity {capacity} after the sweep, {grown} before");
+        // The pending entries are history waiting for the flush: a sweep never drops them.
+        assert_eq!(buffer.len(), 10_000);
+    }
+}

@@ -320,7 +320,8 @@ pub struct CreateLicenseRequest {
     #[serde(default, deserialize_with = "optional_whole_number")]
     #[schema(format = "uint32", maximum = 4_294_967_295_u32)]
     pub max_deployments: Option<u32>,
-    /// Absent or `null`: perpetual.
+    /// Absent or `null`: perpetual. Otherwise after the server's clock, as for a renewal: an
+    /// expiry not in the future is 400 `invalid_request`.
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
     /// Default 30; at most 3650.
@@ -346,9 +347,25 @@ pub struct CreateLicenseRequest {
 #[serde(deny_unknown_fields)]
 pub struct RegistryGrantBody {
     #[serde(default)]
+    #[schema(schema_with = registry_repositories)]
     pub repositories: Vec<String>,
     #[serde(default)]
+    #[schema(schema_with = registry_actions)]
     pub actions: Vec<String>,
+}
+
+/// What `RegistryGrant::check` accepts, item by item.
+fn registry_repositories() -> Schema {
+    use crate::registry_token::{REPOSITORY_GLOB_MAX_LEN, REPOSITORY_GLOB_PATTERN};
+    from_json(json!({
+        "type": "array",
+        "items": {"type": "string", "minLength": 1, "maxLength": REPOSITORY_GLOB_MAX_LEN, "pattern": REPOSITORY_GLOB_PATTERN}
+    }))
+}
+fn registry_actions() -> Schema {
+    from_json(
+        json!({"type": "array", "items": {"type": "string", "enum": crate::registry_token::CUSTOMER_ACTIONS}}),
+    )
 }
 
 impl RegistryGrantBody {
@@ -402,6 +419,7 @@ pub struct UpdateLicenseRequest {
 
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct RenewLicenseRequest {
+    /// After the server's clock: an expiry not in the future is 400 `invalid_request`.
     pub expires_at: DateTime<Utc>,
 }
 

@@ -236,3 +236,77 @@ proptest! {
         }
     }
 }
+
+/// The document's pattern for a grant's repository says exactly what `check` enforces.
+fn pattern_accepts(item: &str) -> bool {
+    let pattern = regex_lite::Regex::new(REPOSITORY_GLOB_PATTERN).expect("the pattern compiles");
+    item.len() <= REPOSITORY_GLOB_MAX_LEN && pattern.is_match(item)
+}
+
+fn check_accepts(item: &str) -> bool {
+    grant(&[item], &["pull"]).check().is_ok()
+}
+
+#[test]
+fn the_repository_pattern_agrees_with_the_check_on_the_edge_cases() {
+    for item in [
+        "nectar/app",
+        "nectar/worker-*",
+        "*",
+        "a.b",
+        "a__b",
+        "a---b",
+        "localhost:5000/nectar/app",
+        "Registry.Example.com/x",
+        "A/b",
+        "*.example.com/x",
+        &"a".repeat(255),
+        "",
+        "/a",
+        "a/",
+        "a//b",
+        "Foo",
+        "a:b",
+        "a._b",
+        "a___b",
+        "a-_b",
+        "-a",
+        "a-",
+        "abc-/x",
+        "nectar/App",
+        "nectar/app:tag",
+        "nectar/a b",
+        "ñ/a",
+        &"a".repeat(256),
+    ] {
+        assert_eq!(pattern_accepts(item), check_accepts(item), "{item:?}");
+    }
+}
+
+proptest! {
+    #[test]
+    fn the_repository_pattern_agrees_with_the_check(
+        item in proptest::collection::vec(
+            prop::sample::select(vec!["a", "z9", "Q", "*", ".", "_", "__", "-", "--", ":", "/", " ", "é"]),
+            0..14,
+        ).prop_map(|parts| parts.concat())
+    ) {
+        prop_assert_eq!(pattern_accepts(&item), check_accepts(&item), "{:?}", item);
+    }
+
+    /// The pattern with its repetitions bounded, so what it generates stays under the length cap.
+    #[test]
+    fn what_the_repository_pattern_generates_the_check_accepts(
+        item in proptest::string::string_regex(
+            &REPOSITORY_GLOB_PATTERN
+                .trim_start_matches('^')
+                .trim_end_matches('$')
+                .replace("]+", "]{1,4}")
+                .replace("]*", "]{0,3}")
+                .replace(")*", "){0,3}")
+                .replace("-+", "-{1,2}"),
+        ).expect("a pattern proptest can generate from")
+    ) {
+        prop_assert!(check_accepts(&item), "{:?}", item);
+    }
+}

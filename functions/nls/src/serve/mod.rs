@@ -7,6 +7,7 @@
 //! acknowledged was committed (fsynced) by the store before the answer was sent.
 
 mod logging;
+mod memory_release;
 pub(crate) mod signing_key_file;
 mod slow_client_limits;
 
@@ -410,12 +411,14 @@ async fn serve(
     let listener = bind_listener(addr).map_err(|source| ServeError::Bind { addr, source })?;
     let app = router(state.clone()).layer(axum::middleware::map_request(with_client_ip));
     let flusher = tokio::spawn(flush_validation_log_forever(state.clone()));
+    let sweeper = tokio::spawn(memory_release::sweep_idle_entries_forever(state.clone()));
     let renewals =
         renewals_every.map(|every| tokio::spawn(run_renewals_forever(state.clone(), mailer, every)));
     let pruner = pruning.map(|pruning| tokio::spawn(prune_forever(pruning, state.clone())));
     tracing::info!(listen = %listener.local_addr().unwrap_or(addr), "listening");
     let served = slow_client_limits::serve(listener, app, limits, shutdown_signal()).await;
     flusher.abort();
+    sweeper.abort();
     if let Some(renewals) = renewals {
         renewals.abort();
     }

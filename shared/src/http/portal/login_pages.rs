@@ -43,6 +43,13 @@ impl Default for LoginLimits {
     }
 }
 
+impl LoginLimits {
+    /// Forgets refilled buckets ([`TokenBuckets::sweep`]); returns how many.
+    pub(crate) fn sweep(&self, now: crate::model::Timestamp) -> usize {
+        self.by_account.sweep(now) + self.by_ip.sweep(now)
+    }
+}
+
 fn form(token: &str, email: &str, error: Option<&str>) -> Markup {
     let body = html! {
         div.signin {

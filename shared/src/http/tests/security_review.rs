@@ -185,3 +185,32 @@ async fn the_rightmost_forwarded_for_entry_is_the_client() {
     let history = h.admin("GET", &format!("/v1/licenses/{id}/validations"), None).await;
     assert_eq!(history["items"][0]["client_ip"], "198.51.100.7", "{history}");
 }
+
+#[tokio::test]
+async fn create_and_renew_refuse_the_same_past_expiry_with_the_same_code() {
+    let h = harness();
+    let customer =
+        h.admin("POST", "/v1/customers", Some(json!({"name": "Acme", "email": "ops@acme.test"}))).await;
+    let (id, _) = h.license(json!({})).await;
+    let now = h.clock.now();
+    for expires_at in [now - Duration::days(1), now, now - Duration::milliseconds(1)] {
+        let create = json!({"customer_id": customer["customer"]["id"], "expires_at": expires_at});
+        let (created, created_answer) = h.call("POST", "/v1/licenses", Some(BOOTSTRAP), Some(create)).await;
+        let renew = json!({"expires_at": expires_at});
+        let (renewed, renewed_answer) =
+            h.call("POST", &format!("/v1/licenses/{id}/renew"), Some(BOOTSTRAP), Some(renew)).await;
+        assert_eq!(
+            (created, error_code(&created_answer)),
+            (StatusCode::BAD_REQUEST, Some("invalid_request"))
+        );
+        assert_eq!(
+            (renewed, error_code(&renewed_answer)),
+            (created, error_code(&created_answer)),
+            "{expires_at}"
+        );
+    }
+    let soon = now + Duration::seconds(1);
+    let create = json!({"customer_id": customer["customer"]["id"], "expires_at": soon});
+    let (status, answer) = h.call("POST", "/v1/licenses", Some(BOOTSTRAP), Some(create)).await;
+    assert_eq!(status, StatusCode::CREATED, "{answer}");
+}

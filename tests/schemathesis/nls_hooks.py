@@ -1,0 +1,49 @@
+"""schemathesis hooks for tests/schemathesis/run.sh (loaded through SCHEMATHESIS_HOOKS).
+
+A license's `expires_at` is bounded in time (docs/api.md): from 1970-01-01 and before
+2200-01-01 UTC everywhere, and after the server's clock on create and renew (400
+`invalid_request` otherwise). JSON Schema cannot bound a date-time, so a generated expiry
+outside its operation's window is moved to the same instant a year from now: the request stays
+what the fuzzer meant (a schema-valid date-time, or a negative case that is negative for another
+reason), and the server must accept every positive one. Nothing else is changed.
+"""
+
+from datetime import datetime, timedelta, timezone
+
+import schemathesis
+
+EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
+BEFORE = datetime(2200, 1, 1, tzinfo=timezone.utc)
+# Operation → whether its `expires_at` must also be after now.
+EXPIRY_OPERATIONS = {
+    "POST /v1/licenses": True,
+    "POST /v1/licenses/{id}/renew": True,
+    "PATCH /v1/licenses/{id}": False,
+}
+
+
+def _in_window(value, future_only):
+    if not isinstance(value, str):
+        return value
+    try:
+        parsed = datetime.fromisoformat(value.replace("Z", "+00:00").replace("z", "+00:00"))
+    except ValueError:
+        return value  # not a date-time: a negative case, left as it is
+    if parsed.tzinfo is None:
+        return value
+    now = datetime.now(timezone.utc)
+    in_window = now < parsed < BEFORE if future_only else EARLIEST <= parsed < BEFORE
+    if in_window:
+        return value
+    return (now + timedelta(days=365)).isoformat().replace("+00:00", "Z")
+
+
+@schemathesis.hook
+def map_case(context, case):
+    operation = context.operation
+    if operation is None:
+        return case
+    future_only = EXPIRY_OPERATIONS.get(f"{operation.method.upper()} {operation.path}")
+    if future_only is not None and isinstance(case.body, dict) and "expires_at" in case.body:
+        case.body = {**case.body, "expires_at": _in_window(case.body["expires_at"], future_only)}
+    return case
