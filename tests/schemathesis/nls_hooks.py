@@ -14,13 +14,6 @@ import schemathesis
 
 EARLIEST = datetime(1970, 1, 1, tzinfo=timezone.utc)
 BEFORE = datetime(2200, 1, 1, tzinfo=timezone.utc)
-# Operation → whether its `expires_at` must also be after now.
-EXPIRY_OPERATIONS = {
-    "POST /v1/licenses": True,
-    "POST /v1/licenses/{id}/renew": True,
-    "PATCH /v1/licenses/{id}": False,
-}
-
 
 def _in_window(value, future_only):
     if not isinstance(value, str):
@@ -38,12 +31,19 @@ def _in_window(value, future_only):
     return (now + timedelta(days=365)).isoformat().replace("+00:00", "Z")
 
 
-@schemathesis.hook
-def map_case(context, case):
-    operation = context.operation
-    if operation is None:
-        return case
-    future_only = EXPIRY_OPERATIONS.get(f"{operation.method.upper()} {operation.path}")
-    if future_only is not None and isinstance(case.body, dict) and "expires_at" in case.body:
+def _expiry_moved(case, future_only):
+    if isinstance(case.body, dict) and "expires_at" in case.body:
         case.body = {**case.body, "expires_at": _in_window(case.body["expires_at"], future_only)}
     return case
+
+
+# `map_case` (which the coverage phase goes through too, unlike `map_body`), on these three
+# operations only: applied to every operation it made the fuzzing phase ten times slower.
+@schemathesis.hook("map_case").apply_to(name=["POST /v1/licenses", "POST /v1/licenses/{id}/renew"])
+def expiry_after_now(context, case):
+    return _expiry_moved(case, future_only=True)
+
+
+@schemathesis.hook("map_case").apply_to(name="PATCH /v1/licenses/{id}")
+def expiry_in_range(context, case):
+    return _expiry_moved(case, future_only=False)

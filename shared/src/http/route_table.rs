@@ -595,6 +595,8 @@ pub fn openapi_document() -> Value {
                 .find(|(n, _)| *n == name)
                 .and_then(|(_, s)| serde_json::to_value(s).ok())
                 .and_then(|v| v.get("properties").cloned());
+            // A parameter may refer to a schema of its own (an enum): keep those components.
+            components.extend(local.iter().filter(|(n, _)| *n != name).cloned());
             if let Some(Value::Object(props)) = props {
                 for (param, mut schema) in props {
                     expand_literal_schemas(&mut schema);

@@ -156,3 +156,33 @@ fn every_link_names_an_operation_and_fields_that_exist() {
     }
     assert!(checked > 0, "the document has no links");
 }
+
+/// Every `$ref` anywhere in the document names a schema it holds (a dangling one made
+/// schemathesis skip a query parameter).
+#[test]
+fn every_reference_resolves() {
+    fn walk<'a>(value: &'a Value, refs: &mut Vec<&'a str>) {
+        match value {
+            Value::Object(map) => {
+                if let Some(Value::String(reference)) = map.get("$ref") {
+                    refs.push(reference);
+                }
+                map.values().for_each(|v| walk(v, refs));
+            }
+            Value::Array(items) => items.iter().for_each(|v| walk(v, refs)),
+            _ => {}
+        }
+    }
+    let doc = openapi_document();
+    let mut refs = Vec::new();
+    walk(&doc, &mut refs);
+    assert!(refs.len() > 20, "the document refers to its schemas");
+    let dangling: BTreeSet<&str> = refs
+        .into_iter()
+        .filter(|r| {
+            r.strip_prefix("#/components/schemas/")
+                .is_none_or(|name| doc["components"]["schemas"].get(name).is_none())
+        })
+        .collect();
+    assert!(dangling.is_empty(), "dangling references: {dangling:?}");
+}
