@@ -131,7 +131,12 @@ fn read_request(reader: &mut impl BufRead) -> Result<HttpRequest, ReadError> {
             break;
         }
         let (name, value) = line.split_once(':').ok_or(ReadError::Malformed)?;
-        headers.push((name.trim().to_ascii_lowercase(), value.trim().to_owned()));
+        // As an HTTP front refuses them (a NUL in a header would not even make an event).
+        let token = |c: char| c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c);
+        if name.is_empty() || !name.chars().all(token) || value.chars().any(|c| c.is_control() && c != '\t') {
+            return Err(ReadError::Malformed);
+        }
+        headers.push((name.to_ascii_lowercase(), value.trim().to_owned()));
     }
     let header = |name: &str| headers.iter().find(|(n, _)| n == name).map(|(_, v)| v.as_str());
     let body = if header("transfer-encoding").is_some_and(|v| v.to_ascii_lowercase().contains("chunked")) {
@@ -324,6 +329,26 @@ mod tests {
         let binary = event(&request(Some("application/octet-stream"), b"{}"));
         assert_eq!(binary["body"], "e30=");
         assert!(event(&request(None, b"")).get("body").is_none());
+    }
+
+    #[test]
+    fn malformed_heads_are_refused() {
+        for head in [
+            "GET / HTTP/1.1\r\nx-a: nul\0here\r\n\r\n",
+            "GET / HTTP/1.1\r\nbad name: 1\r\n\r\n",
+            "GET / HTTP/1.1\r\nno-colon\r\n\r\n",
+            "GET\r\n\r\n",
+            "POST / HTTP/1.1\r\ncontent-length: x\r\n\r\n",
+        ] {
+            assert!(matches!(read_request(&mut head.as_bytes()), Err(ReadError::Malformed)), "{head:?}");
+        }
+        let chunked = "POST /a HTTP/1.1\r\nTransfer-Encoding: chunked\r\n\r\n3\r\nabc\r\n0\r\n\r\n";
+        let parsed = read_request(&mut chunked.as_bytes()).ok().expect("a chunked request");
+        assert_eq!(
+            (parsed.method.as_str(), parsed.target.as_str(), parsed.body.as_slice()),
+            ("POST", "/a", &b"abc"[..])
+        );
+        assert_eq!(parsed.headers, vec![("transfer-encoding".to_owned(), "chunked".to_owned())]);
     }
 
     #[test]
