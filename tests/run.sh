@@ -85,6 +85,10 @@ cargo test --workspace --locked
 step "schema fuzzing: schemathesis against nls serve (every operation, all checks, stateful, fixed seed)"
 tests/schemathesis/run.sh
 
+step "schema fuzzing: the same run against the api Lambda (release nls-api, local Runtime API, DynamoDB on moto)"
+cargo build --locked -p nls-tests --bin api-lambda-host
+tests/schemathesis/run.sh api-lambda
+
 step "edge: the Worker in workerd and the Spin component under jco, in front of nls serve"
 tests/edge/run.sh all
 

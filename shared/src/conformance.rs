@@ -77,6 +77,9 @@ pub const CASES: &[(&str, Case)] = &[
     ("compliance_records_by_license_and_flagged", |s| {
         Box::pin(vstats::compliance_records_by_license_and_flagged(s))
     }),
+    ("late_batches_widen_first_and_last_seen", |s| {
+        Box::pin(vstats::late_batches_widen_first_and_last_seen(s))
+    }),
 ];
 
 mod validation_stats_cases;

@@ -149,6 +149,53 @@ pub struct ValueSeen {
     pub last_seen: Timestamp,
 }
 
+impl ValueSeen {
+    /// A value kept for the first time, from what one batch saw of it.
+    pub fn first_kept(value: &str, increment: &ValueIncrement) -> Self {
+        Self {
+            value: value.to_owned(),
+            count: increment.count,
+            first_seen: increment.first_at,
+            last_seen: increment.last_at,
+        }
+    }
+
+    /// Adds what one batch saw of a kept value: the counts add up, the sightings widen
+    /// (batches may arrive out of order).
+    pub fn absorb(&mut self, increment: &ValueIncrement) {
+        self.count = self.count.saturating_add(increment.count);
+        self.first_seen = self.first_seen.min(increment.first_at);
+        self.last_seen = self.last_seen.max(increment.last_at);
+    }
+}
+
+/// Whether a (license, day, kind) that keeps `kept` values keeps one more; if not, the new
+/// value's events are only counted as untracked. The rule of every store (SQLite and DynamoDB
+/// apply it inside their own atomic operations).
+pub fn keeps_another_value(kept: u64) -> bool {
+    kept < DISTINCT_VALUES_KEPT
+}
+
+/// Merges one batch's values of one kind into a day's kept values (`value → sighting`): a
+/// kept value absorbs its increment, a new one is kept while [`keeps_another_value`], and
+/// otherwise its events are untracked. Returns the events untracked by this merge.
+pub fn merge_kept_values(
+    kept: &mut BTreeMap<String, ValueSeen>,
+    increments: &BTreeMap<String, ValueIncrement>,
+) -> u64 {
+    let mut untracked = 0u64;
+    for (value, increment) in increments {
+        if let Some(seen) = kept.get_mut(value) {
+            seen.absorb(increment);
+        } else if keeps_another_value(kept.len() as u64) {
+            kept.insert(value.clone(), ValueSeen::first_kept(value, increment));
+        } else {
+            untracked = untracked.saturating_add(increment.count);
+        }
+    }
+    untracked
+}
+
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct DistinctValues {
     /// Distinct values kept (exact while under [`DISTINCT_VALUES_KEPT`]).
@@ -377,6 +424,29 @@ mod tests {
             ]
         );
         assert!(kinds(&aggregate(700, 700, 1, 0), None).is_empty(), "unlimited seats share nothing");
+    }
+
+    #[test]
+    fn merging_adds_counts_widens_sightings_and_stops_keeping_at_the_bound() {
+        let at = |hour| Utc.with_ymd_and_hms(2026, 12, 4, hour, 0, 0).unwrap();
+        let inc = |count, first, last| ValueIncrement { count, first_at: at(first), last_at: at(last) };
+        let mut kept = BTreeMap::new();
+        let first = BTreeMap::from([("a".to_owned(), inc(2, 5, 6))]);
+        assert_eq!(merge_kept_values(&mut kept, &first), 0);
+        // A later batch with earlier events (an outbox retry): the sightings widen.
+        let late = BTreeMap::from([("a".to_owned(), inc(3, 1, 2)), ("b".to_owned(), inc(1, 3, 3))]);
+        assert_eq!(merge_kept_values(&mut kept, &late), 0);
+        assert_eq!((kept["a"].count, kept["a"].first_seen, kept["a"].last_seen), (5, at(1), at(6)));
+        assert_eq!(kept["b"], ValueSeen { value: "b".into(), count: 1, first_seen: at(3), last_seen: at(3) });
+
+        let mut full: BTreeMap<String, ValueSeen> = (0..DISTINCT_VALUES_KEPT)
+            .map(|i| (format!("v{i}"), ValueSeen::first_kept(&format!("v{i}"), &inc(1, 1, 1))))
+            .collect();
+        let more = BTreeMap::from([("v0".to_owned(), inc(4, 2, 2)), ("new".to_owned(), inc(7, 2, 2))]);
+        assert_eq!(merge_kept_values(&mut full, &more), 7, "a new value past the bound is untracked");
+        assert_eq!(full["v0"].count, 5, "a kept value still counts past the bound");
+        assert!(!full.contains_key("new"));
+        assert!(keeps_another_value(DISTINCT_VALUES_KEPT - 1) && !keeps_another_value(DISTINCT_VALUES_KEPT));
     }
 
     #[test]

@@ -4,6 +4,7 @@
 //! - [`nls_server`] starts `nls serve` on a free port with a temporary data directory;
 //! - [`api_lambda`] starts the `api` Lambda under a local Runtime API, on moto;
 //! - [`lambda_runtime`] starts that Runtime API (cargo-lambda's emulator);
+//! - [`function_url_front`] serves a function under it over HTTP as a function URL does;
 //! - [`runtime_api_relay`] connects a function process to it;
 //! - [`moto`] starts one moto server per test binary;
 //! - [`throttling_proxy`] answers a fraction of DynamoDB requests with throttling errors;
@@ -15,6 +16,7 @@
 pub mod api_lambda;
 pub mod docker_registry;
 pub mod free_port;
+pub mod function_url_front;
 pub mod http_client;
 pub mod lambda_runtime;
 pub mod moto;

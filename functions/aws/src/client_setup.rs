@@ -39,6 +39,19 @@ impl Default for ClientTuning {
 }
 
 impl ClientTuning {
+    /// For an operator's command (`nls dynamodb ...`): nobody waits on it request by request,
+    /// and a one-second attempt can time out on a slow endpoint after the request took effect,
+    /// so that the retry of a CreateTable reported the new table as already existing.
+    pub fn for_commands() -> Self {
+        Self {
+            max_attempts: 3,
+            initial_backoff: Duration::from_millis(200),
+            connect_timeout: Duration::from_secs(5),
+            attempt_timeout: Duration::from_secs(30),
+            operation_timeout: Duration::from_secs(120),
+        }
+    }
+
     fn retry_config(&self) -> RetryConfig {
         RetryConfig::standard()
             .with_max_attempts(self.max_attempts)

@@ -55,6 +55,13 @@ pub enum DynamodbCommand {
     },
 }
 
+/// The store for one command, with patient timeouts ([`nls_aws::ClientTuning::for_commands`]).
+async fn command_store(table: &str) -> nls_aws::DynamoStore {
+    let sdk_config = nls_aws::load_sdk_config().await;
+    let client = nls_aws::dynamodb_client(&sdk_config, &nls_aws::ClientTuning::for_commands(), None);
+    nls_aws::DynamoStore::new(client, table)
+}
+
 pub fn run(cmd: DynamodbCommand) -> Result<ExitCode, String> {
     let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -64,7 +71,7 @@ pub fn run(cmd: DynamodbCommand) -> Result<ExitCode, String> {
     match cmd {
         DynamodbCommand::CreateTable { table } => {
             runtime.block_on(async {
-                let store = nls_aws::from_env(table.clone()).await;
+                let store = command_store(&table).await;
                 nls_aws::create_table(store.client(), &table)
                     .await
                     .map_err(|e| format!("creating table {table}: {e}"))
@@ -73,7 +80,7 @@ pub fn run(cmd: DynamodbCommand) -> Result<ExitCode, String> {
         }
         DynamodbCommand::AddLicenseSortKeys { table } => {
             let updated = runtime.block_on(async {
-                nls_aws::from_env(table.clone())
+                command_store(&table)
                     .await
                     .add_license_sort_keys()
                     .await
@@ -83,14 +90,14 @@ pub fn run(cmd: DynamodbCommand) -> Result<ExitCode, String> {
         }
         DynamodbCommand::Export { table, out, resume, page_size, max_pages } => {
             let report = runtime.block_on(async {
-                let store = nls_aws::from_env(table.clone()).await;
+                let store = command_store(&table).await;
                 export_table(store.client(), &table, &out, resume, CopyLimits { page_size, max_pages }).await
             });
             print(report.map_err(|e| e.to_string())?);
         }
         DynamodbCommand::Import { table, input, resume, max_pages } => {
             let report = runtime.block_on(async {
-                let store = nls_aws::from_env(table.clone()).await;
+                let store = command_store(&table).await;
                 let limits = CopyLimits { page_size: None, max_pages };
                 import_table(store.client(), &table, &input, resume, limits).await
             });

@@ -146,7 +146,7 @@ fn add_increment(connection: &Connection, inc: &DayIncrement) -> StoreResult<()>
             if updated > 0 {
                 continue;
             }
-            if count(kept) < DISTINCT_VALUES_KEPT {
+            if keeps_another_value(count(kept)) {
                 connection
                     .execute(
                         "INSERT INTO validation_day_values

@@ -114,6 +114,30 @@ pub(super) async fn concurrent_validation_event_writers_add_up(store: Arc<dyn St
     assert_eq!(top_count(&agg, DistinctKind::Deployment, "dep-1"), Some(10 * writers as u64));
 }
 
+/// An edge's outbox may deliver an older batch after a newer one: the day's and each value's
+/// first and last sightings are the earliest and latest of every batch, whatever the order.
+pub(super) async fn late_batches_widen_first_and_last_seen(store: Arc<dyn Store>) {
+    let lic = new_id("lic");
+    let newer = batch(vec![
+        event(&lic, "fp-a", "10.3.0.1", "VALID", at(5)),
+        event(&lic, "fp-a", "10.3.0.1", "VALID", at(6)),
+    ]);
+    let older = batch(vec![
+        event(&lic, "fp-a", "10.3.0.1", "VALID", at(1)),
+        event(&lic, "fp-a", "10.3.0.2", "VALID", at(2)),
+    ]);
+    for b in [&newer, &older] {
+        assert_eq!(store.record_validation_events(b).await.expect("record"), BatchOutcome::Recorded);
+    }
+    let agg = store.validation_day_aggregate(&lic, day()).await.expect("read").expect("exists");
+    assert_eq!((agg.first_seen, agg.last_seen), (at(1), at(6)), "the day");
+    let fp = &agg.distinct[&DistinctKind::Fingerprint].top[0];
+    assert_eq!((fp.value.as_str(), fp.count, fp.first_seen, fp.last_seen), ("fp-a", 4, at(1), at(6)));
+    let ips = &agg.distinct[&DistinctKind::ClientIp].top;
+    let first_ip = ips.iter().find(|v| v.value == "10.3.0.1").expect("kept");
+    assert_eq!((first_ip.count, first_ip.first_seen, first_ip.last_seen), (3, at(1), at(6)));
+}
+
 /// More distinct values than the bound, from concurrent writers: exactly the bound is kept and
 /// the rest is counted as untracked events; the code counters stay exact.
 pub(super) async fn distinct_values_are_bounded(store: Arc<dyn Store>) {

@@ -52,28 +52,9 @@ impl ValidationStatsStore for MemoryStore {
                 *day.by_code.entry(code.clone()).or_default() += n;
             }
             for (kind, values) in &inc.values {
-                let kept = day.values.entry(*kind).or_default();
-                for (value, v) in values {
-                    let room = (kept.len() as u64) < DISTINCT_VALUES_KEPT;
-                    match kept.get_mut(value) {
-                        Some(seen) => {
-                            seen.count += v.count;
-                            seen.first_seen = seen.first_seen.min(v.first_at);
-                            seen.last_seen = seen.last_seen.max(v.last_at);
-                        }
-                        None if room => {
-                            kept.insert(
-                                value.clone(),
-                                ValueSeen {
-                                    value: value.clone(),
-                                    count: v.count,
-                                    first_seen: v.first_at,
-                                    last_seen: v.last_at,
-                                },
-                            );
-                        }
-                        None => *day.untracked.entry(*kind).or_default() += v.count,
-                    }
+                let untracked = merge_kept_values(day.values.entry(*kind).or_default(), values);
+                if untracked > 0 {
+                    *day.untracked.entry(*kind).or_default() += untracked;
                 }
             }
         }

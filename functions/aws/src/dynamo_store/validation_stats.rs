@@ -16,12 +16,19 @@
 //! conditioned on its absence, so concurrent writers never count a value twice or pass the
 //! bound. If the process dies between the guard and the values, that batch's distinct values
 //! are missing (under-counted, never over-counted); the code counters are exact.
+//!
+//! First and last sightings only widen (an edge's outbox may deliver an older batch after a
+//! newer one): the common in-order write moves `last_seen` under a condition that the batch is
+//! no earlier than what is stored; a late batch's sightings are widened after it by
+//! compare-and-set updates ([`DynamoStore::widen_sightings`]).
 
 use std::collections::{BTreeMap, HashMap};
 
 use aws_sdk_dynamodb::error::SdkError;
 use aws_sdk_dynamodb::operation::update_item::UpdateItemError;
-use aws_sdk_dynamodb::types::{AttributeValue, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::{
+    AttributeValue, ReturnValuesOnConditionCheckFailure, TransactWriteItem, Update,
+};
 use chrono::{Duration, NaiveDate};
 use nls_core::validation_stats::*;
 
@@ -56,7 +63,10 @@ fn fleet_pk(day: NaiveDate) -> String {
 }
 
 impl DynamoStore {
-    fn day_counter_update(&self, inc: &DayIncrement) -> StoreResult<TransactWriteItem> {
+    /// The day item's counters. `in_order`: conditioned on the batch being no earlier than the
+    /// day's sightings, so `last_seen` moves forward in this write; otherwise the sightings are
+    /// only set if absent, and widened after the commit.
+    fn day_counter_update(&self, inc: &DayIncrement, in_order: bool) -> StoreResult<TransactWriteItem> {
         let mut update_names = HashMap::from([
             ("#first".to_owned(), "first_seen".to_owned()),
             ("#last".to_owned(), "last_seen".to_owned()),
@@ -69,18 +79,86 @@ impl DynamoStore {
             update_values.insert(format!(":c{i}"), n(*total));
             additions.push(format!("#c{i} :c{i}"));
         }
+        let (last, condition) = if in_order {
+            (":last", Some("attribute_not_exists(#last) OR (#first <= :first AND #last <= :last)"))
+        } else {
+            ("if_not_exists(#last, :last)", None)
+        };
         let update = Update::builder()
             .table_name(&self.table)
             .set_key(Some(item_key(stats_pk(&inc.license_id), &day_sk(inc.day))))
             .update_expression(format!(
-                "SET #first = if_not_exists(#first, :first), #last = :last ADD {}",
+                "SET #first = if_not_exists(#first, :first), #last = {last} ADD {}",
                 additions.join(", ")
             ))
+            .set_condition_expression(condition.map(str::to_owned))
             .set_expression_attribute_names(Some(update_names))
             .set_expression_attribute_values(Some(update_values))
             .build()
             .map_err(build_error)?;
         Ok(TransactWriteItem::builder().update(update).build())
+    }
+
+    /// One transaction: the batch's guard (when given) and the counters of `days`. `None`
+    /// when the guard finds the batch recorded before; else which days arrived late (their
+    /// sightings are to be widened).
+    async fn add_day_counters(
+        &self,
+        guard: Option<&Item>,
+        days: &[DayIncrement],
+    ) -> StoreResult<Option<Vec<bool>>> {
+        let mut late = vec![false; days.len()];
+        let offset = usize::from(guard.is_some());
+        loop {
+            let mut items = Vec::with_capacity(days.len() + offset);
+            if let Some(guard) = guard {
+                items.push(self.put(guard.clone(), Some("attribute_not_exists(pk)"), vec![])?);
+            }
+            for (inc, late) in days.iter().zip(&late) {
+                items.push(self.day_counter_update(inc, !late)?);
+            }
+            match self.transact(items).await? {
+                TransactionResult::Committed => return Ok(Some(late)),
+                TransactionResult::ConditionFailed(0) if guard.is_some() => return Ok(None),
+                // That day holds later sightings: write it the late way (each day once at most).
+                TransactionResult::ConditionFailed(index) => match late.get_mut(index - offset) {
+                    Some(day_late) if !*day_late => *day_late = true,
+                    _ => {
+                        return Err(StoreError::Unavailable(format!(
+                            "validation day counters: transaction item {index} failed a condition"
+                        )));
+                    }
+                },
+            }
+        }
+    }
+
+    /// Moves an item's `first_seen` earlier and `last_seen` later where `first`/`last` are; each
+    /// a compare-and-set, so concurrent writers only ever widen.
+    async fn widen_sightings(&self, key: &Item, first: Timestamp, last: Timestamp) -> StoreResult<()> {
+        for (attribute, at, condition) in
+            [("first_seen", first, "#at > :at"), ("last_seen", last, "#at < :at")]
+        {
+            let result = self
+                .client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .update_expression("SET #at = :at")
+                .condition_expression(condition)
+                .set_expression_attribute_names(Some(names(&[("#at", attribute)])))
+                .set_expression_attribute_values(Some(values(vec![(":at", ts(at))])))
+                .send()
+                .await;
+            match result {
+                Ok(_) => {}
+                // Already as wide (or no such item).
+                Err(SdkError::ServiceError(service))
+                    if matches!(service.err(), UpdateItemError::ConditionalCheckFailedException(_)) => {}
+                Err(err) => return Err(sdk_error("UpdateItem", err)),
+            }
+        }
+        Ok(())
     }
 
     /// Adds to a value row that exists; false if there is none yet.
@@ -90,26 +168,52 @@ impl DynamoStore {
         sk: &str,
         increment: &ValueIncrement,
     ) -> StoreResult<bool> {
-        let result = self
-            .client
-            .update_item()
-            .table_name(&self.table)
-            .set_key(Some(item_key(pk.to_owned(), sk)))
-            .update_expression("SET #last = :last ADD #total :n")
-            .condition_expression("attribute_exists(#pk)")
-            .set_expression_attribute_names(Some(names(&[
-                ("#pk", PK),
-                ("#last", "last_seen"),
-                ("#total", "total"),
-            ])))
-            .set_expression_attribute_values(Some(values(vec![
-                (":last", ts(increment.last_at)),
-                (":n", n(increment.count)),
-            ])))
-            .send()
-            .await;
-        match result {
-            Ok(_) => Ok(true),
+        let key = item_key(pk.to_owned(), sk);
+        let add = |in_order: bool| {
+            // DynamoDB refuses names and values an expression does not use.
+            let mut attribute_names = vec![("#pk", PK), ("#total", "total")];
+            let mut attribute_values = vec![(":n", n(increment.count))];
+            let (update, condition) = if in_order {
+                attribute_names.extend([("#first", "first_seen"), ("#last", "last_seen")]);
+                attribute_values
+                    .extend([(":first", ts(increment.first_at)), (":last", ts(increment.last_at))]);
+                (
+                    "SET #last = :last ADD #total :n",
+                    "attribute_exists(#pk) AND #first <= :first AND #last <= :last",
+                )
+            } else {
+                ("ADD #total :n", "attribute_exists(#pk)")
+            };
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .set_key(Some(key.clone()))
+                .update_expression(update)
+                .condition_expression(condition)
+                .set_expression_attribute_names(Some(names(&attribute_names)))
+                .set_expression_attribute_values(Some(values(attribute_values)))
+                // Tells "no row" from "a late batch" without another request.
+                .return_values_on_condition_check_failure(ReturnValuesOnConditionCheckFailure::AllOld)
+                .send()
+        };
+        // The common case, one write: the row exists and this batch is no earlier than it.
+        match add(true).await {
+            Ok(_) => return Ok(true),
+            Err(SdkError::ServiceError(service)) => match service.err() {
+                UpdateItemError::ConditionalCheckFailedException(failed) if failed.item().is_none() => {
+                    return Ok(false);
+                }
+                UpdateItemError::ConditionalCheckFailedException(_) => {}
+                _ => return Err(sdk_error("UpdateItem", SdkError::ServiceError(service))),
+            },
+            Err(err) => return Err(sdk_error("UpdateItem", err)),
+        }
+        // A late batch: add the count, then widen the sightings.
+        match add(false).await {
+            Ok(_) => {
+                self.widen_sightings(&key, increment.first_at, increment.last_at).await?;
+                Ok(true)
+            }
             Err(SdkError::ServiceError(service))
                 if matches!(service.err(), UpdateItemError::ConditionalCheckFailedException(_)) =>
             {
@@ -252,24 +356,22 @@ impl ValidationStatsStore for DynamoStore {
             .set("received_at", ts(batch.received_at))
             .set(TTL_ATTRIBUTE, n((batch.received_at + BATCH_GUARD_RETENTION).timestamp()))
             .build();
-        let mut chunks = increments.chunks(DAYS_PER_TRANSACTION);
-        let mut first = vec![self.put(guard, Some("attribute_not_exists(pk)"), vec![])?];
-        for inc in chunks.next().unwrap_or_default() {
-            first.push(self.day_counter_update(inc)?);
+        let mut chunks: Vec<&[DayIncrement]> = increments.chunks(DAYS_PER_TRANSACTION).collect();
+        if chunks.is_empty() {
+            chunks.push(&[]); // still record the guard
         }
-        match self.transact(first).await? {
-            TransactionResult::Committed => {}
-            TransactionResult::ConditionFailed(0) => return Ok(BatchOutcome::Duplicate),
-            TransactionResult::ConditionFailed(index) => {
-                return Err(StoreError::Unavailable(format!(
-                    "validation batch transaction item {index} failed a condition"
-                )));
-            }
+        let mut late_days = Vec::new();
+        for (index, chunk) in chunks.into_iter().enumerate() {
+            // The guard goes with the first chunk: a replayed batch adds nothing.
+            let guard = (index == 0).then_some(&guard);
+            let Some(late) = self.add_day_counters(guard, chunk).await? else {
+                return Ok(BatchOutcome::Duplicate);
+            };
+            late_days.extend(chunk.iter().zip(late).filter(|(_, late)| *late).map(|(inc, _)| inc));
         }
-        for chunk in chunks {
-            let items =
-                chunk.iter().map(|inc| self.day_counter_update(inc)).collect::<StoreResult<Vec<_>>>()?;
-            self.transact(items).await?;
+        for inc in late_days {
+            let key = item_key(stats_pk(&inc.license_id), &day_sk(inc.day));
+            self.widen_sightings(&key, inc.first_at, inc.last_at).await?;
         }
         for inc in &increments {
             for (kind, values) in &inc.values {
