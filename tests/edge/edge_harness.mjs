@@ -85,10 +85,12 @@ export async function http(base, method, path, { body, headers = {} } = {}) {
   return { status: response.status, json, text };
 }
 
-/** The origin: `nls serve` over a data directory that survives restarts. */
+/** The origin: `nls serve` over a data directory that survives restarts. `serveArgs` are
+ * appended to `nls serve`'s (e.g. `['--ip-rate-limit', '0']` for a load generator). */
 export class Origin {
-  constructor({ bin, port, workDir }) {
+  constructor({ bin, port, workDir, serveArgs = [] }) {
     this.bin = bin;
+    this.serveArgs = serveArgs;
     this.port = port;
     this.base = `http://127.0.0.1:${port}`;
     this.dataDir = join(workDir, 'origin-data');
@@ -105,7 +107,7 @@ export class Origin {
     // The token only ever travels in the environment, as in production.
     if (this.pushTo) env.NLS_EDGE_PUSH_TOKEN = this.pushTo.token;
     this.child = spawnGroup(
-      [this.bin, 'serve', '--listen', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir, '--snapshot-ttl-ms', '200', ...push],
+      [this.bin, 'serve', '--listen', `127.0.0.1:${this.port}`, '--data-dir', this.dataDir, '--snapshot-ttl-ms', '200', ...push, ...this.serveArgs],
       { env, logFile: this.logFile },
     );
     await waitFor('the origin to be healthy', async () => (await http(this.base, 'GET', '/health')).status === 200, 60000);

@@ -1352,12 +1352,19 @@ fn events_over_the_isolate_bound_are_dropped_counted_and_reported() {
 #[test]
 fn events_can_be_turned_off() {
     run(async {
-        let w = World::with_vars(None, &[("NLS_EDGE_EVENTS_MAX", "0")]).await;
-        w.validate(None).await;
-        for _ in 0..150 {
-            w.validate(None).await;
+        // GIVEN an edge with a bound of 0 events (the benchmark's events-off Worker)
+        let mut w = World::with_vars(None, &[("NLS_EDGE_EVENTS_MAX", "0")]).await;
+        // WHEN it answers more than a batch of warm validations, then flushes and drains
+        for _ in 0..151 {
+            assert_eq!(w.validate(None).await["code"], "VALID");
         }
+        w.advance(Duration::seconds(61));
+        w.send("GET", "/health", Value::Null).await;
+        w.edge.drain_outbox(w.now).await;
+        // THEN nothing is held, shipped or counted as dropped: off, not overflowing
         assert_eq!((w.edge.state().pending_events(), w.event_calls()), (0, 0));
+        let metrics = w.edge.state().counters().prometheus_text();
+        assert!(metrics.contains("nls_edge_events_dropped_total 0"), "{metrics}");
     });
 }
 

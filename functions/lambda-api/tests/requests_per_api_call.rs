@@ -115,3 +115,102 @@ async fn validation_heartbeat_and_usage_cost_what_the_design_says() {
     assert_eq!(heartbeat.get("UpdateItem"), Some(&1), "a heartbeat is one write: {heartbeat:?}");
     assert_eq!(usage.get("TransactWriteItems"), Some(&1), "{usage:?}");
 }
+
+/// `POST /v1/internal/validation-events` as `token` (an edge's service token).
+async fn post_events(app: &axum::Router, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
+    let request = Request::builder()
+        .method(Method::POST)
+        .uri("/v1/internal/validation-events")
+        .header("content-type", "application/json")
+        .header("authorization", format!("Bearer {token}"))
+        .body(Body::from(body.to_string()))
+        .expect("request");
+    let response = app.clone().oneshot(request).await.expect("infallible");
+    let status = response.status().as_u16();
+    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
+    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
+}
+
+/// Issue 12's ingest benchmark, counted: DynamoDB requests per batch of 100 edge events
+/// through the whole route (the once-guarded counts, the distinct values, and one compliance
+/// evaluation per license and day the batch touches). Prints the table docs/benchmarks.md
+/// quotes (`cargo test -p nls-lambda-api --test requests_per_api_call -- --nocapture`).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_batch_of_100_edge_validation_events_costs_a_counted_number_of_requests() {
+    let table = moto_support::fresh_table().await;
+    let requests = table.requests.clone();
+    let key_ring = KeyRing::with_signer(SigningKey::generate(), Vec::new()).expect("key ring");
+    let app = api_app(AppState::new(AppDeps {
+        store: Arc::new(table.store),
+        key_ring: Arc::new(key_ring),
+        clock: Arc::new(SystemClock),
+        config: HttpConfig::default().with_bootstrap_admin_key(ADMIN_KEY),
+    }));
+    let customer = serde_json::json!({"name": "Edge Co", "email": "ops@edge.example"});
+    let (status, customer) = call(&app, Method::POST, "/v1/customers", true, customer).await;
+    assert_eq!(status, 201, "{customer}");
+    let mut licenses = Vec::new();
+    for _ in 0..10 {
+        let terms = serde_json::json!({"customer_id": customer["customer"]["id"], "max_deployments": 5});
+        let (status, issued) = call(&app, Method::POST, "/v1/licenses", true, terms).await;
+        assert_eq!(status, 201, "{issued}");
+        licenses.push(issued["license"]["id"].as_str().expect("id").to_owned());
+    }
+    let token = serde_json::json!({"name": "edge", "scopes": ["edge"]});
+    let (status, token) = call(&app, Method::POST, "/v1/api-keys", true, token).await;
+    assert_eq!(status, 201, "{token}");
+    let token = token["secret"].as_str().expect("secret").to_owned();
+
+    // 100 events over `spread` licenses, each license's events from `values` deployments,
+    // fingerprints and client addresses, one country.
+    let batch = |id: &str, spread: usize, values: usize| {
+        let at = chrono::Utc::now().to_rfc3339();
+        let events: Vec<serde_json::Value> = (0..100)
+            .map(|i| {
+                let v = (i / spread) % values;
+                serde_json::json!({"license_id": licenses[i % spread], "deployment_id": format!("dep-{v}"),
+                    "fingerprint": format!("fp-{v}"), "client_ip": format!("198.51.100.{v}"), "country": "DE",
+                    "code": "VALID", "at": at, "edge": "FRA"})
+            })
+            .collect();
+        serde_json::json!({"batch_id": id, "events": events})
+    };
+    let mut rows: Vec<(&str, BTreeMap<String, u64>)> = Vec::new();
+    let mut measure = async |label: &'static str, body: serde_json::Value, duplicate: bool| {
+        requests.reset();
+        let (status, answer) = post_events(&app, &token, body).await;
+        assert_eq!((status, answer["duplicate"].as_bool()), (200, Some(duplicate)), "{label}: {answer}");
+        let counts = requests.counts();
+        rows.push((label, counts.clone()));
+        counts
+    };
+    let first =
+        measure("1 license, 1 value per kind: first batch of the day", batch("b1", 1, 1), false).await;
+    let steady = measure("1 license, 1 value per kind: next batch", batch("b2", 1, 1), false).await;
+    let replay = measure("the same batch again (an edge's retry)", batch("b2", 1, 1), true).await;
+    measure("1 license, 5 values per kind: first batch with them", batch("b3", 1, 5), false).await;
+    let five = measure("1 license, 5 values per kind: next batch", batch("b4", 1, 5), false).await;
+    measure("10 licenses, 1 value per kind: first batch of the day", batch("b5", 10, 1), false).await;
+    let spread = measure("10 licenses, 1 value per kind: next batch", batch("b6", 10, 1), false).await;
+
+    println!("| batch of 100 events | DynamoDB requests |\n| --- | --- |");
+    for (label, counts) in &rows {
+        let cells: Vec<String> = counts.iter().map(|(op, n)| format!("{op} {n}")).collect();
+        println!("| {label} | {} |", cells.join(", "));
+    }
+    let total = |counts: &BTreeMap<String, u64>| counts.values().sum::<u64>();
+    // A replay: the service token's read and the guard's refused transaction, nothing else.
+    assert_eq!(
+        replay,
+        BTreeMap::from([("GetItem".into(), 1), ("TransactWriteItems".into(), 1)]),
+        "{replay:?}"
+    );
+    let fixed = total(&replay);
+    // A known day: that, one UpdateItem per distinct value (4 kinds), and per (license, day)
+    // one compliance evaluation (the license and the day's aggregate read, the record written).
+    let per_license = total(&steady) - fixed - 4;
+    assert!(per_license <= 4, "one evaluation costs at most 4 requests: {steady:?}");
+    assert_eq!(total(&five), fixed + (5 + 5 + 5 + 1) + per_license, "{five:?}");
+    assert_eq!(total(&spread), fixed + 10 * (4 + per_license), "{spread:?}");
+    assert!(total(&first) >= total(&steady), "{first:?}");
+}

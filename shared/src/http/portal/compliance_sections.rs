@@ -40,6 +40,16 @@ fn kind_label(kind: DistinctKind) -> &'static str {
     }
 }
 
+/// The heading of a kind's distinct count ("Distinct client IPs").
+fn distinct_label(kind: DistinctKind) -> &'static str {
+    match kind {
+        DistinctKind::Deployment => "Distinct deployments",
+        DistinctKind::Fingerprint => "Distinct fingerprints",
+        DistinctKind::ClientIp => "Distinct client IPs",
+        DistinctKind::Country => "Distinct countries",
+    }
+}
+
 /// "at least" when values past the store's bound were counted but not kept.
 fn distinct_text(record: &ComplianceRecord, kind: DistinctKind) -> String {
     let d = record.evidence.distinct.get(&kind);
@@ -74,7 +84,7 @@ fn flagged_day(record: &ComplianceRecord) -> Markup {
                     @for (code, n) in &e.by_code { " " code { (code) "=" (n) } }
                 }
                 @for kind in DistinctKind::ALL {
-                    dt { "Distinct " (kind_label(kind).to_lowercase()) "s" } dd { (distinct_text(record, kind)) }
+                    dt { (distinct_label(kind)) } dd { (distinct_text(record, kind)) }
                 }
                 dt { "First seen" } dd { (date_time(e.first_seen)) }
                 dt { "Last seen" } dd { (date_time(e.last_seen)) }
