@@ -12,7 +12,7 @@ import { mkdtempSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkPage, launchChromium, startNlsServe, stopNlsServe } from './portal_harness.mjs';
+import { checkPage, launchChromium, signedInPage, startNlsServe, stopNlsServe } from './portal_harness.mjs';
 
 const NLS_BIN = process.env.NLS_BIN;
 const WORK = mkdtempSync(join(tmpdir(), 'nls-portal-compliance-'));
@@ -93,16 +93,8 @@ test('a license validated from more machines than its seats allow is flagged on 
   assert.deepEqual(record.evidence.validations_by_code, { TOO_MANY_DEPLOYMENTS: MACHINES - 1, VALID: 1 });
   assert.equal((await api('GET', `/v1/licenses/${quiet.id}/compliance`)).items[0]?.flagged, false);
 
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  page.consoleErrors = [];
-  page.on('console', (m) => { if (m.type() === 'error') page.consoleErrors.push(m.text()); });
-  page.on('pageerror', (e) => page.consoleErrors.push(String(e)));
-  await page.goto(`${base}/admin/login`);
-  await page.fill('#email', viewer.email);
-  await page.fill('#password', viewer.password);
-  await page.click('button[type=submit]');
-  await page.waitForURL(`${base}/admin/`);
+  const page = await signedInPage(browser, base, viewer);
+  const context = page.context();
 
   // The dashboard lists the flagged license, not the other one, and links to its flags.
   const rows = page.locator('#flagged-licenses tbody tr');

@@ -10,7 +10,7 @@ import { mkdtempSync, mkdirSync } from 'node:fs';
 import { randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
-import { checkPage, launchChromium, startNlsServe, stopNlsServe } from './portal_harness.mjs';
+import { checkPage, launchChromium, signedInPage, startNlsServe, stopNlsServe } from './portal_harness.mjs';
 
 const NLS_BIN = process.env.NLS_BIN;
 const WORK = mkdtempSync(join(tmpdir(), 'nls-portal-list-'));
@@ -56,16 +56,8 @@ async function createLicense(page, customerId, tier, expiresOn) {
 const listedIds = (page) => page.locator('input[name=license]').evaluateAll((boxes) => boxes.map((b) => b.value));
 
 test('bulk-renew three licenses from a filtered, sorted list; a re-post applies nothing; each renewal is audited', async () => {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 } });
-  const page = await context.newPage();
-  page.consoleErrors = [];
-  page.on('console', (m) => { if (m.type() === 'error') page.consoleErrors.push(m.text()); });
-  page.on('pageerror', (e) => page.consoleErrors.push(String(e)));
-  await page.goto(`${base}/admin/login`);
-  await page.fill('#email', billing.email);
-  await page.fill('#password', billing.password);
-  await page.click('button[type=submit]');
-  await page.waitForURL(`${base}/admin/`);
+  const page = await signedInPage(browser, base, billing);
+  const context = page.context();
 
   await page.goto(`${base}/admin/customers/new`);
   await page.fill('#name', 'Bulk Buyers');

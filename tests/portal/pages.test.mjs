@@ -11,7 +11,7 @@ import { createHmac, randomBytes } from 'node:crypto';
 import { tmpdir } from 'node:os';
 import { join, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
-import { checkPage, launchChromium, startNlsServe, stopNlsServe } from './portal_harness.mjs';
+import { checkPage, launchChromium, signedInPage, startNlsServe, stopNlsServe } from './portal_harness.mjs';
 
 const here = dirname(fileURLToPath(import.meta.url));
 const NLS_BIN = process.env.NLS_BIN;
@@ -56,17 +56,8 @@ after(async () => {
 
 /** A signed-in page of its own context that records console errors and accepts confirms. */
 async function signedIn(role) {
-  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, acceptDownloads: true });
-  const page = await context.newPage();
-  page.consoleErrors = [];
-  page.on('console', (m) => { if (m.type() === 'error') page.consoleErrors.push(m.text()); });
-  page.on('pageerror', (e) => page.consoleErrors.push(String(e)));
+  const page = await signedInPage(browser, base, users[role], { acceptDownloads: true });
   page.on('dialog', (d) => d.accept());
-  await page.goto(`${base}/admin/login`);
-  await page.fill('#email', users[role].email);
-  await page.fill('#password', users[role].password);
-  await page.click('button[type=submit]');
-  await page.waitForURL(`${base}/admin/`);
   return page;
 }
 

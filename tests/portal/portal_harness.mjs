@@ -52,6 +52,22 @@ export async function stopNlsServe(server) {
   }
 }
 
+/** A page in a context of its own that records console errors (checked by `checkPage`), signed
+ * in to the portal at `base` as `user` ({ email, password }); close it with `page.context().close()`. */
+export async function signedInPage(browser, base, user, contextOptions = {}) {
+  const context = await browser.newContext({ viewport: { width: 1280, height: 900 }, ...contextOptions });
+  const page = await context.newPage();
+  page.consoleErrors = [];
+  page.on('console', (m) => { if (m.type() === 'error') page.consoleErrors.push(m.text()); });
+  page.on('pageerror', (e) => page.consoleErrors.push(String(e)));
+  await page.goto(`${base}/admin/login`);
+  await page.fill('#email', user.email);
+  await page.fill('#password', user.password);
+  await page.click('button[type=submit]');
+  await page.waitForURL(`${base}/admin/`);
+  return page;
+}
+
 /** axe-core on the current page, no console error so far, and a screenshot `shots/name.png`. */
 export async function checkPage(page, name, shots) {
   // Through the DevTools protocol: the portal's CSP (rightly) refuses an inline script tag.

@@ -18,16 +18,17 @@ use tower::ServiceExt;
 
 const ADMIN_KEY: &str = "requests-per-call-admin-key";
 
+/// One request through the router; `bearer` is the API key sent, if any.
 async fn call(
     app: &axum::Router,
     method: Method,
     path: &str,
-    auth: bool,
+    bearer: Option<&str>,
     body: serde_json::Value,
 ) -> (u16, serde_json::Value) {
     let mut request = Request::builder().method(method).uri(path).header("content-type", "application/json");
-    if auth {
-        request = request.header("authorization", format!("Bearer {ADMIN_KEY}"));
+    if let Some(key) = bearer {
+        request = request.header("authorization", format!("Bearer {key}"));
     }
     let response = app
         .clone()
@@ -39,8 +40,9 @@ async fn call(
     (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn validation_heartbeat_and_usage_cost_what_the_design_says() {
+/// The api Lambda's app on a fresh moto table, with the bootstrap admin key, and the table's
+/// request counter.
+async fn app_on_a_fresh_table(config: HttpConfig) -> (axum::Router, nls_aws::RequestCounter) {
     let table = moto_support::fresh_table().await;
     let requests = table.requests.clone();
     let key_ring = KeyRing::with_signer(SigningKey::generate(), Vec::new()).expect("key ring");
@@ -48,22 +50,31 @@ async fn validation_heartbeat_and_usage_cost_what_the_design_says() {
         store: Arc::new(table.store),
         key_ring: Arc::new(key_ring),
         clock: Arc::new(SystemClock),
-        // A long snapshot TTL so "warm" is deterministic on a slow test machine.
-        config: HttpConfig { snapshot_ttl: chrono::Duration::minutes(5), ..HttpConfig::default() }
-            .with_bootstrap_admin_key(ADMIN_KEY),
+        config: config.with_bootstrap_admin_key(ADMIN_KEY),
     }));
+    (app, requests)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn validation_heartbeat_and_usage_cost_what_the_design_says() {
+    // A long snapshot TTL so "warm" is deterministic on a slow test machine.
+    let (app, requests) = app_on_a_fresh_table(HttpConfig {
+        snapshot_ttl: chrono::Duration::minutes(5),
+        ..HttpConfig::default()
+    })
+    .await;
 
     let (status, customer) = call(
         &app,
         Method::POST,
         "/v1/customers",
-        true,
+        Some(ADMIN_KEY),
         serde_json::json!({"name": "Acme", "email": "ops@acme.example"}),
     )
     .await;
     assert_eq!(status, 201, "{customer}");
     let license_request = serde_json::json!({"customer_id": customer["customer"]["id"], "features": ["sso"], "max_deployments": 3});
-    let (status, issued) = call(&app, Method::POST, "/v1/licenses", true, license_request).await;
+    let (status, issued) = call(&app, Method::POST, "/v1/licenses", Some(ADMIN_KEY), license_request).await;
     assert_eq!(status, 201, "{issued}");
     let key = issued["key"].as_str().expect("key").to_owned();
 
@@ -71,7 +82,7 @@ async fn validation_heartbeat_and_usage_cost_what_the_design_says() {
     let mut measure =
         async |label: &'static str, path: &str, body: serde_json::Value, expected_status: u16| {
             requests.reset();
-            let (status, answer) = call(&app, Method::POST, path, false, body).await;
+            let (status, answer) = call(&app, Method::POST, path, None, body).await;
             assert_eq!(status, expected_status, "{label}: {answer}");
             let counts = requests.counts();
             table_rows.push((label, counts.clone()));
@@ -116,48 +127,25 @@ async fn validation_heartbeat_and_usage_cost_what_the_design_says() {
     assert_eq!(usage.get("TransactWriteItems"), Some(&1), "{usage:?}");
 }
 
-/// `POST /v1/internal/validation-events` as `token` (an edge's service token).
-async fn post_events(app: &axum::Router, token: &str, body: serde_json::Value) -> (u16, serde_json::Value) {
-    let request = Request::builder()
-        .method(Method::POST)
-        .uri("/v1/internal/validation-events")
-        .header("content-type", "application/json")
-        .header("authorization", format!("Bearer {token}"))
-        .body(Body::from(body.to_string()))
-        .expect("request");
-    let response = app.clone().oneshot(request).await.expect("infallible");
-    let status = response.status().as_u16();
-    let bytes = axum::body::to_bytes(response.into_body(), 1 << 20).await.expect("body");
-    (status, serde_json::from_slice(&bytes).unwrap_or(serde_json::Value::Null))
-}
-
 /// Issue 12's ingest benchmark, counted: DynamoDB requests per batch of 100 edge events
 /// through the whole route (the once-guarded counts, the distinct values, and one compliance
 /// evaluation per license and day the batch touches). Prints the table docs/benchmarks.md
 /// quotes (`cargo test -p nls-lambda-api --test requests_per_api_call -- --nocapture`).
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_batch_of_100_edge_validation_events_costs_a_counted_number_of_requests() {
-    let table = moto_support::fresh_table().await;
-    let requests = table.requests.clone();
-    let key_ring = KeyRing::with_signer(SigningKey::generate(), Vec::new()).expect("key ring");
-    let app = api_app(AppState::new(AppDeps {
-        store: Arc::new(table.store),
-        key_ring: Arc::new(key_ring),
-        clock: Arc::new(SystemClock),
-        config: HttpConfig::default().with_bootstrap_admin_key(ADMIN_KEY),
-    }));
+    let (app, requests) = app_on_a_fresh_table(HttpConfig::default()).await;
     let customer = serde_json::json!({"name": "Edge Co", "email": "ops@edge.example"});
-    let (status, customer) = call(&app, Method::POST, "/v1/customers", true, customer).await;
+    let (status, customer) = call(&app, Method::POST, "/v1/customers", Some(ADMIN_KEY), customer).await;
     assert_eq!(status, 201, "{customer}");
     let mut licenses = Vec::new();
     for _ in 0..10 {
         let terms = serde_json::json!({"customer_id": customer["customer"]["id"], "max_deployments": 5});
-        let (status, issued) = call(&app, Method::POST, "/v1/licenses", true, terms).await;
+        let (status, issued) = call(&app, Method::POST, "/v1/licenses", Some(ADMIN_KEY), terms).await;
         assert_eq!(status, 201, "{issued}");
         licenses.push(issued["license"]["id"].as_str().expect("id").to_owned());
     }
     let token = serde_json::json!({"name": "edge", "scopes": ["edge"]});
-    let (status, token) = call(&app, Method::POST, "/v1/api-keys", true, token).await;
+    let (status, token) = call(&app, Method::POST, "/v1/api-keys", Some(ADMIN_KEY), token).await;
     assert_eq!(status, 201, "{token}");
     let token = token["secret"].as_str().expect("secret").to_owned();
 
@@ -178,7 +166,8 @@ async fn a_batch_of_100_edge_validation_events_costs_a_counted_number_of_request
     let mut rows: Vec<(&str, BTreeMap<String, u64>)> = Vec::new();
     let mut measure = async |label: &'static str, body: serde_json::Value, duplicate: bool| {
         requests.reset();
-        let (status, answer) = post_events(&app, &token, body).await;
+        let (status, answer) =
+            call(&app, Method::POST, "/v1/internal/validation-events", Some(&token), body).await;
         assert_eq!((status, answer["duplicate"].as_bool()), (200, Some(duplicate)), "{label}: {answer}");
         let counts = requests.counts();
         rows.push((label, counts.clone()));
