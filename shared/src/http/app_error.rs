@@ -9,6 +9,7 @@ use axum::extract::{FromRequest, FromRequestParts, Request};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
+use serde::Deserialize;
 use serde::de::DeserializeOwned;
 
 use crate::http::wire::{ErrorBody, ErrorDetail};
@@ -243,6 +244,19 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
     type Rejection = AppError;
 
     async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
+        let JsonBytes(bytes) = JsonBytes::from_request(req, state).await?;
+        parse_json(&bytes).map(JsonBody)
+    }
+}
+
+/// A request body read as [`JsonBody`] reads it (same limit, same errors), left unparsed, for
+/// a handler that parses it with [`parse_json`] into a type borrowing from it.
+pub struct JsonBytes(pub Bytes);
+
+impl<S: Send + Sync> FromRequest<S> for JsonBytes {
+    type Rejection = AppError;
+
+    async fn from_request(req: Request, state: &S) -> Result<Self, AppError> {
         let limit = req.extensions().get::<BodyLimit>().map_or(DEFAULT_BODY_LIMIT, |l| l.0);
         let bytes = Bytes::from_request(req, state).await.map_err(|rejection| {
             if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
@@ -251,13 +265,13 @@ impl<T: DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody<T> {
                 AppError::invalid("the body could not be read")
             }
         })?;
-        parse_json(&bytes).map(JsonBody)
+        Ok(JsonBytes(bytes))
     }
 }
 
 /// Every request body of the API is a JSON object; serde would also fill a struct from an
 /// array (`[null, null]`), which the OpenAPI document does not allow.
-pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+pub fn parse_json<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, AppError> {
     let parsed = parse_any_json(bytes)?;
     match bytes.iter().find(|b| !b.is_ascii_whitespace()) {
         Some(b'{') => Ok(parsed),
@@ -265,7 +279,7 @@ pub fn parse_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
     }
 }
 
-fn parse_any_json<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, AppError> {
+fn parse_any_json<'de, T: Deserialize<'de>>(bytes: &'de [u8]) -> Result<T, AppError> {
     serde_json::from_slice(bytes).map_err(|e| {
         // A type error can surface before a syntax error further on (`[1, 2`): check the
         // syntax on its own so broken JSON is always `malformed_json`.

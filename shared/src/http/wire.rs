@@ -38,6 +38,23 @@ pub struct ValidateRequest {
     pub metrics: BTreeMap<String, u64>,
 }
 
+/// [`ValidateRequest`] as the handler parses it: the ~600-byte key borrowed from the body
+/// (unless it holds escapes), not copied, since a validation only compares and hashes it.
+/// Same fields and rules as [`ValidateRequest`], which stays the documented shape.
+#[derive(Debug, Deserialize)]
+pub(crate) struct ValidateRequestBody<'a> {
+    #[serde(borrow)]
+    pub key: std::borrow::Cow<'a, str>,
+    #[serde(default)]
+    pub deployment_id: Option<String>,
+    #[serde(default)]
+    pub fingerprint: Option<String>,
+    #[serde(default)]
+    pub features: Vec<String>,
+    #[serde(default, deserialize_with = "whole_number_map")]
+    pub metrics: BTreeMap<String, u64>,
+}
+
 /// The validation answer (DESIGN §4). Always HTTP 200 for a well-formed request.
 #[derive(Debug, Serialize, ToSchema)]
 pub struct ValidationAnswer {
