@@ -302,8 +302,7 @@ fn each_license_failure_has_its_exit_code() {
     let server = Server::start(3600);
     let jwks = server.jwks();
 
-    let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
-    let (_, expired) = server.issue_license(serde_json::json!({"expires_at": past, "grace_days": 0}));
+    let expired = server.issue_expired_license();
     expect_failure(&Install::new(&server.url, &expired, &jwks), 14, "server.validation", "EXPIRED");
 
     let (suspended_id, suspended) = server.issue_license(serde_json::json!({}));

@@ -133,9 +133,7 @@ impl Server {
         let response = match (method, body) {
             ("GET", _) => self.agent.get(&url).header("authorization", &auth).call(),
             ("DELETE", _) => self.agent.delete(&url).header("authorization", &auth).call(),
-            (_, body) => self
-                .agent
-                .post(&url)
+            (method, body) => if method == "PATCH" { self.agent.patch(&url) } else { self.agent.post(&url) }
                 .header("authorization", &auth)
                 .header("content-type", "application/json")
                 .send(body.unwrap_or(serde_json::json!({})).to_string().as_str()),
@@ -178,6 +176,17 @@ impl Server {
     pub fn suspend(&self, license_id: &str) {
         let (status, body) = self.admin("POST", &format!("/v1/licenses/{license_id}/suspend"), None);
         assert_eq!(status, 200, "suspend: {body}");
+    }
+
+    /// A license that expired an hour ago with no grace; returns its key. A license cannot be
+    /// created already expired, so its expiry is moved into the past, which re-issues the key.
+    pub fn issue_expired_license(&self) -> String {
+        let (id, _) = self.issue_license(serde_json::json!({"grace_days": 0}));
+        let past = (chrono::Utc::now() - chrono::Duration::hours(1)).to_rfc3339();
+        let (status, updated) =
+            self.admin("PATCH", &format!("/v1/licenses/{id}"), Some(serde_json::json!({"expires_at": past})));
+        assert_eq!(status, 200, "expire license: {updated}");
+        updated["key"].as_str().expect("a new expiry re-issues the key").to_owned()
     }
 
     pub fn port(&self) -> u16 {
