@@ -16,7 +16,7 @@ use crate::http::app_error::{AppError, JsonBody, JsonBytes, parse_json};
 use crate::http::snapshot_cache::SnapshotEntry;
 use crate::http::wire::{
     DeploymentRef, DeploymentReleased, DeploymentView, HealthAnswer, HeartbeatAnswer, HeartbeatRequest,
-    UsageAccepted, UsageRequest, ValidateRequestBody, ValidationAnswer, usage_view,
+    UsageAccepted, UsageRequest, ValidateRequest, ValidationAnswer, usage_view,
 };
 use crate::http::{ACTIVATION_RATE_LIMITED, AppState, ClientIp};
 use crate::key_ring::Jwks;
@@ -134,7 +134,7 @@ pub async fn validate(
     client_ip: Option<axum::Extension<ClientIp>>,
     JsonBytes(bytes): JsonBytes,
 ) -> Result<Response, AppError> {
-    let mut body: ValidateRequestBody<'_> = parse_json(&bytes)?;
+    let mut body: ValidateRequest<'_> = parse_json(&bytes)?;
     let key_text: &str = &body.key;
     if let Some(d) = &body.deployment_id {
         check_id("deployment_id", d)?;

@@ -125,7 +125,7 @@ pub fn routes() -> Vec<(RouteDoc, MethodRouter<AppState>)> {
                 "Validate a license key (always 200 when well formed)",
                 LicenseKey,
             )
-            .body::<ValidateRequest>()
+            .body::<ValidateRequest<'static>>()
             .answer::<ValidationAnswer>(200),
             post(public::validate),
         ),

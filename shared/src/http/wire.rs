@@ -21,9 +21,14 @@ use crate::validation::LicenseSummary;
 // ---------------------------------------------------------------------------------------------
 // Public routes (authenticated by the license key)
 
+// The ~600-byte key is borrowed from the body (unless it holds escapes), not copied: a
+// validation only compares and hashes it. (A plain comment: a doc comment would be the
+// schema's description in the OpenAPI document.)
 #[derive(Debug, Deserialize, ToSchema)]
-pub struct ValidateRequest {
-    pub key: String,
+pub struct ValidateRequest<'a> {
+    #[serde(borrow)]
+    #[schema(value_type = String)]
+    pub key: std::borrow::Cow<'a, str>,
     #[serde(default)]
     #[schema(min_length = 1, max_length = 256)]
     pub deployment_id: Option<String>,
@@ -35,23 +40,6 @@ pub struct ValidateRequest {
     /// metric → amount about to be used; checked against this month's counter and the limit.
     #[serde(default, deserialize_with = "whole_number_map")]
     #[schema(schema_with = counter_map)]
-    pub metrics: BTreeMap<String, u64>,
-}
-
-/// [`ValidateRequest`] as the handler parses it: the ~600-byte key borrowed from the body
-/// (unless it holds escapes), not copied, since a validation only compares and hashes it.
-/// Same fields and rules as [`ValidateRequest`], which stays the documented shape.
-#[derive(Debug, Deserialize)]
-pub(crate) struct ValidateRequestBody<'a> {
-    #[serde(borrow)]
-    pub key: std::borrow::Cow<'a, str>,
-    #[serde(default)]
-    pub deployment_id: Option<String>,
-    #[serde(default)]
-    pub fingerprint: Option<String>,
-    #[serde(default)]
-    pub features: Vec<String>,
-    #[serde(default, deserialize_with = "whole_number_map")]
     pub metrics: BTreeMap<String, u64>,
 }
 
