@@ -321,7 +321,7 @@ fn record(
 ) {
     state.metrics().record_validation(code, now);
     let ip = client_ip.map(|ip| ip.0.0);
-    let client_ip_text = ip.map(ip_text);
+    let client_ip_text = ip.map(|ip| ip.to_string());
     let identity = (license_id, deployment_id.as_deref(), fingerprint.as_deref(), ip, code);
     state.validation_log().push_unless_repeated(identity, now.timestamp(), || ValidationLogEntry {
         license_id: license_id.to_owned(),
@@ -342,30 +342,6 @@ fn record(
         at: now,
         edge: None,
     });
-}
-
-/// `ip.to_string()`, with IPv4 written directly: the formatting machinery was a visible share
-/// of a warm validation's time in the profile (docs/benchmarks.md).
-fn ip_text(ip: std::net::IpAddr) -> String {
-    match ip {
-        std::net::IpAddr::V4(v4) => {
-            let mut text = String::with_capacity(15);
-            for (i, octet) in v4.octets().into_iter().enumerate() {
-                if i > 0 {
-                    text.push('.');
-                }
-                if octet >= 100 {
-                    text.push(char::from(b'0' + octet / 100));
-                }
-                if octet >= 10 {
-                    text.push(char::from(b'0' + octet / 10 % 10));
-                }
-                text.push(char::from(b'0' + octet % 10));
-            }
-            text
-        }
-        std::net::IpAddr::V6(_) => ip.to_string(),
-    }
 }
 
 /// Verifies the key of a non-validation public route: a bad key is bad credentials here.
@@ -505,27 +481,4 @@ pub async fn metrics(State(state): State<AppState>) -> Response {
     series.extend(state.validation_events().metric_series());
     let text = state.metrics().render(&series);
     ([(header::CONTENT_TYPE, "text/plain; version=0.0.4; charset=utf-8")], text).into_response()
-}
-
-#[cfg(test)]
-mod ip_text_tests {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-
-    use super::ip_text;
-
-    #[test]
-    fn ip_text_writes_what_to_string_writes() {
-        for octet in 0..=255u8 {
-            for ip in [
-                Ipv4Addr::new(octet, 0, 9, 10),
-                Ipv4Addr::new(99, octet, 100, 255),
-                Ipv4Addr::new(1, 2, octet, 3),
-                Ipv4Addr::new(127, 0, 0, octet),
-            ] {
-                assert_eq!(ip_text(IpAddr::V4(ip)), ip.to_string());
-            }
-        }
-        let v6 = IpAddr::V6(Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 1));
-        assert_eq!(ip_text(v6), "2001:db8::1");
-    }
 }
