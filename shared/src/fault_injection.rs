@@ -28,7 +28,7 @@ use chrono::Duration;
 use crate::model::*;
 use crate::ports::*;
 use crate::validation::StatusSnapshot;
-use crate::validation_stats::{ComplianceRecord, ValidationDayAggregate, ValidationEventBatch};
+use crate::validation_stats::{ComplianceRecord, DayIncrementBatch, ValidationDayAggregate};
 
 /// How often each fault happens, in parts per thousand of operations.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -325,8 +325,8 @@ impl ValidationLogStore for FaultyStore {
 
 #[async_trait]
 impl ValidationStatsStore for FaultyStore {
-    async fn record_validation_events(&self, batch: &ValidationEventBatch) -> StoreResult<BatchOutcome> {
-        self.run(Op::Write, "record_validation_events", self.inner.record_validation_events(batch)).await
+    async fn record_day_increments(&self, batch: &DayIncrementBatch) -> StoreResult<BatchOutcome> {
+        self.run(Op::Write, "record_day_increments", self.inner.record_day_increments(batch)).await
     }
     async fn validation_day_aggregate(
         &self,

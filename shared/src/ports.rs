@@ -18,7 +18,9 @@ use serde::{Deserialize, Serialize};
 use crate::lifecycle::LicenseStatus;
 use crate::model::*;
 use crate::validation::StatusSnapshot;
-use crate::validation_stats::{ComplianceRecord, ValidationDayAggregate, ValidationEventBatch};
+use crate::validation_stats::{
+    ComplianceRecord, DayIncrementBatch, ValidationDayAggregate, ValidationEventBatch,
+};
 
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -357,9 +359,13 @@ pub trait ValidationLogStore: Send + Sync {
 /// IPs and countries (bounded by `DISTINCT_VALUES_KEPT` per kind and day).
 #[async_trait]
 pub trait ValidationStatsStore: Send + Sync {
-    /// Atomically records `batch.batch_id` and adds every event to its day's aggregate, once
-    /// however often (and however concurrently) the batch is sent.
-    async fn record_validation_events(&self, batch: &ValidationEventBatch) -> StoreResult<BatchOutcome>;
+    /// Atomically records `batch.batch_id` and adds every increment to its day's aggregate,
+    /// once however often (and however concurrently) the batch is sent.
+    async fn record_day_increments(&self, batch: &DayIncrementBatch) -> StoreResult<BatchOutcome>;
+    /// An edge's batch of events: grouped by (license, day), then recorded as above.
+    async fn record_validation_events(&self, batch: &ValidationEventBatch) -> StoreResult<BatchOutcome> {
+        self.record_day_increments(&batch.tallied()).await
+    }
     async fn validation_day_aggregate(
         &self,
         license_id: &str,

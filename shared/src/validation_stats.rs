@@ -67,17 +67,6 @@ pub struct ValidationEvent {
     pub edge: Option<String>,
 }
 
-impl ValidationEvent {
-    fn value(&self, kind: DistinctKind) -> Option<&str> {
-        match kind {
-            DistinctKind::Deployment => self.deployment_id.as_deref(),
-            DistinctKind::Fingerprint => self.fingerprint.as_deref(),
-            DistinctKind::ClientIp => self.client_ip.as_deref(),
-            DistinctKind::Country => self.country.as_deref(),
-        }
-    }
-}
-
 /// Events counted once per `batch_id` however often the batch is delivered.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ValidationEventBatch {
@@ -108,35 +97,239 @@ pub struct DayIncrement {
 impl ValidationEventBatch {
     /// The batch grouped by (license, UTC day of `at`), in key order.
     pub fn day_increments(&self) -> Vec<DayIncrement> {
-        let mut days: BTreeMap<(String, NaiveDate), DayIncrement> = BTreeMap::new();
+        let mut tally = DayTally::default();
         for e in &self.events {
-            let day = e.at.date_naive();
-            let inc = days.entry((e.license_id.clone(), day)).or_insert_with(|| DayIncrement {
-                license_id: e.license_id.clone(),
-                day,
-                by_code: BTreeMap::new(),
-                values: BTreeMap::new(),
-                first_at: e.at,
-                last_at: e.at,
-            });
-            *inc.by_code.entry(e.code.clone()).or_default() += 1;
-            inc.first_at = inc.first_at.min(e.at);
-            inc.last_at = inc.last_at.max(e.at);
-            for kind in DistinctKind::ALL {
-                if let Some(v) = e.value(kind) {
-                    let slot = inc
-                        .values
-                        .entry(kind)
-                        .or_default()
-                        .entry(v.to_owned())
-                        .or_insert(ValueIncrement { count: 0, first_at: e.at, last_at: e.at });
-                    slot.count += 1;
-                    slot.first_at = slot.first_at.min(e.at);
-                    slot.last_at = slot.last_at.max(e.at);
+            tally.add(&SeenValidation::of(e));
+        }
+        tally.take()
+    }
+
+    /// The same batch in the form the stores write.
+    pub fn tallied(&self) -> DayIncrementBatch {
+        DayIncrementBatch {
+            batch_id: self.batch_id.clone(),
+            received_at: self.received_at,
+            increments: self.day_increments(),
+        }
+    }
+}
+
+/// Increments counted once per `batch_id`: an edge's batch grouped (`tallied`), or the
+/// origin's own validations, tallied as they were answered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DayIncrementBatch {
+    pub batch_id: String,
+    pub received_at: Timestamp,
+    pub increments: Vec<DayIncrement>,
+}
+
+impl DayIncrementBatch {
+    /// How many validations the batch counts.
+    pub fn event_count(&self) -> u64 {
+        self.increments.iter().map(DayIncrement::event_count).sum()
+    }
+}
+
+impl DayIncrement {
+    pub fn event_count(&self) -> u64 {
+        self.by_code.values().sum()
+    }
+
+    /// Adds what `other` (the same license and day) counted.
+    fn absorb(&mut self, other: DayIncrement) {
+        for (code, n) in other.by_code {
+            *self.by_code.entry(code).or_default() += n;
+        }
+        for (kind, values) in other.values {
+            let mine = self.values.entry(kind).or_default();
+            for (value, v) in values {
+                match mine.get_mut(&value) {
+                    Some(slot) => {
+                        slot.count += v.count;
+                        slot.first_at = slot.first_at.min(v.first_at);
+                        slot.last_at = slot.last_at.max(v.last_at);
+                    }
+                    None => {
+                        mine.insert(value, v);
+                    }
                 }
             }
         }
-        days.into_values().collect()
+        self.first_at = self.first_at.min(other.first_at);
+        self.last_at = self.last_at.max(other.last_at);
+    }
+
+    /// Rows this increment holds in a [`DayTally`]: itself and each distinct value.
+    fn entries(&self) -> usize {
+        1 + self.values.values().map(BTreeMap::len).sum::<usize>()
+    }
+}
+
+/// One validation as a tally counts it, borrowing its texts.
+#[derive(Debug, Clone, Copy)]
+pub struct SeenValidation<'a> {
+    pub license_id: &'a str,
+    pub code: &'a str,
+    pub at: Timestamp,
+    pub deployment_id: Option<&'a str>,
+    pub fingerprint: Option<&'a str>,
+    pub client_ip: Option<&'a str>,
+    pub country: Option<&'a str>,
+}
+
+impl<'a> SeenValidation<'a> {
+    pub fn of(event: &'a ValidationEvent) -> Self {
+        Self {
+            license_id: &event.license_id,
+            code: &event.code,
+            at: event.at,
+            deployment_id: event.deployment_id.as_deref(),
+            fingerprint: event.fingerprint.as_deref(),
+            client_ip: event.client_ip.as_deref(),
+            country: event.country.as_deref(),
+        }
+    }
+
+    fn value(&self, kind: DistinctKind) -> Option<&'a str> {
+        match kind {
+            DistinctKind::Deployment => self.deployment_id,
+            DistinctKind::Fingerprint => self.fingerprint,
+            DistinctKind::ClientIp => self.client_ip,
+            DistinctKind::Country => self.country,
+        }
+    }
+}
+
+/// Validations grouped by (license, UTC day) as they are counted, without keeping each one:
+/// a repeated check-in costs lookups, not allocations. The origin keeps its own answers in one
+/// between flushes; [`ValidationEventBatch::day_increments`] groups a batch with one.
+#[derive(Debug, Default)]
+pub struct DayTally {
+    days: BTreeMap<String, BTreeMap<NaiveDate, DayIncrement>>,
+    events: u64,
+    /// Increments plus their distinct values: what bounds the tally's memory.
+    entries: usize,
+    oldest: Option<Timestamp>,
+}
+
+impl DayTally {
+    /// Validations counted since the last [`take`](Self::take).
+    pub fn events(&self) -> u64 {
+        self.events
+    }
+
+    pub fn entries(&self) -> usize {
+        self.entries
+    }
+
+    /// When the earliest validation counted since the last take was answered.
+    pub fn oldest(&self) -> Option<Timestamp> {
+        self.oldest
+    }
+
+    /// Counts `seen`.
+    pub fn add(&mut self, seen: &SeenValidation<'_>) {
+        self.add_within(seen, usize::MAX);
+    }
+
+    /// Counts `seen` unless that would take the tally past `max_entries`; false if refused.
+    pub fn add_within(&mut self, seen: &SeenValidation<'_>, max_entries: usize) -> bool {
+        let day = seen.at.date_naive();
+        let most_added = 1 + DistinctKind::ALL.len();
+        if self.entries.saturating_add(most_added) > max_entries
+            && self.entries.saturating_add(self.entries_added(seen, day)) > max_entries
+        {
+            return false;
+        }
+        self.events += 1;
+        self.oldest = Some(self.oldest.map_or(seen.at, |t| t.min(seen.at)));
+        let days = match self.days.get_mut(seen.license_id) {
+            Some(days) => days,
+            None => self.days.entry(seen.license_id.to_owned()).or_default(),
+        };
+        let inc = days.entry(day).or_insert_with(|| {
+            self.entries += 1;
+            DayIncrement {
+                license_id: seen.license_id.to_owned(),
+                day,
+                by_code: BTreeMap::new(),
+                values: BTreeMap::new(),
+                first_at: seen.at,
+                last_at: seen.at,
+            }
+        });
+        match inc.by_code.get_mut(seen.code) {
+            Some(n) => *n += 1,
+            None => {
+                inc.by_code.insert(seen.code.to_owned(), 1);
+            }
+        }
+        inc.first_at = inc.first_at.min(seen.at);
+        inc.last_at = inc.last_at.max(seen.at);
+        for kind in DistinctKind::ALL {
+            let Some(value) = seen.value(kind) else { continue };
+            let values = inc.values.entry(kind).or_default();
+            match values.get_mut(value) {
+                Some(slot) => {
+                    slot.count += 1;
+                    slot.first_at = slot.first_at.min(seen.at);
+                    slot.last_at = slot.last_at.max(seen.at);
+                }
+                None => {
+                    values.insert(
+                        value.to_owned(),
+                        ValueIncrement { count: 1, first_at: seen.at, last_at: seen.at },
+                    );
+                    self.entries += 1;
+                }
+            }
+        }
+        true
+    }
+
+    /// The entries counting `seen` would add: its day, and each value the day lacks.
+    fn entries_added(&self, seen: &SeenValidation<'_>, day: NaiveDate) -> usize {
+        let values = DistinctKind::ALL.iter().filter_map(|k| seen.value(*k).map(|v| (k, v)));
+        match self.days.get(seen.license_id).and_then(|days| days.get(&day)) {
+            None => 1 + values.count(),
+            Some(inc) => {
+                values.filter(|(k, v)| !inc.values.get(k).is_some_and(|kept| kept.contains_key(*v))).count()
+            }
+        }
+    }
+
+    /// Adds increments taken earlier back (a failed write) while the tally holds fewer than
+    /// `max_entries`; returns how many validations the ones left out counted.
+    pub fn restore(&mut self, increments: impl IntoIterator<Item = DayIncrement>, max_entries: usize) -> u64 {
+        let mut dropped = 0;
+        for inc in increments {
+            if self.entries.saturating_add(inc.entries()) > max_entries {
+                dropped += inc.event_count();
+                continue;
+            }
+            self.events += inc.event_count();
+            self.oldest = Some(self.oldest.map_or(inc.first_at, |t| t.min(inc.first_at)));
+            let days = self.days.entry(inc.license_id.clone()).or_default();
+            match days.get_mut(&inc.day) {
+                Some(mine) => {
+                    self.entries -= mine.entries();
+                    mine.absorb(inc);
+                    self.entries += mine.entries();
+                }
+                None => {
+                    self.entries += inc.entries();
+                    days.insert(inc.day, inc);
+                }
+            }
+        }
+        dropped
+    }
+
+    /// Everything counted, by (license, day) in key order; the tally is empty after.
+    pub fn take(&mut self) -> Vec<DayIncrement> {
+        let days = std::mem::take(&mut self.days);
+        *self = Self::default();
+        days.into_values().flat_map(BTreeMap::into_values).collect()
     }
 }
 
@@ -389,6 +582,57 @@ mod tests {
         assert_eq!(incs[0].values[&DistinctKind::Fingerprint]["f1"].count, 2);
         assert_eq!(incs[0].first_at.format("%H").to_string(), "01");
         assert_eq!(incs[0].last_at.format("%H").to_string(), "02");
+    }
+
+    #[test]
+    fn a_full_tally_still_counts_what_it_holds_and_refuses_new_values() {
+        let mut tally = DayTally::default();
+        let first = event("a", "f1", "1.1.1.1", "VALID", 1);
+        // The day, the fingerprint, the IP and the deployment: 4 entries.
+        assert!(tally.add_within(&SeenValidation::of(&first), 4));
+        assert_eq!(tally.entries(), 4);
+        assert!(
+            tally.add_within(&SeenValidation::of(&event("a", "f1", "1.1.1.1", "VALID", 2)), 4),
+            "a repeat"
+        );
+        assert!(
+            !tally.add_within(&SeenValidation::of(&event("a", "f2", "1.1.1.1", "VALID", 3)), 4),
+            "a new value"
+        );
+        assert!(
+            !tally.add_within(&SeenValidation::of(&event("b", "f1", "1.1.1.1", "VALID", 3)), 4),
+            "a new day"
+        );
+        assert_eq!((tally.events(), tally.entries()), (2, 4));
+        let taken = tally.take();
+        assert_eq!(taken.len(), 1);
+        assert_eq!(taken[0].by_code["VALID"], 2);
+        assert_eq!(taken[0].values[&DistinctKind::Fingerprint]["f1"].count, 2);
+        assert_eq!((tally.events(), tally.entries(), tally.oldest()), (0, 0, None));
+    }
+
+    #[test]
+    fn restored_increments_merge_with_newer_counts_within_the_bound() {
+        let mut tally = DayTally::default();
+        for (fp, hour) in [("f1", 1), ("f2", 2)] {
+            tally.add(&SeenValidation::of(&event("a", fp, "1.1.1.1", "VALID", hour)));
+        }
+        tally.add(&SeenValidation::of(&event("b", "f9", "2.2.2.2", "EXPIRED", 5)));
+        let taken = tally.take();
+        tally.add(&SeenValidation::of(&event("a", "f1", "1.1.1.1", "VALID", 3)));
+        assert_eq!(tally.restore(taken.clone(), usize::MAX), 0);
+        assert_eq!(tally.events(), 4);
+        let merged = tally.take();
+        assert_eq!(merged.len(), 2);
+        let a = &merged[0];
+        assert_eq!(a.by_code["VALID"], 3);
+        assert_eq!(a.values[&DistinctKind::Fingerprint]["f1"].count, 2);
+        assert_eq!(a.first_at.format("%H").to_string(), "01");
+        assert_eq!(a.last_at.format("%H").to_string(), "03");
+        // Past the bound, what is put back is dropped and its validations reported.
+        let b_entries = taken[1].entries();
+        assert_eq!(tally.restore(taken, b_entries), 2, "license a's increment did not fit");
+        assert_eq!(tally.events(), 1);
     }
 
     fn aggregate(fingerprints: u64, ips: u64, countries: u64, refusals: u64) -> ValidationDayAggregate {

@@ -95,43 +95,63 @@ fn day_aggregate(
     }))
 }
 
+/// Every batch runs the same few statements: prepared once per connection, not per call.
+fn execute_cached(
+    connection: &Connection,
+    sql: &str,
+    params: impl rusqlite::Params,
+) -> rusqlite::Result<usize> {
+    connection.prepare_cached(sql)?.execute(params)
+}
+
 fn add_increment(connection: &Connection, inc: &DayIncrement) -> StoreResult<()> {
     let day = day_key(inc.day);
     let license = inc.license_id.as_str();
     // RFC 3339 with nanoseconds in UTC sorts as time does, so min/max work on the text.
-    connection
-        .execute(
-            "INSERT INTO validation_days (license_id, day, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4)
+    execute_cached(
+        connection,
+        "INSERT INTO validation_days (license_id, day, first_seen, last_seen) VALUES (?1, ?2, ?3, ?4)
              ON CONFLICT (license_id, day) DO UPDATE SET
                  first_seen = min(first_seen, excluded.first_seen),
                  last_seen = max(last_seen, excluded.last_seen)",
-            params![license, day, exact_time(inc.first_at), exact_time(inc.last_at)],
+        params![license, day, exact_time(inc.first_at), exact_time(inc.last_at)],
+    )
+    .map_err(sql_failure)?;
+    for (code, n) in &inc.by_code {
+        execute_cached(
+            connection,
+            "INSERT INTO validation_day_codes (license_id, day, code, total) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT (license_id, day, code) DO UPDATE SET total = total + excluded.total",
+            params![license, day, code, i64::try_from(*n).unwrap_or(i64::MAX)],
         )
         .map_err(sql_failure)?;
-    for (code, n) in &inc.by_code {
-        connection
-            .execute(
-                "INSERT INTO validation_day_codes (license_id, day, code, total) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT (license_id, day, code) DO UPDATE SET total = total + excluded.total",
-                params![license, day, code, i64::try_from(*n).unwrap_or(i64::MAX)],
-            )
-            .map_err(sql_failure)?;
     }
     for (kind, values) in &inc.values {
         let mut kept: i64 = connection
-            .query_row(
+            .prepare_cached(
                 "SELECT count(*) FROM validation_day_values WHERE license_id = ?1 AND day = ?2 AND kind = ?3",
-                [license, &day, kind.as_str()],
-                |row| row.get(0),
             )
+            .and_then(|mut statement| statement.query_row([license, &day, kind.as_str()], |row| row.get(0)))
             .map_err(sql_failure)?;
         for (value, v) in values {
             let n = i64::try_from(v.count).unwrap_or(i64::MAX);
-            let updated = connection
-                .execute(
-                    "UPDATE validation_day_values SET total = total + ?5,
+            let updated = execute_cached(
+                connection,
+                "UPDATE validation_day_values SET total = total + ?5,
                          first_seen = min(first_seen, ?6), last_seen = max(last_seen, ?7)
                      WHERE license_id = ?1 AND day = ?2 AND kind = ?3 AND value = ?4",
+                params![license, day, kind.as_str(), value, n, exact_time(v.first_at), exact_time(v.last_at)],
+            )
+            .map_err(sql_failure)?;
+            if updated > 0 {
+                continue;
+            }
+            if keeps_another_value(count(kept)) {
+                execute_cached(
+                    connection,
+                    "INSERT INTO validation_day_values
+                             (license_id, day, kind, value, total, first_seen, last_seen)
+                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                     params![
                         license,
                         day,
@@ -143,30 +163,9 @@ fn add_increment(connection: &Connection, inc: &DayIncrement) -> StoreResult<()>
                     ],
                 )
                 .map_err(sql_failure)?;
-            if updated > 0 {
-                continue;
-            }
-            if keeps_another_value(count(kept)) {
-                connection
-                    .execute(
-                        "INSERT INTO validation_day_values
-                             (license_id, day, kind, value, total, first_seen, last_seen)
-                         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
-                        params![
-                            license,
-                            day,
-                            kind.as_str(),
-                            value,
-                            n,
-                            exact_time(v.first_at),
-                            exact_time(v.last_at)
-                        ],
-                    )
-                    .map_err(sql_failure)?;
                 kept += 1;
             } else {
-                connection
-                    .execute(
+                execute_cached(connection,
                         "INSERT INTO validation_day_untracked (license_id, day, kind, events) VALUES (?1, ?2, ?3, ?4)
                          ON CONFLICT (license_id, day, kind) DO UPDATE SET events = events + excluded.events",
                         params![license, day, kind.as_str(), n],
@@ -180,20 +179,20 @@ fn add_increment(connection: &Connection, inc: &DayIncrement) -> StoreResult<()>
 
 #[async_trait]
 impl ValidationStatsStore for SqliteStore {
-    async fn record_validation_events(&self, batch: &ValidationEventBatch) -> StoreResult<BatchOutcome> {
+    async fn record_day_increments(&self, batch: &DayIncrementBatch) -> StoreResult<BatchOutcome> {
         let batch_id = batch.batch_id.clone();
         let received_at_s = index_seconds(batch.received_at);
-        let increments = batch.day_increments();
+        let increments = batch.increments.clone();
         self.with_connection(move |connection| {
             let tx =
                 connection.transaction_with_behavior(TransactionBehavior::Immediate).map_err(sql_failure)?;
-            let inserted = tx
-                .execute(
-                    "INSERT INTO validation_event_batches (batch_id, received_at_s) VALUES (?1, ?2)
+            let inserted = execute_cached(
+                &tx,
+                "INSERT INTO validation_event_batches (batch_id, received_at_s) VALUES (?1, ?2)
                      ON CONFLICT (batch_id) DO NOTHING",
-                    params![batch_id, received_at_s],
-                )
-                .map_err(sql_failure)?;
+                params![batch_id, received_at_s],
+            )
+            .map_err(sql_failure)?;
             if inserted == 0 {
                 return Ok(BatchOutcome::Duplicate);
             }
@@ -227,8 +226,7 @@ impl ValidationStatsStore for SqliteStore {
         let json = to_json(&item, record)?;
         let (license_id, day, flagged) = (record.license_id.clone(), day_key(record.day), record.flagged());
         self.with_connection(move |connection| {
-            connection
-                .execute(
+            execute_cached(connection,
                     "INSERT INTO compliance_records (license_id, day, flagged, record) VALUES (?1, ?2, ?3, ?4)
                      ON CONFLICT (license_id, day) DO UPDATE SET flagged = excluded.flagged, record = excluded.record",
                     params![license_id, day, i64::from(flagged), json],

@@ -25,6 +25,7 @@ use crate::model::{Deployment, Timestamp, UsageBatch, UsageRecord, ValidationLog
 use crate::ports::{Activation, BatchOutcome};
 use crate::receipt::sign_receipt;
 use crate::validation::{ValidationCode, ValidationRequest, decide};
+use crate::validation_stats::SeenValidation;
 
 /// Every code a validation can answer with.
 pub fn all_validation_codes() -> Vec<&'static str> {
@@ -162,7 +163,7 @@ pub async fn validate(
         KeyCheck::NotOnRecord(license_id) => {
             let mut answer = rejected(ValidationCode::Revoked);
             answer.warning = Some(NOT_ON_RECORD.to_owned());
-            let (deployment_id, fingerprint) = (body.deployment_id, body.fingerprint);
+            let (deployment_id, fingerprint) = (body.deployment_id.as_deref(), body.fingerprint.as_deref());
             record(
                 &state,
                 &license_id,
@@ -183,7 +184,15 @@ pub async fn validate(
         .filter(|_| plain)
         .and_then(|e| e.cached_answer(key_text, body.deployment_id.as_deref()))
     {
-        record(&state, license_id, cached.code, body.deployment_id, body.fingerprint, client_ip, now);
+        record(
+            &state,
+            license_id,
+            cached.code,
+            body.deployment_id.as_deref(),
+            body.fingerprint.as_deref(),
+            client_ip,
+            now,
+        );
         return Ok(json_response(cached.json));
     }
     let request = ValidationRequest {
@@ -254,7 +263,15 @@ pub async fn validate(
     } else {
         None
     };
-    record(&state, license_id, code, body.deployment_id.clone(), body.fingerprint, client_ip, now);
+    record(
+        &state,
+        license_id,
+        code,
+        body.deployment_id.as_deref(),
+        body.fingerprint.as_deref(),
+        client_ip,
+        now,
+    );
     let answer = ValidationAnswer {
         code,
         valid,
@@ -307,41 +324,58 @@ async fn activate(
     Ok(activation)
 }
 
-/// Counts a validation and queues its event and (unless a repeat) its history entry. Takes the
-/// request's deployment id and fingerprint by value: the event keeps them, so a warm
-/// validation copies them only when a history entry is kept too.
+/// Counts a validation in this instance's tally and queues (unless a repeat) its history
+/// entry. A warm check-in allocates nothing here: the tally counts it in place, and the client
+/// IP is formatted on the stack.
 fn record(
     state: &AppState,
     license_id: &str,
     code: &'static str,
-    deployment_id: Option<String>,
-    fingerprint: Option<String>,
+    deployment_id: Option<&str>,
+    fingerprint: Option<&str>,
     client_ip: Option<axum::Extension<ClientIp>>,
     now: Timestamp,
 ) {
     state.metrics().record_validation(code, now);
     let ip = client_ip.map(|ip| ip.0.0);
-    let client_ip_text = ip.map(|ip| ip.to_string());
-    let identity = (license_id, deployment_id.as_deref(), fingerprint.as_deref(), ip, code);
+    let mut ip_buffer = IpText::new();
+    let client_ip_text = ip.map(|ip| ip_buffer.format(ip));
+    let identity = (license_id, deployment_id, fingerprint, ip, code);
     state.validation_log().push_unless_repeated(identity, now.timestamp(), || ValidationLogEntry {
         license_id: license_id.to_owned(),
         at: now,
         code: code.to_owned(),
-        deployment_id: deployment_id.clone(),
-        fingerprint: fingerprint.clone(),
-        client_ip: client_ip_text.clone(),
+        deployment_id: deployment_id.map(str::to_owned),
+        fingerprint: fingerprint.map(str::to_owned),
+        client_ip: client_ip_text.map(str::to_owned),
         registry: None,
     });
-    state.validation_events().push_own(crate::validation_stats::ValidationEvent {
-        license_id: license_id.to_owned(),
+    state.validation_events().push_own(&SeenValidation {
+        license_id,
+        code,
+        at: now,
         deployment_id,
         fingerprint,
         client_ip: client_ip_text,
         country: None,
-        code: code.to_owned(),
-        at: now,
-        edge: None,
     });
+}
+
+/// Room for the longest IPv6 text (45 bytes), so an address is formatted without allocating.
+struct IpText([u8; 48]);
+
+impl IpText {
+    fn new() -> Self {
+        Self([0; 48])
+    }
+
+    fn format(&mut self, ip: std::net::IpAddr) -> &str {
+        use std::io::Write;
+        let mut cursor = std::io::Cursor::new(&mut self.0[..]);
+        write!(cursor, "{ip}").expect("an IP address fits in 48 bytes");
+        let len = cursor.position() as usize;
+        std::str::from_utf8(&self.0[..len]).expect("an IP address formats as ASCII")
+    }
 }
 
 /// Verifies the key of a non-validation public route: a bad key is bad credentials here.

@@ -24,13 +24,14 @@ use crate::validation::StatusSnapshot;
 const BOOTSTRAP: &str = "test-bootstrap-admin-key";
 
 /// The in-memory store, counting license reads. Its snapshot reads can be made to fail or
-/// panic, as a store that is down or a bug would.
+/// panic, and its validation-stats writes to fail, as a store that is down or a bug would.
 #[derive(Default)]
 struct CountingStore {
     inner: MemoryStore,
     license_reads: AtomicUsize,
     snapshots_unavailable: std::sync::atomic::AtomicBool,
     snapshots_panic: std::sync::atomic::AtomicBool,
+    stats_writes_unavailable: std::sync::atomic::AtomicBool,
 }
 
 #[async_trait]
@@ -177,11 +178,14 @@ impl ValidationLogStore for CountingStore {
 
 #[async_trait]
 impl ValidationStatsStore for CountingStore {
-    async fn record_validation_events(
+    async fn record_day_increments(
         &self,
-        batch: &crate::validation_stats::ValidationEventBatch,
+        batch: &crate::validation_stats::DayIncrementBatch,
     ) -> StoreResult<BatchOutcome> {
-        self.inner.record_validation_events(batch).await
+        if self.stats_writes_unavailable.load(Ordering::SeqCst) {
+            return Err(StoreError::Unavailable("stats writes switched off".into()));
+        }
+        self.inner.record_day_increments(batch).await
     }
     async fn validation_day_aggregate(
         &self,

@@ -13,7 +13,7 @@
 //! - A forwarded call from an edge carries the caller's address in `X-NLS-Client-IP`, trusted
 //!   only with a valid `edge` service token in `X-NLS-Edge-Token` ([`forwarded_client_ip`]).
 
-use std::collections::{BTreeMap, BTreeSet, VecDeque};
+use std::collections::{BTreeMap, BTreeSet};
 use std::net::IpAddr;
 use std::sync::Mutex;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -49,10 +49,11 @@ const MAX_EVENT_SKEW_SECS: i64 = 300;
 const MAX_COMPLIANCE_DAYS: i64 = 92;
 const MAX_TEXT: usize = 256;
 
-/// This instance's side of validation events: the origin's own events waiting for the next
-/// flush (bounded like the validation log), counters, and the flag thresholds.
+/// This instance's side of validation events: the origin's own validations waiting for the
+/// next flush, tallied by (license, day) as they are answered (bounded like the validation
+/// log, in tally entries), counters, and the flag thresholds.
 pub struct ValidationEvents {
-    pending: Mutex<VecDeque<ValidationEvent>>,
+    pending: Mutex<DayTally>,
     capacity: usize,
     dropped: AtomicU64,
     /// Edge validations counted here, by code (also in `Metrics`' per-code counts).
@@ -85,14 +86,14 @@ impl ValidationEvents {
         *self.settings.lock().unwrap_or_else(|p| p.into_inner())
     }
 
-    /// One validation the origin answered itself.
-    pub fn push_own(&self, event: ValidationEvent) {
+    /// One validation the origin answered itself. Counted in place: a repeated check-in
+    /// allocates nothing. Past the bound (the store has fallen behind) a validation that needs
+    /// a new entry is dropped and counted in `nls_validation_events_dropped_total`.
+    pub fn push_own(&self, seen: &SeenValidation<'_>) {
         let mut pending = self.pending.lock().unwrap_or_else(|p| p.into_inner());
-        if pending.len() >= self.capacity {
-            pending.pop_front();
+        if !pending.add_within(seen, self.capacity) {
             self.dropped.fetch_add(1, Ordering::Relaxed);
         }
-        pending.push_back(event);
     }
 
     pub fn edge_validations_by_code(&self) -> BTreeMap<String, u64> {
@@ -127,48 +128,38 @@ impl ValidationEvents {
 /// every request (Lambda) does not add store requests to every validation.
 const OWN_EVENTS_FLUSH_SECS: i64 = 10;
 
-/// Writes the origin's own pending events as batches of fresh ids, then re-evaluates the
+/// Writes the origin's own tallied validations as batches of fresh ids, then re-evaluates the
 /// flags of the (license, day)s they touched. On failure the rest is put back for next time.
 pub async fn flush_own_events(state: &AppState, force: bool) -> StoreResult<usize> {
     let events = state.validation_events();
-    if !force {
-        let pending = events.pending.lock().unwrap_or_else(|p| p.into_inner());
-        let due = pending.len() >= MAX_EVENTS_PER_BATCH
+    let taken = {
+        let mut pending = events.pending.lock().unwrap_or_else(|p| p.into_inner());
+        let due = pending.events() >= MAX_EVENTS_PER_BATCH as u64
             || pending
-                .front()
-                .is_some_and(|e| state.now() - e.at >= Duration::seconds(OWN_EVENTS_FLUSH_SECS));
-        if !due {
+                .oldest()
+                .is_some_and(|at| state.now() - at >= Duration::seconds(OWN_EVENTS_FLUSH_SECS));
+        if !(due || force && pending.events() > 0) {
             return Ok(0);
         }
-    }
-    // Moved into their batches, not copied: at a few thousand validations a second the copy
-    // was a visible share of the server's time (docs/benchmarks.md).
-    let mut rest: Vec<ValidationEvent> =
-        std::mem::take(&mut *events.pending.lock().unwrap_or_else(|p| p.into_inner())).into();
+        pending.take()
+    };
+    let mut rest = taken.into_iter();
     let mut written = 0;
     let mut touched = BTreeSet::new();
-    while !rest.is_empty() {
-        let tail = rest.split_off(rest.len().min(MAX_EVENTS_PER_BATCH));
-        let batch = ValidationEventBatch {
-            batch_id: new_id("veb"),
-            received_at: state.now(),
-            events: std::mem::replace(&mut rest, tail),
-        };
-        if let Err(e) = state.store().record_validation_events(&batch).await {
+    loop {
+        let increments: Vec<DayIncrement> = rest.by_ref().take(MAX_EVENTS_PER_BATCH).collect();
+        if increments.is_empty() {
+            break;
+        }
+        let batch = DayIncrementBatch { batch_id: new_id("veb"), received_at: state.now(), increments };
+        if let Err(e) = state.store().record_day_increments(&batch).await {
             let mut pending = events.pending.lock().unwrap_or_else(|p| p.into_inner());
-            let newer = std::mem::take(&mut *pending);
-            pending.extend(batch.events);
-            pending.extend(rest);
-            pending.extend(newer);
-            let excess = pending.len().saturating_sub(events.capacity);
-            pending.drain(..excess);
-            events.dropped.fetch_add(excess as u64, Ordering::Relaxed);
+            let dropped = pending.restore(batch.increments.into_iter().chain(rest), events.capacity);
+            events.dropped.fetch_add(dropped, Ordering::Relaxed);
             return Err(e);
         }
-        written += batch.events.len();
-        let days: BTreeSet<(&str, NaiveDate)> =
-            batch.events.iter().map(|e| (e.license_id.as_str(), e.at.date_naive())).collect();
-        touched.extend(days.into_iter().map(|(license_id, day)| (license_id.to_owned(), day)));
+        written += batch.event_count() as usize;
+        touched.extend(batch.increments.iter().map(|inc| (inc.license_id.clone(), inc.day)));
     }
     evaluate_touched(state, touched).await;
     Ok(written)

@@ -33,12 +33,12 @@ impl MemoryStore {
 
 #[async_trait]
 impl ValidationStatsStore for MemoryStore {
-    async fn record_validation_events(&self, batch: &ValidationEventBatch) -> StoreResult<BatchOutcome> {
+    async fn record_day_increments(&self, batch: &DayIncrementBatch) -> StoreResult<BatchOutcome> {
         let mut state = self.stats();
         if !state.batches.insert(batch.batch_id.clone()) {
             return Ok(BatchOutcome::Duplicate);
         }
-        for inc in batch.day_increments() {
+        for inc in &batch.increments {
             let day = state.days.entry((inc.license_id.clone(), inc.day)).or_insert_with(|| DayCounters {
                 by_code: BTreeMap::new(),
                 values: BTreeMap::new(),

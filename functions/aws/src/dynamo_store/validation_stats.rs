@@ -348,11 +348,11 @@ fn record_from_item(item: &Item) -> StoreResult<ComplianceRecord> {
 
 #[async_trait]
 impl ValidationStatsStore for DynamoStore {
-    async fn record_validation_events(&self, batch: &ValidationEventBatch) -> StoreResult<BatchOutcome> {
-        let increments = batch.day_increments();
+    async fn record_day_increments(&self, batch: &DayIncrementBatch) -> StoreResult<BatchOutcome> {
+        let increments = &batch.increments;
         let guard = ItemBuilder::keyed(format!("VEBATCH#{}", batch.batch_id), "VEBATCH")
             .set("batch_id", s(&batch.batch_id))
-            .set("event_count", n(batch.events.len()))
+            .set("event_count", n(batch.event_count()))
             .set("received_at", ts(batch.received_at))
             .set(TTL_ATTRIBUTE, n((batch.received_at + BATCH_GUARD_RETENTION).timestamp()))
             .build();
@@ -373,7 +373,7 @@ impl ValidationStatsStore for DynamoStore {
             let key = item_key(stats_pk(&inc.license_id), &day_sk(inc.day));
             self.widen_sightings(&key, inc.first_at, inc.last_at).await?;
         }
-        for inc in &increments {
+        for inc in increments {
             for (kind, values) in &inc.values {
                 for (value, increment) in values {
                     self.add_value(inc, *kind, value, increment).await?;

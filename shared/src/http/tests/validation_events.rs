@@ -152,3 +152,36 @@ async fn a_forwarded_client_address_is_trusted_only_with_the_edge_token() {
         assert_eq!(seen[forged], "127.0.0.1", "a header without the edge token is ignored ({forged})");
     }
 }
+
+#[tokio::test]
+async fn own_validations_are_written_in_batches_and_kept_through_a_failed_write() {
+    let h = harness();
+    let licenses = crate::validation_stats::MAX_EVENTS_PER_BATCH + 20; // two batches
+    let mut validated = Vec::new();
+    for _ in 0..licenses {
+        let (id, key) = h.license(json!({"max_deployments": 2})).await;
+        for _ in 0..2 {
+            h.validate(json!({"key": key, "deployment_id": "d1", "fingerprint": "f1"})).await;
+        }
+        validated.push((id, key));
+    }
+    h.store.stats_writes_unavailable.store(true, Ordering::SeqCst);
+    assert!(h.state.flush_validation_events().await.is_err(), "the store is down");
+    h.store.stats_writes_unavailable.store(false, Ordering::SeqCst);
+    // Counted after the failure: joins what was put back.
+    let (first_id, first_key) = &validated[0];
+    h.validate(json!({"key": first_key, "deployment_id": "d1", "fingerprint": "f1"})).await;
+
+    assert_eq!(h.state.flush_validation_events().await.unwrap(), 2 * licenses + 1);
+    assert_eq!(h.state.flush_validation_events().await.unwrap(), 0, "nothing twice");
+    let today = h.clock.now().date_naive();
+    for (id, _) in &validated {
+        let aggregate = h.store.validation_day_aggregate(id, today).await.unwrap().unwrap();
+        let expected = if id == first_id { 3 } else { 2 };
+        assert_eq!(aggregate.validations(), expected, "{aggregate:?}");
+        assert_eq!(aggregate.distinct[&DistinctKind::Fingerprint].distinct, 1, "{aggregate:?}");
+    }
+    let series = h.state.validation_events().metric_series();
+    let dropped = series.iter().find(|(name, _, _)| *name == "nls_validation_events_dropped_total");
+    assert_eq!(dropped.map(|(_, _, n)| *n), Some(0), "none dropped");
+}
