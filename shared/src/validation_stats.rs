@@ -130,6 +130,20 @@ impl DayIncrementBatch {
     }
 }
 
+impl ValueIncrement {
+    /// One sighting at `at`.
+    pub fn once(at: Timestamp) -> Self {
+        Self { count: 1, first_at: at, last_at: at }
+    }
+
+    /// Adds `other`'s sightings of the same value.
+    fn absorb(&mut self, other: &ValueIncrement) {
+        self.count += other.count;
+        self.first_at = self.first_at.min(other.first_at);
+        self.last_at = self.last_at.max(other.last_at);
+    }
+}
+
 impl DayIncrement {
     pub fn event_count(&self) -> u64 {
         self.by_code.values().sum()
@@ -144,11 +158,7 @@ impl DayIncrement {
             let mine = self.values.entry(kind).or_default();
             for (value, v) in values {
                 match mine.get_mut(&value) {
-                    Some(slot) => {
-                        slot.count += v.count;
-                        slot.first_at = slot.first_at.min(v.first_at);
-                        slot.last_at = slot.last_at.max(v.last_at);
-                    }
+                    Some(slot) => slot.absorb(&v),
                     None => {
                         mine.insert(value, v);
                     }
@@ -270,16 +280,9 @@ impl DayTally {
             let Some(value) = seen.value(kind) else { continue };
             let values = inc.values.entry(kind).or_default();
             match values.get_mut(value) {
-                Some(slot) => {
-                    slot.count += 1;
-                    slot.first_at = slot.first_at.min(seen.at);
-                    slot.last_at = slot.last_at.max(seen.at);
-                }
+                Some(slot) => slot.absorb(&ValueIncrement::once(seen.at)),
                 None => {
-                    values.insert(
-                        value.to_owned(),
-                        ValueIncrement { count: 1, first_at: seen.at, last_at: seen.at },
-                    );
+                    values.insert(value.to_owned(), ValueIncrement::once(seen.at));
                     self.entries += 1;
                 }
             }
